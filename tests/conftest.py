@@ -1,0 +1,5 @@
+"""Shared fixtures. Docker and Traefik fixtures fail (never skip) when the engine or binary is missing."""
+
+pytest_plugins = [
+    "tests.support.fixtures",
+]

@@ -1,0 +1,156 @@
+"""The project's own values: config models, colours, containers, rollout state. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Colour(enum.StrEnum):
+    BLUE = "blue"
+    GREEN = "green"
+
+    @property
+    def other(self) -> Colour:
+        return Colour.GREEN if self is Colour.BLUE else Colour.BLUE
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """Readiness of each new container, as trafficshift checks it (and Traefik's own check)."""
+
+    path: str | None = None
+    interval: float = 1.0
+    timeout: float = 2.0
+    healthy_threshold: int = 2
+    start_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    pause: float = 30.0
+    drain: float = 10.0
+    stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    max_error_rate: float | None = None
+    max_p95_latency: float | None = None
+    min_requests: int = 20
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    image: str
+    port: int
+    rule: str
+    replicas: int = 1
+    network: str | None = None
+    publish: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    health: HealthSpec = field(default_factory=HealthSpec)
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
+    analysis: AnalysisSpec | None = None
+
+
+@dataclass(frozen=True)
+class TraefikSpec:
+    dynamic_dir: Path
+    api_url: str | None = None
+    metrics_url: str | None = None
+    entrypoints: tuple[str, ...] = ("web",)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    listen: str = "127.0.0.1:8700"
+    token_file: Path | None = None
+    schedule_grace: float = 600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    traefik: TraefikSpec
+    state_dir: Path
+    apps: Mapping[str, AppSpec]
+    service: ServiceSpec = field(default_factory=ServiceSpec)
+
+
+# ---------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One managed container, as read back from Docker (names and labels per the contract)."""
+
+    id: str
+    name: str
+    app: str
+    colour: Colour
+    image: str
+    running: bool
+    # Docker's HEALTHCHECK status ("starting", "healthy", "unhealthy") or None when the image has none.
+    health: str | None
+    # The URL Traefik uses to reach it (http://<name>:<port> or http://127.0.0.1:<hostport>); None when
+    # it has no address (not running, or the port is not published yet).
+    url: str | None
+    # The URL trafficshift itself probes from the host (container IP on the network, or the published port).
+    probe_url: str | None
+
+
+# ---------------------------------------------------------------- routing
+
+
+@dataclass(frozen=True)
+class ColourRoute:
+    """One colour as the dynamic file lists it: its weight in the weighted service and its servers."""
+
+    colour: Colour
+    weight: int
+    servers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Everything the dynamic file of one app says: which colours, at which weight, with which servers.
+
+    Only colours that have servers are listed: Traefik disables a weighted service whose child is missing.
+    """
+
+    app: str
+    routes: tuple[ColourRoute, ...]
+
+    def weights(self) -> dict[Colour, int]:
+        return {r.colour: r.weight for r in self.routes}
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+class Phase(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    SHIFTING = "shifting"
+    DRAINING = "draining"
+    CLEANING = "cleaning"
+    DONE = "done"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+class Outcome(enum.StrEnum):
+    DONE = "done"
+    ABORTED = "aborted"
+    FAILED = "failed"
