@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.support.fixtures",
+    "tests.support.docker_fixtures",
+    "tests.support.traefik_fixtures",
 ]
