@@ -154,3 +154,56 @@ class Outcome(enum.StrEnum):
     DONE = "done"
     ABORTED = "aborted"
     FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AppState:
+    """What serves an app when no rollout is in progress."""
+
+    app: str
+    colour: Colour | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One promote (or rollback, or first deploy), as recorded before each side effect.
+
+    `weights` is the routing the dynamic file was last told to show (colour -> percent); a colour absent
+    from it is absent from the file. Recovery after a crash re-applies it, which is idempotent.
+    """
+
+    id: str
+    app: str
+    from_colour: Colour | None
+    from_image: str | None
+    to_colour: Colour
+    to_image: str
+    steps: tuple[int, ...]
+    pause: float
+    phase: Phase
+    step: int
+    weights: Mapping[Colour, int]
+    started_at: float
+    updated_at: float
+    outcome: Outcome | None = None
+    reason: str | None = None
+    ended_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.outcome is None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One rollout transition, as the CLI prints it and the service streams it."""
+
+    seq: int
+    rollout_id: str
+    app: str
+    at: float
+    phase: Phase
+    step: int
+    weights: Mapping[Colour, int]
+    message: str

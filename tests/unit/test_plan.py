@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trafficshift import plan
+from trafficshift.models import AppState, Colour, ContainerInfo, Outcome, Phase, Rollout
+
+BLUE, GREEN = Colour.BLUE, Colour.GREEN
+
+
+def _container(
+    colour: Colour, n: int = 1, *, running: bool = True, health: str | None = None
+) -> ContainerInfo:
+    url = f"http://127.0.0.1:{30000 + n + (100 if colour is GREEN else 0)}"
+    return ContainerInfo(
+        id=f"{colour}{n}",
+        name=f"web-{colour}-{n}",
+        app="web",
+        colour=colour,
+        image="img",
+        running=running,
+        health=health,
+        url=url if running else None,
+        probe_url=url if running else None,
+    )
+
+
+def _rollout(**changes: object) -> Rollout:
+    base: dict[str, object] = dict(
+        id="r1",
+        app="web",
+        from_colour=BLUE,
+        from_image="a:1",
+        to_colour=GREEN,
+        to_image="a:2",
+        steps=(10, 50, 100),
+        pause=1.0,
+        phase=Phase.SHIFTING,
+        step=0,
+        weights={BLUE: 90, GREEN: 10},
+        started_at=0.0,
+        updated_at=0.0,
+    )
+    base.update(changes)
+    return Rollout(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("steps", "problem"),
+    [
+        ((10, 50, 100), None),
+        ((100,), None),
+        ((), "at least one"),
+        ((10, 10, 100), "rise strictly"),
+        ((50, 10, 100), "rise strictly"),
+        ((10, 50), "end at 100"),
+        ((0, 100), "1..100"),
+        ((10, 101), "1..100"),
+        ((True, 100), "1..100"),
+    ],
+)
+def test_check_steps(steps: tuple[int, ...], problem: str | None) -> None:
+    found = plan.check_steps(steps)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
+
+
+def test_parse_steps() -> None:
+    assert plan.parse_steps("10,50,100") == (10, 50, 100)
+    with pytest.raises(ValueError, match="comma-separated"):
+        plan.parse_steps("10;100")
+    with pytest.raises(ValueError, match="end at 100"):
+        plan.parse_steps("10,50")
+
+
+@given(st.integers(min_value=0, max_value=100))
+def test_shift_weights_always_sum_to_100(percent: int) -> None:
+    weights = plan.shift_weights(old=BLUE, new=GREEN, percent=percent)
+    assert sum(weights.values()) == 100
+    assert weights[GREEN] == percent
+
+
+def test_first_deploy_gets_everything() -> None:
+    assert plan.shift_weights(old=None, new=BLUE, percent=10) == {BLUE: 100}
+
+
+def test_next_colour_alternates_and_starts_blue() -> None:
+    assert plan.next_colour(AppState(app="web")) is BLUE
+    assert plan.next_colour(AppState(app="web", colour=BLUE)) is GREEN
+    assert plan.next_colour(AppState(app="web", colour=GREEN)) is BLUE
+
+
+def test_routing_lists_only_colours_with_servers() -> None:
+    routing = plan.routing_for(
+        app="web", weights={BLUE: 90, GREEN: 10}, containers=[_container(BLUE, 1), _container(BLUE, 2)]
+    )
+    assert routing.weights() == {BLUE: 90}
+    assert routing.routes[0].servers == ("http://127.0.0.1:30001", "http://127.0.0.1:30002")
+
+
+def test_routing_leaves_out_stopped_and_unhealthy_containers() -> None:
+    containers = [
+        _container(BLUE, 1),
+        _container(BLUE, 2, running=False),
+        _container(GREEN, 1, health="unhealthy"),
+    ]
+    routing = plan.routing_for(app="web", weights={BLUE: 50, GREEN: 50}, containers=containers)
+    assert routing.weights() == {BLUE: 50}
+    assert routing.routes[0].servers == ("http://127.0.0.1:30001",)
+
+
+def test_routing_ignores_colours_without_weight_entry() -> None:
+    # A new colour that is starting has containers but no weight yet: it must not be routed (invariant 1).
+    routing = plan.routing_for(
+        app="web", weights={BLUE: 100}, containers=[_container(BLUE), _container(GREEN)]
+    )
+    assert routing.weights() == {BLUE: 100}
+
+
+def test_current_weights_prefers_the_rollout_then_the_state_then_labels() -> None:
+    state = AppState(app="web", colour=BLUE, image="a:1")
+    assert plan.current_weights(state, _rollout()) == {BLUE: 90, GREEN: 10}
+    assert plan.current_weights(state, None) == {BLUE: 100}
+    assert plan.current_weights(AppState(app="web"), None, [_container(GREEN)]) == {GREEN: 100}
+    both = [_container(GREEN), _container(BLUE)]
+    assert plan.current_weights(AppState(app="web"), None, both) == {}
+    assert plan.current_weights(AppState(app="web"), None, []) == {}
+
+
+def test_rollback_image_is_the_image_before_the_last_completed_promote() -> None:
+    history = [
+        _rollout(id="r3", from_image="a:2", to_image="a:3", outcome=Outcome.ABORTED),
+        _rollout(id="r2", from_image="a:1", to_image="a:2", outcome=Outcome.DONE),
+        _rollout(id="r1", from_image=None, to_image="a:1", outcome=Outcome.DONE),
+    ]
+    assert plan.rollback_image(history) == "a:1"
+    assert plan.rollback_image(history[2:]) is None
+    assert plan.rollback_image([]) is None
+
+
+def test_cleaning_is_past_the_point_of_return() -> None:
+    assert Phase.CLEANING not in plan.ABORTABLE
+    assert Phase.DRAINING in plan.ABORTABLE

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+from pathlib import Path
+
+import pytest
+
+from trafficshift.errors import LockedError
+from trafficshift.models import AppState, Colour, Outcome, Phase
+from trafficshift.state import AppLock, StateStore
+
+BLUE, GREEN = Colour.BLUE, Colour.GREEN
+
+
+def test_a_rollout_is_recorded_step_by_step_and_survives_reopening(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    r = store.create_rollout(
+        app="web",
+        from_state=AppState(app="web", colour=BLUE, image="a:1"),
+        to_colour=GREEN,
+        to_image="a:2",
+        steps=(10, 100),
+        pause=1.0,
+    )
+    assert r.weights == {BLUE: 100}
+    r = store.advance(r, phase=Phase.SHIFTING, step=0, weights={BLUE: 90, GREEN: 10}, message="step 1")
+    store.close()
+
+    reopened = StateStore(tmp_path)
+    active = reopened.active_rollout("web")
+    assert active is not None
+    assert (active.phase, active.step, dict(active.weights)) == (Phase.SHIFTING, 0, {BLUE: 90, GREEN: 10})
+    assert [e.message for e in reopened.events(rollout_id=r.id)][-1] == "step 1"
+
+    done = reopened.finish(
+        active, outcome=Outcome.DONE, reason=None, live=AppState(app="web", colour=GREEN, image="a:2")
+    )
+    assert done.phase is Phase.DONE
+    assert reopened.active_rollout("web") is None
+    assert reopened.app_state("web") == AppState(app="web", colour=GREEN, image="a:2")
+    assert [h.id for h in reopened.history("web")] == [r.id]
+
+
+def test_only_one_active_rollout_per_app(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    kwargs = dict(
+        app="web", from_state=AppState(app="web"), to_colour=BLUE, to_image="a:1", steps=(100,), pause=0.0
+    )
+    store.create_rollout(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(LockedError):
+        store.create_rollout(**kwargs)  # type: ignore[arg-type]
+
+
+def test_abort_requests_reach_the_rollout(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    r = store.create_rollout(
+        app="web", from_state=AppState(app="web"), to_colour=BLUE, to_image="a:1", steps=(100,), pause=0.0
+    )
+    assert store.abort_requested(r.id) is None
+    StateStore(tmp_path).request_abort(r.id, reason="by hand")
+    assert store.abort_requested(r.id) == "by hand"
+
+
+def test_lock_is_exclusive_and_reports_holders(tmp_path: Path) -> None:
+    with AppLock(tmp_path, "web"):
+        with pytest.raises(LockedError):
+            AppLock(tmp_path, "web").acquire()
+        assert AppLock(tmp_path, "web").is_held_elsewhere()
+        AppLock(tmp_path, "api").acquire()  # other apps are independent
+    assert not AppLock(tmp_path, "web").is_held_elsewhere()
+
+
+def _hold_and_die(path: str, ready: multiprocessing.synchronize.Event) -> None:
+    import os
+
+    AppLock(Path(path), "web").acquire()
+    ready.set()
+    os._exit(9)  # like kill -9: no cleanup runs
+
+
+def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold_and_die, args=(str(tmp_path), ready))
+    proc.start()
+    proc.join(10)
+    assert ready.is_set()
+    lock = AppLock(tmp_path, "web")
+    lock.acquire()
+    lock.release()

@@ -1,0 +1,96 @@
+"""Pure rollout logic: weights for a step, the routing the file must show, what to do next."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+
+from .models import AppState, Colour, ColourRoute, ContainerInfo, Phase, Rollout, Routing
+
+
+def check_steps(steps: Sequence[int]) -> str | None:
+    """Return why `steps` is not a valid rollout plan, or None: strictly rising percentages ending at 100."""
+    if not steps:
+        return "must list at least one step"
+    for value in steps:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            return f"each step must be a whole percentage 1..100, got {value!r}"
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        return f"steps must rise strictly, got {list(steps)}"
+    if steps[-1] != 100:
+        return f"steps must end at 100, got {list(steps)}"
+    return None
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """Parse `10,50,100` as the CLI takes it; raise ValueError with the reason."""
+    try:
+        steps = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected comma-separated percentages like 10,50,100, got {text!r}") from None
+    problem = check_steps(steps)
+    if problem:
+        raise ValueError(problem)
+    return steps
+
+
+def shift_weights(*, old: Colour | None, new: Colour, percent: int) -> dict[Colour, int]:
+    """Weights with `percent` on the new colour and the rest on the old one (if there is one)."""
+    if old is None:
+        return {new: 100}
+    return {old: 100 - percent, new: percent}
+
+
+def settled_weights(state: AppState) -> dict[Colour, int]:
+    """Weights of an app with no rollout in progress."""
+    return {state.colour: 100} if state.colour else {}
+
+
+def current_weights(
+    state: AppState, rollout: Rollout | None, containers: Iterable[ContainerInfo] = ()
+) -> dict[Colour, int]:
+    """What the dynamic file of the app should show now.
+
+    With no record at all (a lost state folder), the containers' labels tell: one colour running gets 100%.
+    """
+    if rollout is not None:
+        return dict(rollout.weights)
+    if state.colour is not None:
+        return settled_weights(state)
+    running = {c.colour for c in containers if c.running}
+    return {running.pop(): 100} if len(running) == 1 else {}
+
+
+def routing_for(*, app: str, weights: Mapping[Colour, int], containers: Iterable[ContainerInfo]) -> Routing:
+    """The routing for `weights`, with each colour's running, addressable containers as servers.
+
+    A colour without a server is left out: Traefik disables a weighted service whose child is missing, and a
+    child with no servers would answer 503 for its share.
+    """
+    servers: dict[Colour, list[str]] = {}
+    for c in containers:
+        if c.running and c.url and c.health != "unhealthy":
+            servers.setdefault(c.colour, []).append(c.url)
+    routes = tuple(
+        ColourRoute(colour=colour, weight=weights[colour], servers=tuple(sorted(servers[colour])))
+        for colour in sorted(weights)
+        if servers.get(colour)
+    )
+    return Routing(app=app, routes=routes)
+
+
+def next_colour(state: AppState) -> Colour:
+    """The colour a promote starts: blue for the first deploy, then the other one each time."""
+    return state.colour.other if state.colour else Colour.BLUE
+
+
+# Phases from which a rollout can still go back to the old colour; after these the old one is being removed.
+ABORTABLE = frozenset({Phase.STARTING, Phase.READY, Phase.SHIFTING, Phase.DRAINING, Phase.ABORTING})
+
+
+def rollback_image(history: Sequence[Rollout]) -> str | None:
+    """The image that served before the current one: `from_image` of the newest completed rollout."""
+    for rollout in history:
+        if rollout.outcome == "done":
+            return rollout.from_image
+    return None
