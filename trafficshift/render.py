@@ -1,0 +1,213 @@
+"""The Traefik dynamic file of one app: rendered from a template, then parsed back and checked."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+import trafficshift
+from trafficshift.errors import TrafficShiftError
+from trafficshift.models import AppSpec, Colour, ColourRoute, Routing
+
+TEMPLATE = "dynamic.yml.j2"
+
+
+class RenderCheckError(TrafficShiftError):
+    """The rendered file did not parse back to what was asked: a bug, so nothing is written."""
+
+
+def retry_middleware_name(app: str) -> str:
+    return f"{app}-retry"
+
+
+def colour_service_name(app: str, colour: Colour) -> str:
+    return f"{app}-{colour}"
+
+
+def quote_yaml(value: object) -> str:
+    """Return `value` as a YAML scalar that parses back verbatim (the template's `yaml` filter).
+
+    Strings become double-quoted with everything outside printable ASCII escaped, so no character can end
+    the scalar, fold a line or trip YAML's printable-character rules, and the second `{` of a `{{` is
+    escaped too: Traefik runs every dynamic file through Go templates before it parses the YAML.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _quote_str(value)
+    raise TypeError(f"no YAML form for {type(value).__name__}: {value!r}")
+
+
+def _quote_str(text: str) -> str:
+    out = ['"']
+    previous = ""
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "{" and previous == "{":
+            out.append("\\u007b")
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"lone surrogate in {text!r}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+        previous = char
+    out.append('"')
+    return "".join(out)
+
+
+def go_duration(seconds: float) -> str:
+    """Return a duration as Go's time.ParseDuration reads it, to the millisecond (`1s`, `500ms`)."""
+    millis = max(1, round(seconds * 1000))
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    # The installed wheel carries the templates inside the package; a source checkout has them at the root.
+    package_dir = Path(trafficshift.__file__).parent
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(package_dir / "templates"),
+                jinja2.FileSystemLoader(package_dir.parent / "templates"),
+            ]
+        ),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # YAML, not HTML: the `yaml` filter does all the quoting.
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["yaml"] = quote_yaml
+    return env
+
+
+def render_dynamic(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) -> str:
+    """Return the dynamic file for `routing`, parsed back and checked; raises rather than return a bad one."""
+    _check_input(app=app, routing=routing, entrypoints=entrypoints)
+    expected = expected_document(app=app, routing=routing, entrypoints=entrypoints)
+    health = None
+    if app.health.path is not None:
+        health = {
+            "path": app.health.path,
+            "interval": go_duration(app.health.interval),
+            "timeout": go_duration(app.health.timeout),
+        }
+    text = (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            app=app.name,
+            rule=app.rule,
+            entrypoints=list(entrypoints),
+            retry=retry_middleware_name(app.name),
+            health=health,
+            routes=[
+                {"service": colour_service_name(app.name, r.colour), "weight": r.weight, "servers": r.servers}
+                for r in routing.routes
+            ],
+        )
+    )
+    _check_output(text=text, expected=expected, routing=routing)
+    return text
+
+
+def _check_input(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) -> None:
+    if routing.app != app.name:
+        raise ValueError(f"routing is for {routing.app!r}, app is {app.name!r}")
+    if not routing.routes:
+        raise ValueError(f"{app.name}: no colour to route to; remove the dynamic file instead")
+    colours = [r.colour for r in routing.routes]
+    if len(set(colours)) != len(colours):
+        raise ValueError(f"{app.name}: a colour is listed twice: {colours}")
+    for route in routing.routes:
+        # A child without servers answers 503; the caller lists only colours that have containers.
+        if not route.servers:
+            raise ValueError(f"{app.name}-{route.colour}: no servers")
+        if isinstance(route.weight, bool) or not isinstance(route.weight, int) or route.weight < 0:
+            raise ValueError(
+                f"{app.name}-{route.colour}: weight must be a whole number >= 0: {route.weight!r}"
+            )
+    if isinstance(entrypoints, str) or not entrypoints:
+        raise ValueError(f"{app.name}: entrypoints must be a non-empty list, got {entrypoints!r}")
+
+
+def expected_document(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) -> dict[str, Any]:
+    """Return what the rendered file must parse to: the check is independent of the template."""
+    name = app.name
+    retry = retry_middleware_name(name)
+    weighted: dict[str, Any] = {
+        "services": [
+            {"name": colour_service_name(name, r.colour), "weight": r.weight} for r in routing.routes
+        ]
+    }
+    services: dict[str, Any] = {name: {"weighted": weighted}}
+    for route in routing.routes:
+        balancer: dict[str, Any] = {"passHostHeader": True, "servers": [{"url": u} for u in route.servers]}
+        if app.health.path is not None:
+            balancer["healthCheck"] = {
+                "path": app.health.path,
+                "interval": go_duration(app.health.interval),
+                "timeout": go_duration(app.health.timeout),
+            }
+        services[colour_service_name(name, route.colour)] = {"loadBalancer": balancer}
+    if app.health.path is not None:
+        weighted["healthCheck"] = {}
+    return {
+        "http": {
+            "routers": {
+                name: {
+                    "rule": app.rule,
+                    "entryPoints": list(entrypoints),
+                    "service": name,
+                    "middlewares": [retry],
+                }
+            },
+            "middlewares": {retry: {"retry": {"attempts": 3, "initialInterval": "100ms"}}},
+            "services": services,
+        }
+    }
+
+
+def _check_output(*, text: str, expected: dict[str, Any], routing: Routing) -> None:
+    if "{{" in text:
+        raise RenderCheckError(f"{routing.app}: rendered file contains a Go template opening")
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RenderCheckError(f"{routing.app}: rendered file is not valid YAML: {exc}") from exc
+    if parsed != expected:
+        raise RenderCheckError(f"{routing.app}: rendered file parses to {parsed!r}, expected {expected!r}")
+    if parse_dynamic(text) != routing:
+        raise RenderCheckError(f"{routing.app}: rendered file does not read back as {routing!r}")
+
+
+def parse_dynamic(text: str) -> Routing:
+    """Return the routing a dynamic file describes (render_dynamic's inverse); ValueError if it is not one."""
+    try:
+        doc = yaml.safe_load(text)
+        services: dict[str, Any] = doc["http"]["services"]
+        weighted = [(name, s["weighted"]) for name, s in services.items() if "weighted" in s]
+        if len(weighted) != 1:
+            raise ValueError(f"expected one weighted service, found {len(weighted)}")
+        app, spec = weighted[0]
+        routes = []
+        for child in spec["services"]:
+            colour = Colour(str(child["name"]).removeprefix(f"{app}-"))
+            servers = tuple(s["url"] for s in services[child["name"]]["loadBalancer"]["servers"])
+            routes.append(ColourRoute(colour=colour, weight=int(child["weight"]), servers=servers))
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a trafficshift dynamic file: {exc!r}") from exc
+    return Routing(app=app, routes=tuple(routes))
