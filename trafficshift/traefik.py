@@ -1,0 +1,158 @@
+"""Traefik API adapter: read back what Traefik actually routes, and wait until it shows what was written."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from trafficshift.errors import StepNotApplied, TrafficShiftError, UnreachableError
+from trafficshift.models import Colour, ColourRoute, Routing
+
+_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+
+class TraefikApiError(TrafficShiftError):
+    """The Traefik API answered, but not in a way this version of trafficshift understands."""
+
+
+@dataclass(frozen=True)
+class ObservedRoute:
+    """One child of the weighted service as Traefik runs it."""
+
+    service: str  # without the provider suffix, e.g. `web-blue`
+    colour: Colour | None  # None for a child that is not `<app>-<colour>` (not written by trafficshift)
+    weight: int
+    servers: tuple[str, ...]  # empty while the child service itself is missing
+    server_status: Mapping[str, str] = field(default_factory=dict)  # url -> "UP" / "DOWN"
+    status: str | None = None  # "enabled", "disabled", "warning"; None while the child is missing
+
+
+@dataclass(frozen=True)
+class ObservedRouting:
+    """What the Traefik API shows for one app; `present` is False when `<app>@file` does not exist."""
+
+    app: str
+    present: bool
+    status: str | None = None
+    routes: tuple[ObservedRoute, ...] = ()
+
+    def routing(self) -> Routing:
+        """Return the observation as a Routing (children that are not `<app>-<colour>` left out)."""
+        return Routing(
+            app=self.app,
+            routes=tuple(
+                ColourRoute(colour=r.colour, weight=r.weight, servers=r.servers)
+                for r in self.routes
+                if r.colour is not None
+            ),
+        )
+
+    def matches(self, expected: Routing) -> bool:
+        """Whether Traefik runs exactly `expected`: same colours, weights and servers (in any order)."""
+        if not expected.routes:
+            return not self.present
+        if not self.present or self.status == "disabled":
+            return False
+        if any(r.colour is None or r.status is None or r.status == "disabled" for r in self.routes):
+            return False
+        return _canonical(self.routing()) == _canonical(expected)
+
+
+def _canonical(routing: Routing) -> set[tuple[Colour, int, tuple[str, ...]]]:
+    return {(r.colour, r.weight, tuple(sorted(r.servers))) for r in routing.routes}
+
+
+class TraefikApi:
+    """A running Traefik, reached through its API (`api.insecure`, or a router to `api@internal`)."""
+
+    def __init__(self, *, api_url: str, session: aiohttp.ClientSession) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._session = session
+
+    async def ping(self) -> None:
+        """Raise UnreachableError unless the API answers."""
+        await self._get("/api/version")
+
+    async def read_routing(self, app: str) -> ObservedRouting:
+        """Return the app's weighted service and its children as Traefik runs them."""
+        weighted_doc = await self._get(f"/api/http/services/{app}@file")
+        if weighted_doc is None:
+            return ObservedRouting(app=app, present=False)
+        try:
+            children = [(str(c["name"]), int(c["weight"])) for c in weighted_doc["weighted"]["services"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TraefikApiError(
+                f"{self.api_url}: unexpected answer for {app}@file: {weighted_doc}"
+            ) from exc
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._read_child(app, name, weight)) for name, weight in children]
+        return ObservedRouting(
+            app=app, present=True, status=weighted_doc.get("status"), routes=tuple(t.result() for t in tasks)
+        )
+
+    async def _read_child(self, app: str, name: str, weight: int) -> ObservedRoute:
+        # Children come back without `@file`; a child from another provider would carry its own suffix.
+        colour = next((c for c in Colour if name == f"{app}-{c}"), None)
+        qualified = name if "@" in name else f"{name}@file"
+        doc = await self._get(f"/api/http/services/{qualified}")
+        if doc is None:
+            return ObservedRoute(service=name, colour=colour, weight=weight, servers=())
+        servers = tuple(str(s["url"]) for s in doc.get("loadBalancer", {}).get("servers", []))
+        return ObservedRoute(
+            service=name,
+            colour=colour,
+            weight=weight,
+            servers=servers,
+            server_status=dict(doc.get("serverStatus", {})),
+            status=doc.get("status"),
+        )
+
+    # The deadline is part of the contract of this call (engine passes one per step), hence `timeout`.
+    async def wait_until_applied(
+        self,
+        routing: Routing,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        poll: float = 0.05,
+    ) -> float:
+        """Poll until Traefik runs exactly `routing` (for no routes: until `<app>@file` is gone).
+
+        Returns the seconds it took; raises StepNotApplied with the last observation on timeout. A Traefik
+        that is briefly unreachable (restarting) is polled on: only the deadline decides.
+        """
+        started = time.monotonic()
+        observed: ObservedRouting | str | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        observed = await self.read_routing(routing.app)
+                    except UnreachableError as exc:
+                        observed = str(exc)
+                    else:
+                        if observed.matches(routing):
+                            return time.monotonic() - started
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise StepNotApplied(f"{routing.app}@file", routing, observed) from None
+
+    async def _get(self, path: str) -> Any:
+        """Return the decoded JSON at `path`, or None for a 404."""
+        url = self.api_url + path
+        try:
+            async with self._session.get(url, timeout=_REQUEST_TIMEOUT) as response:
+                if response.status == 404:
+                    return None
+                if response.status != 200:
+                    body = await response.text()
+                    raise TraefikApiError(f"{url}: HTTP {response.status}: {body[:200]}")
+                return await response.json()
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise UnreachableError(f"Traefik API at {self.api_url} is unreachable ({url}): {exc}") from exc
+        except aiohttp.ContentTypeError as exc:
+            raise TraefikApiError(f"{url}: not a Traefik API answer: {exc}") from exc
