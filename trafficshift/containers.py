@@ -1,0 +1,339 @@
+"""Thin adapter over aiodocker: start a colour, list managed containers, stop and remove them.
+
+Everything returned is a `models.ContainerInfo`; every failure is a project error (`errors.*`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import json
+import math
+import re
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiodocker
+import aiohttp
+
+from trafficshift.errors import ImageError, TrafficShiftError, UnreachableError
+from trafficshift.models import AppSpec, Colour, ContainerInfo
+
+LABEL_APP = "trafficshift.app"
+LABEL_COLOUR = "trafficshift.colour"
+LABEL_IMAGE = "trafficshift.image"
+# The app port, so that URLs can be rebuilt from Docker alone (status, serve) without the config.
+LABEL_PORT = "trafficshift.port"
+# Hash of everything start_colour sets; a container made from an older config is replaced, not reused.
+LABEL_SPEC = "trafficshift.spec"
+
+# `unless-stopped`: Docker restarts a crashed replica, and brings every replica back after a daemon restart or
+# a reboot (with "no", a reboot would leave the app down until the next promote). A restarted replica is a
+# new start: readiness treats a restart as a failure, and `serve` drops a replica on `die` and re-adds it only
+# after it is ready again (its published host port may change, so URLs are always re-read from Docker).
+# `docker stop` (stop_and_remove) is never undone by this policy.
+RESTART_POLICY = "unless-stopped"
+
+T = TypeVar("T")
+
+
+class ContainerError(TrafficShiftError):
+    """Docker refused an operation on a container (name taken, network missing, port in use...)."""
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """How a container is doing beyond ContainerInfo: what readiness needs to tell "dying" from "slow"."""
+
+    info: ContainerInfo
+    status: str  # created, running, restarting, exited, dead, ...
+    exit_code: int
+    restart_count: int
+    error: str
+
+
+def container_name(*, app: str, colour: Colour, n: int) -> str:
+    return f"{app}-{colour}-{n}"
+
+
+class Containers:
+    """The Docker side of trafficshift, over one aiodocker client (which the caller owns and closes)."""
+
+    def __init__(self, docker: aiodocker.Docker) -> None:
+        self._docker = docker
+
+    async def ping(self) -> None:
+        """Raise UnreachableError unless the Docker engine answers within 10 s."""
+        try:
+            async with asyncio.timeout(10):
+                await self._docker.version()
+        except TimeoutError as exc:
+            raise UnreachableError("the Docker engine did not answer within 10s") from exc
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+            raise UnreachableError(f"the Docker engine is unreachable: {_message(exc)}") from exc
+
+    async def ensure_image(self, image: str) -> str:
+        """Pull `image` unless it is already on this host; return its image id."""
+        with _translate(f"image {image}"):
+            try:
+                return str((await self._docker.images.inspect(image))["Id"])
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+            try:
+                await self._docker.images.pull(image)
+            except aiodocker.DockerError as exc:
+                if _unreachable(exc):
+                    raise
+                raise ImageError(
+                    f"image {image} is not on this host and pulling it failed: {exc.message}"
+                ) from exc
+            return str((await self._docker.images.inspect(image))["Id"])
+
+    async def start_colour(self, *, app: AppSpec, colour: Colour, image: str) -> builtins.list[ContainerInfo]:
+        """Make `<app>-<colour>-1..replicas` run `image`; reuse the ones already right, replace the others.
+
+        Call it for a colour that carries no traffic: replicas beyond `replicas` are removed, and a
+        container with another image or config is replaced.
+        """
+        image_id = await self.ensure_image(image)
+        wanted = {container_name(app=app.name, colour=colour, n=n) for n in range(1, app.replicas + 1)}
+        extra = [c for c in await self._raw_list(app=app.name, colour=colour) if c["Name"] not in wanted]
+        await _all(self._stop_remove(c["Id"], app.rollout.stop_timeout) for c in extra)
+        return await _all(
+            self._start_one(app=app, colour=colour, image=image, image_id=image_id, n=n)
+            for n in range(1, app.replicas + 1)
+        )
+
+    async def list(self, *, app: str, colour: Colour | None = None) -> builtins.list[ContainerInfo]:
+        """The managed containers of `app` (of one colour, or both), running or not, sorted by name."""
+        return [_info(c) for c in await self._raw_list(app=app, colour=colour)]
+
+    async def list_all(self) -> builtins.list[ContainerInfo]:
+        """Every container trafficshift manages, of every app."""
+        return [_info(c) for c in await self._raw_list(app=None, colour=None)]
+
+    async def inspect(self, *, name: str) -> ContainerInfo | None:
+        """One managed container by name or id, or None when there is none."""
+        raw = await self._inspect_raw(name)
+        return None if raw is None or not _managed(raw) else _info(raw)
+
+    async def state(self, *, name: str) -> ContainerState | None:
+        """One managed container's state, or None when there is none."""
+        raw = await self._inspect_raw(name)
+        if raw is None or not _managed(raw):
+            return None
+        state = raw["State"]
+        return ContainerState(
+            info=_info(raw),
+            status=str(state.get("Status", "")),
+            exit_code=int(state.get("ExitCode") or 0),
+            restart_count=int(raw.get("RestartCount") or 0),
+            error=str(state.get("Error") or ""),
+        )
+
+    async def wait_exit(self, *, name: str) -> int:
+        """Return the exit code as soon as the container is not running (at once when it already is not)."""
+        with _translate(f"container {name}"):
+            try:
+                result = await self._docker.containers.container(name).wait(condition="not-running")
+            except aiodocker.DockerError as exc:
+                if exc.status == 404:
+                    return -1  # removed while we waited: it is not running either
+                raise
+            return int(result.get("StatusCode", -1))
+
+    async def logs(self, *, name: str, tail: int = 10) -> builtins.list[str]:
+        """The last `tail` lines of the container's output (stdout and stderr), [] when it is gone."""
+        with _translate(f"container {name}"):
+            try:
+                chunks = await self._docker.containers.container(name).log(
+                    stdout=True, stderr=True, tail=tail
+                )
+            except aiodocker.DockerError as exc:
+                if exc.status == 404:
+                    return []
+                raise
+        return "".join(chunks).splitlines()[-tail:]
+
+    async def stop_and_remove(self, *, app: str, colour: Colour, stop_timeout: float) -> None:
+        """Stop gracefully (SIGTERM, SIGKILL after `stop_timeout`) and remove every container of a colour."""
+        found = await self._raw_list(app=app, colour=colour)
+        await _all(self._stop_remove(c["Id"], stop_timeout) for c in found)
+
+    # ------------------------------------------------------------ internals
+
+    async def _start_one(
+        self, *, app: AppSpec, colour: Colour, image: str, image_id: str, n: int
+    ) -> ContainerInfo:
+        name = container_name(app=app.name, colour=colour, n=n)
+        config = _config(app=app, colour=colour, image=image)
+        existing = await self._inspect_raw(name)
+        if existing is not None:
+            labels = existing["Config"].get("Labels") or {}
+            if labels.get(LABEL_APP) != app.name or not _managed(existing):
+                raise ContainerError(
+                    f"container {name} exists but is not a trafficshift container of {app.name}"
+                )
+            same = labels.get(LABEL_SPEC) == config["Labels"][LABEL_SPEC] and existing["Image"] == image_id
+            # A replica Docker had to restart would never pass readiness: replace it rather than reuse it.
+            if same and existing["State"].get("Status") == "running" and not existing.get("RestartCount"):
+                return _info(existing)
+            await self._stop_remove(existing["Id"], app.rollout.stop_timeout)
+        with _translate(f"container {name}"):
+            container = await self._docker.containers.create(config, name=name)
+            await container.start()
+        raw = await self._inspect_raw(name)
+        if raw is None:
+            raise ContainerError(f"container {name} vanished right after it was started")
+        return _info(raw)
+
+    async def _raw_list(self, *, app: str | None, colour: Colour | None) -> builtins.list[dict[str, Any]]:
+        label = [
+            LABEL_APP if app is None else f"{LABEL_APP}={app}",
+            LABEL_COLOUR if colour is None else f"{LABEL_COLOUR}={colour}",
+        ]
+        with _translate("listing containers"):
+            found = await self._docker.containers.list(all=True, filters={"label": label})
+        # The list API lacks health and exact port bindings; inspect each (gone in between: skipped).
+        raws = await _all(self._inspect_raw(c.id) for c in found)
+        return sorted((r for r in raws if r is not None and _managed(r)), key=_sort_key)
+
+    async def _inspect_raw(self, name: str) -> dict[str, Any] | None:
+        with _translate(f"container {name}"):
+            try:
+                raw = dict(await self._docker.containers.container(name).show())
+            except aiodocker.DockerError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        raw["Name"] = str(raw["Name"]).lstrip("/")
+        return raw
+
+    async def _stop_remove(self, container_id: str, stop_timeout: float) -> None:
+        container = self._docker.containers.container(container_id)
+        with _translate(f"container {container_id[:12]}"):
+            try:
+                # Docker takes whole seconds; round up so the app gets at least the grace it was promised.
+                await container.stop(t=math.ceil(stop_timeout))
+                await container.delete(force=True, v=True)
+            except aiodocker.DockerError as exc:
+                # 404: already gone; 409: another caller is removing it right now.
+                if exc.status not in (404, 409):
+                    raise
+
+
+def _config(*, app: AppSpec, colour: Colour, image: str) -> dict[str, Any]:
+    port = f"{app.port}/tcp"
+    host: dict[str, Any] = {"RestartPolicy": {"Name": RESTART_POLICY}}
+    if app.network is not None:
+        host["NetworkMode"] = app.network
+    else:
+        host["PortBindings"] = {port: [{"HostIp": app.publish or "127.0.0.1", "HostPort": ""}]}
+    config: dict[str, Any] = {
+        "Image": image,
+        "Env": [f"{k}={v}" for k, v in sorted(app.environment.items())],
+        "ExposedPorts": {port: {}},
+        "HostConfig": host,
+    }
+    if app.command is not None:
+        config["Cmd"] = list(app.command)
+    spec = hashlib.sha256(json.dumps([config, dict(app.labels)], sort_keys=True).encode()).hexdigest()[:16]
+    # Ours last: a user label can never disguise a container as another app's or colour's.
+    config["Labels"] = {
+        **app.labels,
+        LABEL_APP: app.name,
+        LABEL_COLOUR: str(colour),
+        LABEL_IMAGE: image,
+        LABEL_PORT: str(app.port),
+        LABEL_SPEC: spec,
+    }
+    return config
+
+
+def _info(raw: Mapping[str, Any]) -> ContainerInfo:
+    labels = raw["Config"].get("Labels") or {}
+    state = raw["State"]
+    running = state.get("Status") == "running"
+    port = labels.get(LABEL_PORT, "")
+    url = probe_url = None
+    if running and port:
+        bindings = (raw["HostConfig"].get("PortBindings") or {}).get(f"{port}/tcp")
+        if bindings:
+            published = (raw["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
+            host_port = next((p["HostPort"] for p in published if p.get("HostPort")), None)
+            if host_port:
+                url = probe_url = f"http://{_host_address(bindings[0].get('HostIp', ''))}:{host_port}"
+        else:
+            network = raw["HostConfig"].get("NetworkMode", "")
+            address = ((raw["NetworkSettings"].get("Networks") or {}).get(network) or {}).get("IPAddress")
+            url = f"http://{raw['Name']}:{port}"
+            probe_url = f"http://{address}:{port}" if address else None
+    return ContainerInfo(
+        id=str(raw["Id"]),
+        name=str(raw["Name"]),
+        app=labels.get(LABEL_APP, ""),
+        colour=Colour(labels[LABEL_COLOUR]),
+        image=labels.get(LABEL_IMAGE, str(raw["Config"].get("Image", ""))),
+        running=running,
+        health=(state.get("Health") or {}).get("Status"),
+        url=url,
+        probe_url=probe_url,
+    )
+
+
+def _managed(raw: Mapping[str, Any]) -> bool:
+    labels = raw["Config"].get("Labels") or {}
+    return LABEL_APP in labels and labels.get(LABEL_COLOUR) in {str(c) for c in Colour}
+
+
+def _host_address(host_ip: str) -> str:
+    # A wildcard binding is reachable on loopback; IPv6 literals need brackets in a URL.
+    if host_ip in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host_ip}]" if ":" in host_ip else host_ip
+
+
+def _sort_key(raw: Mapping[str, Any]) -> tuple[str, int, str]:
+    # `web-blue-10` sorts after `web-blue-9`.
+    match = re.fullmatch(r"(.*)-(\d+)", raw["Name"])
+    return (match[1], int(match[2]), "") if match else (raw["Name"], 0, raw["Id"])
+
+
+async def _all(coroutines: Iterable[Coroutine[Any, Any, T]]) -> builtins.list[T]:
+    """Run concurrently; on failure raise the first error itself (a project error), not an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coroutines]
+    except BaseExceptionGroup as group_error:
+        raise _first(group_error) from None
+    return [t.result() for t in tasks]
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _unreachable(exc: aiodocker.DockerError) -> bool:
+    return exc.status == 900  # aiodocker's code for "could not connect"
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, aiodocker.DockerError) else str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _translate(what: str) -> Iterator[None]:
+    """Turn aiodocker/aiohttp errors into project errors that say what was being done."""
+    try:
+        yield
+    except aiodocker.DockerError as exc:
+        if _unreachable(exc):
+            raise UnreachableError(f"{what}: the Docker engine is unreachable: {exc.message}") from exc
+        raise ContainerError(f"{what}: {exc.message}") from exc
+    except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+        raise UnreachableError(f"{what}: the Docker engine is unreachable: {_message(exc)}") from exc
