@@ -203,7 +203,7 @@ colour_routes = st.lists(
 ).map(tuple)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     name=app_names,
     rule=config_text,
