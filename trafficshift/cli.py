@@ -2,9 +2,281 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import signal
 import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+
+from . import __version__, plan, report
+from .config import load_config, resolve_config_path
+from .durations import parse_duration
+from .errors import TrafficShiftError, UsageError
+from .models import Config, Event, Outcome, Rollout
+
+EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE = 0, 1, 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("trafficshift: not implemented yet", file=sys.stderr)
-    return 2
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", help="config file (default: $TRAFFICSHIFT_CONFIG, else ./trafficshift.yml)"
+    )
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print data as JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="trafficshift",
+        description="Zero-downtime weighted cutovers of Docker apps behind Traefik.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"trafficshift {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, parents=[common, *parents])
+
+    add("check", "validate the config; print nothing but errors")
+
+    p = add(
+        "promote", "deploy a new image: first deploy, or a gradual cutover to the other colour", json_flag
+    )
+    p.add_argument("app")
+    p.add_argument("--image", help="image to deploy (default: the config's image)")
+    p.add_argument("--steps", type=_steps_arg, help="percentages on the new colour, e.g. 10,50,100")
+    p.add_argument("--pause", type=_duration_arg, help="time held at each step, e.g. 5s")
+
+    p = add("abort", "stop a rollout in progress: all traffic back to the old colour", json_flag)
+    p.add_argument("app")
+
+    p = add("rollback", "after a completed promote, promote the previous image again", json_flag)
+    p.add_argument("app")
+    p.add_argument("--now", action="store_true", help="all traffic at once instead of gradually")
+
+    p = add("status", "live colour, image, weights, containers and any rollout", json_flag)
+    p.add_argument("app", nargs="?")
+
+    p = add("render", "print the dynamic config that matches the current state; write nothing")
+    p.add_argument("app", nargs="?")
+
+    p = add("history", "past rollouts: when, from, to, outcome", json_flag)
+    p.add_argument("app")
+
+    p = add("serve", "run the service: HTTP API, Docker-event-driven config, scheduled cutovers")
+    p.add_argument("--listen", help="host:port (default: service.listen, else 127.0.0.1:8700)")
+
+    p = add("schedule", "scheduled cutovers: `schedule APP --image IMAGE --at TIME`, `list`, `cancel ID`")
+    p.add_argument("args", nargs="+", metavar="APP|list|cancel")
+    p.add_argument("--image")
+    p.add_argument("--at", help="ISO 8601 time with offset, e.g. 2026-12-01T03:00:00+01:00")
+    p.add_argument("--json", action="store_true", help="print data as JSON")
+    return parser
+
+
+def _steps_arg(text: str) -> tuple[int, ...]:
+    try:
+        return plan.parse_steps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------- output
+
+
+class Printer:
+    """Events and progress for a person (stderr), or one JSON event per line (stdout) with --json."""
+
+    def __init__(self, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.err = err
+        self._live = err.isatty()
+        self._transient = False
+
+    def event(self, e: Event) -> None:
+        if self.as_json:
+            print(json.dumps(report.event_dict(e)), file=self.out, flush=True)
+            return
+        self._clear()
+        print(report.format_event(e), file=self.err, flush=True)
+
+    def progress(self, text: str) -> None:
+        if self.as_json:
+            return
+        if self._live:
+            # One line rewritten in place: countdowns and readiness without flooding the terminal.
+            self.err.write(f"\r\x1b[2K  {text}")
+            self.err.flush()
+            self._transient = True
+
+    def close(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self._transient:
+            self.err.write("\r\x1b[2K")
+            self._transient = False
+
+
+def _outcome_code(rollout: Rollout, printer: Printer, started: float) -> int:
+    took = time.monotonic() - started
+    if rollout.outcome is Outcome.DONE:
+        if not printer.as_json:
+            print(f"done: {rollout.app} serves {rollout.to_image} ({rollout.to_colour}) after {took:.0f}s")
+        return EXIT_OK
+    print(
+        f"trafficshift: {rollout.app}: {rollout.outcome}: {rollout.reason}; all traffic is on"
+        f" {rollout.from_colour or 'nothing'} ({rollout.from_image or '-'})",
+        file=sys.stderr,
+    )
+    return EXIT_ROLLED_BACK
+
+
+# ---------------------------------------------------------------------- commands
+
+
+async def _run_rollout(
+    config: Config, args: argparse.Namespace, action: Callable[[Any], Awaitable[Rollout]]
+) -> int:
+    from .runtime import open_engine
+
+    printer = Printer(as_json=args.json)
+    started = time.monotonic()
+    async with open_engine(config=config, on_event=printer.event, on_progress=printer.progress) as engine:
+        _install_signal_handlers(engine.interrupt)
+        rollout = await action(engine)
+    printer.close()
+    if args.command == "abort" and rollout.outcome is Outcome.ABORTED:
+        print(f"aborted: all traffic of {rollout.app} is on {rollout.from_colour or 'nothing'}")
+        return EXIT_OK
+    code = _outcome_code(rollout, printer, started)
+    # An abort that found the rollout past the point of return completed it instead: not what was asked.
+    return EXIT_ROLLED_BACK if args.command == "abort" else code
+
+
+def _install_signal_handlers(interrupt: Callable[[str], None]) -> None:
+    """First SIGINT/SIGTERM: abort at the next safe point. A second one: exit at once."""
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if seen:
+            print("\ntrafficshift: second signal, exiting now", file=sys.stderr)
+            os._exit(128 + signum)
+        seen.append(signum)
+        name = signal.Signals(signum).name
+        print(f"\ntrafficshift: {name}: aborting (send it again to exit at once)", file=sys.stderr)
+        interrupt(f"interrupted by {name}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _status(config: Config, args: argparse.Namespace) -> int:
+    from .runtime import open_engine
+
+    apps = [args.app] if args.app else sorted(config.apps)
+    async with open_engine(config=config) as engine:
+        statuses = [await engine.status(app) for app in apps]
+    if args.json:
+        print(json.dumps(statuses[0] if args.app else statuses, indent=2))
+    else:
+        print("\n".join(report.format_status(s) for s in statuses))
+    return EXIT_OK
+
+
+async def _render(config: Config, args: argparse.Namespace) -> int:
+    from .render import render_dynamic
+    from .runtime import open_engine
+
+    apps = [args.app] if args.app else sorted(config.apps)
+    async with open_engine(config=config) as engine:
+        for app in apps:
+            spec = engine.spec(app)
+            await engine.containers.ping()
+            routing = await engine.current_routing(app)
+            if not routing.routes:
+                print(f"# {app}: nothing running, so no dynamic file", file=sys.stderr)
+                continue
+            print(f"# {app}.yml")
+            print(render_dynamic(app=spec, routing=routing, entrypoints=config.traefik.entrypoints))
+    return EXIT_OK
+
+
+def _history(config: Config, args: argparse.Namespace) -> int:
+    from .state import StateStore
+
+    if args.app not in config.apps:
+        raise UsageError(f"unknown app {args.app!r}")
+    store = StateStore(config.state_dir)
+    try:
+        rollouts = store.history(args.app)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([report.rollout_dict(r) for r in rollouts], indent=2))
+    else:
+        print(report.format_history(rollouts))
+    return EXIT_OK
+
+
+def _dispatch(config: Config, args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "check":
+        return EXIT_OK
+    if command == "promote":
+        return asyncio.run(
+            _run_rollout(
+                config,
+                args,
+                lambda e: e.promote(app=args.app, image=args.image, steps=args.steps, pause=args.pause),
+            )
+        )
+    if command == "abort":
+        return asyncio.run(_run_rollout(config, args, lambda e: e.abort(app=args.app)))
+    if command == "rollback":
+        return asyncio.run(_run_rollout(config, args, lambda e: e.rollback(app=args.app, now=args.now)))
+    if command == "status":
+        return asyncio.run(_status(config, args))
+    if command == "render":
+        return asyncio.run(_render(config, args))
+    if command == "history":
+        return _history(config, args)
+    if command in ("serve", "schedule"):
+        raise UsageError(f"`{command}` arrives with the service (not in this build yet)")
+    raise UsageError(f"unknown command {command}")  # argparse rejects these before here
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(resolve_config_path(args.config))
+        return _dispatch(config, args)
+    except TrafficShiftError as exc:
+        for line in str(exc).splitlines():
+            print(f"trafficshift: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # A bug, not a user error: one line by default, the traceback when asked for.
+        if os.environ.get("TRAFFICSHIFT_DEBUG"):
+            traceback.print_exc()
+        print(f"trafficshift: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

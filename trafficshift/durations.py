@@ -1,4 +1,4 @@
-"""Durations as the config and the API write them: `500ms`, `2s`, `5m`, `1h`, or a combination like `1m30s`."""
+"""Durations as the config and the API write them: `500ms`, `2s`, `5m`, `1h`, or combined: `1m30s`."""
 
 from __future__ import annotations
 
@@ -27,9 +27,14 @@ def parse_duration(text: str) -> float:
 def format_duration(seconds: float) -> str:
     """Return a short human form, the inverse of parse_duration for whole units."""
     if seconds < 1 and seconds != 0:
-        return f"{round(seconds * 1000)}ms"
+        return f"{_number(seconds * 1000)}ms"
     if seconds < 60 or seconds % 60:
-        return f"{seconds:g}s"
+        return f"{_number(seconds)}s"
     if seconds % 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
+        return f"{_number(seconds / 60)}m"
+    return f"{_number(seconds / 3600)}h"
+
+
+def _number(value: float) -> str:
+    # Never exponent notation (`1e+06`): parse_duration must read back what this writes.
+    return f"{value:.3f}".rstrip("0").rstrip(".")

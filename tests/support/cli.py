@@ -1,0 +1,78 @@
+"""Run the real `trafficshift` command (a subprocess, as users do) without blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.traefik import TraefikProc
+
+BIN = Path(sys.executable).parent / "trafficshift"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON events a `--json` rollout printed, one per line."""
+        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
+
+
+async def start(*args: str, config: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(BIN), *args, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def finish(proc: asyncio.subprocess.Process, *, within: float = 120) -> Result:
+    async with asyncio.timeout(within):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+async def run(*args: str, config: Path, within: float = 120) -> Result:
+    return await finish(await start(*args, config=config), within=within)
+
+
+def write_config(
+    path: Path,
+    *,
+    traefik: TraefikProc | None,
+    apps: dict[str, dict[str, Any]],
+    dynamic_dir: Path | None = None,
+) -> Path:
+    """A trafficshift.yml for `apps` in front of the test's Traefik, with fast test timings as defaults."""
+    defaults: dict[str, Any] = {
+        "port": 8080,
+        "publish": "127.0.0.1",
+        "health": {"path": "/healthz", "interval": "200ms", "healthy_threshold": 2, "start_timeout": "20s"},
+        "rollout": {"steps": [10, 50, 100], "pause": "1s", "drain": "1s", "stop_timeout": "2s"},
+    }
+    section: dict[str, Any] = {
+        "dynamic_dir": str(dynamic_dir or (traefik.dynamic_dir if traefik else path.parent))
+    }
+    if traefik is not None:
+        section["api_url"] = traefik.api_url
+    doc = {
+        "traefik": section,
+        "state_dir": str(path.parent / "state"),
+        "apps": {
+            name: {**defaults, "rule": f"Host(`{name}.localhost`)", **spec} for name, spec in apps.items()
+        },
+    }
+    if any("network" in spec for spec in apps.values()):
+        for name, spec in apps.items():
+            if "network" in spec:
+                doc["apps"][name].pop("publish", None)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -1,0 +1,388 @@
+"""The rollout engine: drives a promote through its phases, and back to the old colour when it must.
+
+Every transition is recorded in the state store before the side effect it announces (start containers,
+write the dynamic file, stop containers), so that a crash at any point can be resumed or aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+import aiohttp
+
+from . import plan, report
+from .containers import Containers
+from .dynamic import write_dynamic
+from .errors import LockedError, NotReady, TrafficShiftError, UsageError
+from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
+from .readiness import wait_ready
+from .render import render_dynamic
+from .state import AppLock, StateStore
+from .traefik import TraefikApi
+
+T = TypeVar("T")
+
+# How long Traefik may take to show a written file through its API before the step counts as failed.
+CONFIRM_TIMEOUT = 30.0
+# Without an API to confirm through, wait this long after a write: Traefik's default throttle (2s) + margin.
+UNCONFIRMED_WAIT = 3.0
+# How often long waits look for an abort request (from another shell, the API, or a signal).
+POLL = 0.2
+
+EventSink = Callable[[Event], None]
+ProgressSink = Callable[[str], None]
+
+
+class AbortRequested(TrafficShiftError):
+    """Someone asked the running rollout to go back to the old colour."""
+
+
+class Engine:
+    """Rollouts of the apps of one config, over one Docker engine and one Traefik."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: StateStore,
+        containers: Containers,
+        session: aiohttp.ClientSession,
+        on_event: EventSink | None = None,
+        on_progress: ProgressSink | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.containers = containers
+        self.session = session
+        self.traefik = (
+            TraefikApi(api_url=config.traefik.api_url, session=session) if config.traefik.api_url else None
+        )
+        self._on_event = on_event
+        self._on_progress = on_progress
+        # Only events from now on: history is for `history`, not for this run's output.
+        self._seen_event = store.last_event_seq()
+        self._interrupted: str | None = None
+
+    # ------------------------------------------------------------------ public entry points
+
+    def spec(self, app: str) -> AppSpec:
+        try:
+            return self.config.apps[app]
+        except KeyError:
+            known = ", ".join(sorted(self.config.apps)) or "none"
+            raise UsageError(f"unknown app {app!r} (apps in {self.config.path}: {known})") from None
+
+    def interrupt(self, reason: str) -> None:
+        """Ask the rollout running in this process to abort at the next safe point (e.g. on SIGTERM)."""
+        self._interrupted = reason
+
+    async def promote(
+        self,
+        *,
+        app: str,
+        image: str | None = None,
+        steps: tuple[int, ...] | None = None,
+        pause: float | None = None,
+    ) -> Rollout:
+        """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote."""
+        spec = self.spec(app)
+        with AppLock(self.config.state_dir, app):
+            active = self.store.active_rollout(app)
+            if active is not None:
+                if image is not None and image != active.to_image:
+                    raise UsageError(
+                        f"rollout {active.id} of {app} to {active.to_image} was interrupted"
+                        f" ({active.phase}); run `trafficshift promote {app}` to resume it"
+                        f" or `trafficshift abort {app}`"
+                    )
+                self._progress(f"resuming rollout {active.id} of {app} from {active.phase}")
+                return await self._drive(spec, active)
+            image = image or spec.image
+            await self.preflight()
+            await self.containers.ensure_image(image)
+            state = self.store.app_state(app)
+            rollout = self.store.create_rollout(
+                app=app,
+                from_state=state,
+                to_colour=plan.next_colour(state),
+                to_image=image,
+                steps=steps or spec.rollout.steps,
+                pause=spec.rollout.pause if pause is None else pause,
+            )
+            self._emit()
+            return await self._drive(spec, rollout)
+
+    async def abort(self, *, app: str, reason: str = "aborted by request") -> Rollout:
+        """Send all traffic back to the old colour and remove the new one; waits for the end."""
+        spec = self.spec(app)
+        active = self.store.active_rollout(app)
+        if active is None:
+            raise UsageError(f"no rollout of {app} is in progress")
+        lock = AppLock(self.config.state_dir, app)
+        try:
+            lock.acquire()
+        except LockedError:
+            # A live process runs it: ask it to go back, and follow it until it has.
+            self.store.request_abort(active.id, reason=reason)
+            return await self._follow(active.id)
+        try:
+            active = self.store.active_rollout(app) or active
+            if active.phase not in plan.ABORTABLE:
+                self._progress(
+                    f"rollout {active.id} is past the point of return ({active.phase}); completing it"
+                )
+                return await self._drive(spec, active)
+            return await self._revert(spec, active, outcome=Outcome.ABORTED, reason=reason)
+        finally:
+            lock.release()
+
+    async def rollback(self, *, app: str, now: bool = False) -> Rollout:
+        """Promote the image that served before the current one, gradually or (`now`) in one step."""
+        self.spec(app)
+        image = plan.rollback_image(self.store.history(app))
+        if image is None:
+            raise UsageError(f"{app} has no earlier image to roll back to")
+        return await self.promote(
+            app=app, image=image, steps=(100,) if now else None, pause=0 if now else None
+        )
+
+    async def preflight(self) -> None:
+        """Reach Docker and Traefik before anything changes (exit 3 when either is down)."""
+        await self.containers.ping()
+        if self.traefik is not None:
+            await self.traefik.ping()
+
+    async def current_routing(self, app: str) -> Routing:
+        """The routing the app's dynamic file should show now, from the store and the live containers."""
+        containers = await self.containers.list(app=app)
+        weights = plan.current_weights(self.store.app_state(app), self.store.active_rollout(app), containers)
+        return plan.routing_for(app=app, weights=weights, containers=containers)
+
+    async def status(self, app: str) -> report.JSON:
+        """Live colour, image, weights, containers and any rollout in progress or interrupted."""
+        self.spec(app)
+        state = self.store.app_state(app)
+        rollout = self.store.active_rollout(app)
+        containers = await self.containers.list(app=app)
+        interrupted = rollout is not None and not AppLock(self.config.state_dir, app).is_held_elsewhere()
+        return report.app_status(
+            state=state,
+            weights=plan.current_weights(state, rollout, containers),
+            rollout=rollout,
+            interrupted=interrupted,
+            containers=containers,
+        )
+
+    # ------------------------------------------------------------------ the state machine
+
+    async def _drive(self, spec: AppSpec, rollout: Rollout) -> Rollout:
+        """Run a rollout forward; on any failure or abort request before cleaning, go back."""
+        if rollout.phase is Phase.ABORTING:
+            return await self._revert(spec, rollout, outcome=Outcome.ABORTED, reason="resumed abort")
+        try:
+            return await self._forward(spec, rollout)
+        except AbortRequested as exc:
+            outcome, reason = Outcome.ABORTED, str(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome, reason = Outcome.FAILED, _describe(exc)
+        current = self.store.rollout(rollout.id) or rollout
+        if current.phase not in plan.ABORTABLE:
+            raise TrafficShiftError(
+                f"rollout {current.id} failed while removing the old colour ({reason});"
+                f" run `trafficshift promote {spec.name}` to complete it"
+            )
+        return await self._revert(spec, current, outcome=outcome, reason=reason)
+
+    async def _forward(self, spec: AppSpec, r: Rollout) -> Rollout:
+        new, old = r.to_colour, r.from_colour
+        if r.phase in (Phase.STARTING, Phase.READY, Phase.SHIFTING, Phase.DRAINING):
+            # Also on resume: containers may have been lost while nobody watched; routing needs them ready.
+            started = await self._guarded(
+                r, self.containers.start_colour(app=spec, colour=new, image=r.to_image)
+            )
+            self._progress(f"started {', '.join(c.name for c in started)}; waiting until ready")
+            await self._guarded(r, self._wait_ready(spec, r))
+            if r.phase is Phase.STARTING:
+                r = self._advance(r, phase=Phase.READY, message=f"{len(started)} {new} container(s) ready")
+
+        if r.phase in (Phase.READY, Phase.SHIFTING):
+            first = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
+            steps = r.steps if old is not None else (100,)
+            for index in range(first, len(steps)):
+                percent = steps[index]
+                weights = plan.shift_weights(old=old, new=new, percent=percent)
+                r = self._advance(
+                    r,
+                    phase=Phase.SHIFTING,
+                    step=index,
+                    weights=weights,
+                    message=f"step {index + 1}/{len(steps)}: {percent}% on {new}",
+                )
+                took = await self._guarded(r, self._apply(spec, r))
+                self._advance(r, message=f"step {index + 1}/{len(steps)} confirmed in {took:.2f}s")
+                if percent < 100:
+                    await self._hold(spec, r, seconds=r.pause)
+
+        if old is not None and r.phase is not Phase.CLEANING:
+            if r.phase is not Phase.DRAINING:
+                r = self._advance(
+                    r, phase=Phase.DRAINING, message=f"draining {old} for {spec.rollout.drain:g}s"
+                )
+            await self._guarded(r, self._apply(spec, r))
+            await self._hold(spec, r, seconds=spec.rollout.drain)
+            r = self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
+        if old is not None:
+            await self._apply(spec, r)  # past the point of return: no abort from here on
+            await self.containers.stop_and_remove(
+                app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
+            )
+        done = self.store.finish(
+            r, outcome=Outcome.DONE, reason=None, live=AppState(app=spec.name, colour=new, image=r.to_image)
+        )
+        self._emit()
+        return done
+
+    async def _revert(self, spec: AppSpec, r: Rollout, *, outcome: Outcome, reason: str) -> Rollout:
+        """All traffic back to the old colour (confirmed), drain, then the new colour out of the file, gone.
+
+        Invariant 2 of the contract, for the new colour: weight 0 confirmed, drain passed, absent from the
+        file (confirmed), and only then stopped.
+        """
+        new, old = r.to_colour, r.from_colour
+        carried_traffic = r.weights.get(new, 0) > 0
+        r = self._advance(r, phase=Phase.ABORTING, message=f"aborting: {reason}")
+        if new in r.weights:
+            if old is not None:
+                r = self._advance(r, weights={old: 100, new: 0}, message=f"all traffic back to {old}")
+                await self._apply(spec, r)
+            if carried_traffic:
+                self._progress(f"draining {new} for {spec.rollout.drain:g}s")
+                await asyncio.sleep(spec.rollout.drain)
+        without_new = {old: 100} if old is not None else {}
+        r = self._advance(r, weights=without_new, message=f"removing {new}")
+        await self._apply(spec, r)
+        await self.containers.stop_and_remove(
+            app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
+        )
+        live = AppState(app=spec.name, colour=old, image=r.from_image)
+        ended = self.store.finish(r, outcome=outcome, reason=reason, live=live)
+        self._emit()
+        return ended
+
+    # ------------------------------------------------------------------ steps
+
+    async def _apply(self, spec: AppSpec, r: Rollout) -> float:
+        """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken."""
+        started = time.monotonic()
+        routing = plan.routing_for(
+            app=spec.name, weights=r.weights, containers=await self.containers.list(app=spec.name)
+        )
+        # No colour with servers left (the first deploy went back): no file, so the route answers 404.
+        text = (
+            render_dynamic(app=spec, routing=routing, entrypoints=self.config.traefik.entrypoints)
+            if routing.routes
+            else None
+        )
+        write_dynamic(dynamic_dir=self.config.traefik.dynamic_dir, app=spec.name, text=text)
+        if self.traefik is not None:
+            await self.traefik.wait_until_applied(routing, timeout=CONFIRM_TIMEOUT)
+        else:
+            await asyncio.sleep(UNCONFIRMED_WAIT)
+        return time.monotonic() - started
+
+    async def _wait_ready(self, spec: AppSpec, r: Rollout) -> list[ContainerInfo]:
+        def progress(container: ContainerInfo, text: str) -> None:
+            self._progress(f"{container.name}: {text}")
+
+        return await wait_ready(
+            app=spec,
+            containers=self.containers,
+            colour=r.to_colour,
+            session=self.session,
+            on_progress=progress,
+        )
+
+    async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> None:
+        """Hold the current weights for `seconds`, watching the new colour and abort requests."""
+        deadline = time.monotonic() + seconds
+        next_check = 0.0
+        while (left := deadline - time.monotonic()) > 0:
+            self._check_abort(r)
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + spec.health.interval
+                self._progress(f"{r.phase} {_weights_text(r)}; next in {left:.0f}s")
+                for c in await self.containers.list(app=spec.name, colour=r.to_colour):
+                    if not c.running:
+                        raise NotReady(f"{c.name} stopped while it was taking traffic")
+            await asyncio.sleep(min(POLL, left))
+
+    async def _guarded(self, r: Rollout, work: Awaitable[T]) -> T:
+        """Await `work`, but give up on it as soon as an abort is requested."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=POLL)
+                if done:
+                    return task.result()
+                self._check_abort(r)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _check_abort(self, r: Rollout) -> None:
+        reason = self._interrupted or self.store.abort_requested(r.id)
+        if reason:
+            raise AbortRequested(reason)
+
+    async def _follow(self, rollout_id: str) -> Rollout:
+        """Follow a rollout run by another process until it ends."""
+        while True:
+            self._emit()
+            rollout = self.store.rollout(rollout_id)
+            if rollout is None or not rollout.active:
+                assert rollout is not None
+                return rollout
+            await asyncio.sleep(POLL)
+
+    # ------------------------------------------------------------------ records
+
+    def _advance(
+        self,
+        r: Rollout,
+        *,
+        message: str,
+        phase: Phase | None = None,
+        step: int | None = None,
+        weights: Mapping[Colour, int] | None = None,
+    ) -> Rollout:
+        new = self.store.advance(r, message=message, phase=phase, step=step, weights=weights)
+        self._emit()
+        return new
+
+    def _emit(self) -> None:
+        for event in self.store.events(after=self._seen_event):
+            self._seen_event = event.seq
+            if self._on_event is not None:
+                self._on_event(event)
+
+    def _progress(self, text: str) -> None:
+        if self._on_progress is not None:
+            self._on_progress(text)
+
+
+def _weights_text(r: Rollout) -> str:
+    return " ".join(f"{colour}={weight}%" for colour, weight in sorted(r.weights.items()))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, TrafficShiftError) else f"{type(exc).__name__}: {text}"

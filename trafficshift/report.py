@@ -1,0 +1,128 @@
+"""Shapes state for people and for JSON (the CLI's `--json` and the HTTP API give the same documents)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .models import AppState, Colour, ContainerInfo, Event, Rollout
+
+JSON = dict[str, Any]
+
+
+def _time(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def weights_dict(weights: Mapping[Colour, int]) -> dict[str, int]:
+    return {str(colour): weight for colour, weight in sorted(weights.items())}
+
+
+def rollout_dict(r: Rollout) -> JSON:
+    """A rollout as `GET /rollouts/{id}` and `history --json` give it."""
+    return {
+        "id": r.id,
+        "app": r.app,
+        "image": r.to_image,
+        "from_image": r.from_image,
+        "from_colour": r.from_colour,
+        "to_colour": r.to_colour,
+        "state": str(r.phase),
+        "step": r.step,
+        "steps": list(r.steps),
+        "weights": weights_dict(r.weights),
+        "outcome": str(r.outcome) if r.outcome else None,
+        "reason": r.reason,
+        "started_at": _time(r.started_at),
+        "ended_at": _time(r.ended_at),
+    }
+
+
+def event_dict(e: Event) -> JSON:
+    return {
+        "seq": e.seq,
+        "rollout": e.rollout_id,
+        "app": e.app,
+        "at": _time(e.at),
+        "state": str(e.phase),
+        "step": e.step,
+        "weights": weights_dict(e.weights),
+        "message": e.message,
+    }
+
+
+def container_dict(c: ContainerInfo) -> JSON:
+    return {
+        "name": c.name,
+        "colour": str(c.colour),
+        "image": c.image,
+        "running": c.running,
+        "health": c.health,
+        "url": c.url,
+    }
+
+
+def app_status(
+    *,
+    state: AppState,
+    weights: Mapping[Colour, int],
+    rollout: Rollout | None,
+    interrupted: bool,
+    containers: Sequence[ContainerInfo],
+) -> JSON:
+    """An app as `status --json` and `GET /apps/{app}` give it."""
+    return {
+        "app": state.app,
+        "colour": state.colour,
+        "image": state.image,
+        "weights": weights_dict(weights),
+        "containers": [container_dict(c) for c in containers],
+        "rollout": None if rollout is None else {**rollout_dict(rollout), "interrupted": interrupted},
+    }
+
+
+def format_status(status: JSON) -> str:
+    lines = [
+        f"{status['app']}: "
+        + (f"{status['colour']} ({status['image']})" if status["colour"] else "not deployed")
+    ]
+    if status["weights"]:
+        lines.append("  weights:    " + "  ".join(f"{c} {w}%" for c, w in status["weights"].items()))
+    for c in status["containers"]:
+        state = "running" if c["running"] else "stopped"
+        health = f", {c['health']}" if c["health"] else ""
+        lines.append(f"  container:  {c['name']}  {c['image']}  {state}{health}  {c['url'] or '-'}")
+    rollout = status["rollout"]
+    if rollout is not None:
+        how = "INTERRUPTED" if rollout["interrupted"] else "in progress"
+        lines.append(
+            f"  rollout:    {rollout['id']} -> {rollout['image']} ({rollout['to_colour']}) {how},"
+            f" {rollout['state']}, step {rollout['step'] + 1}/{len(rollout['steps'])}"
+        )
+        if rollout["interrupted"]:
+            app, back = status["app"], rollout["from_colour"] or "nothing"
+            lines.append(
+                f"              run `trafficshift promote {app}` to resume it"
+                f" or `trafficshift abort {app}` to go back to {back}"
+            )
+    return "\n".join(lines)
+
+
+def format_history(rollouts: Iterable[Rollout]) -> str:
+    lines = []
+    for r in rollouts:
+        outcome = str(r.outcome) if r.outcome else f"in progress ({r.phase})"
+        reason = f"  {r.reason}" if r.reason else ""
+        lines.append(
+            f"{_time(r.started_at)}  {r.id}  {r.from_image or '-'} -> {r.to_image}  {outcome}{reason}"
+        )
+    return "\n".join(lines) if lines else "no rollouts yet"
+
+
+def format_event(e: Event) -> str:
+    at = dt.datetime.fromtimestamp(e.at).strftime("%H:%M:%S")
+    weights = " ".join(f"{c}={w}%" for c, w in weights_dict(e.weights).items())
+    return f"{at} {e.app} [{e.phase}] {e.message}" + (f"  ({weights})" if weights else "")

@@ -1,0 +1,40 @@
+"""Wires one config to its adapters: Docker, an HTTP session, the state store and the engine."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiodocker
+import aiohttp
+
+from .containers import Containers
+from .engine import Engine, EventSink, ProgressSink
+from .errors import UnreachableError
+from .models import Config
+from .state import StateStore
+
+
+@contextlib.asynccontextmanager
+async def open_engine(
+    *, config: Config, on_event: EventSink | None = None, on_progress: ProgressSink | None = None
+) -> AsyncIterator[Engine]:
+    """An engine over live adapters, closed on exit."""
+    try:
+        docker = aiodocker.Docker()
+    except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
+        raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
+    store = StateStore(config.state_dir)
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Engine(
+                config=config,
+                store=store,
+                containers=Containers(docker),
+                session=session,
+                on_event=on_event,
+                on_progress=on_progress,
+            )
+    finally:
+        store.close()
+        await docker.close()
