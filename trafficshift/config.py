@@ -1,0 +1,603 @@
+"""Load `trafficshift.yml` into the frozen models; every problem becomes `file:line: path: why`.
+
+PyYAML's object loader loses line numbers, keeps the last of duplicate keys and expands alias bombs, so the
+file is only *composed* into nodes here and converted by hand, with a type check at every step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.reader import ReaderError
+
+from trafficshift.durations import parse_duration
+from trafficshift.errors import ConfigError
+from trafficshift.models import (
+    AnalysisSpec,
+    AppSpec,
+    Config,
+    HealthSpec,
+    RolloutPolicy,
+    ServiceSpec,
+    TraefikSpec,
+)
+
+DEFAULT_CONFIG = "trafficshift.yml"
+CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
+# Far above any real config, far below what an alias bomb expands to.
+NODE_BUDGET = 100_000
+MAX_DEPTH = 50
+
+_APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_TAG = "tag:yaml.org,2002:"
+# Scalars that environment and labels take as written, as compose does (`1.0` stays "1.0", `yes` "yes").
+_TEXT_TAGS = ("str", "int", "float", "bool", "timestamp")
+_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean", "null": "null"}
+_KINDS |= {"timestamp": "a date", "binary": "binary data", "seq": "a list", "map": "a mapping"}
+
+
+def resolve_config_path(cli_value: str | None) -> Path:
+    """Return the config path: `-c/--config`, else `$TRAFFICSHIFT_CONFIG`, else `./trafficshift.yml`."""
+    if cli_value is not None:
+        return Path(cli_value)
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def validate_app_name(name: str) -> str | None:
+    """Return why `name` is not a valid app name, or None when it is."""
+    # fullmatch, not `^...$`: `$` also matches before a trailing newline.
+    if _APP_NAME.fullmatch(name):
+        return None
+    return f"app names must match ^[a-z][a-z0-9-]{{0,39}}$, got {name!r}"
+
+
+def validate_listen(value: str) -> str | None:
+    """Return why `value` is not a `host:port` to listen on (`[::1]:8700` for IPv6), or None when it is."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(c.isspace() for c in host):
+        return f"expected host:port like 127.0.0.1:8700, got {value!r}"
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            return f"expected an IPv6 address in brackets, got {host!r}"
+    elif ":" in host:
+        return f"write an IPv6 address in brackets, like [::1]:8700, got {value!r}"
+    return None
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and return the config at `path`; raise ConfigError listing every problem found."""
+    source = _display(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read the config: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{source}:{line}: not UTF-8 (bad byte at offset {exc.start})"]) from None
+    return parse_config_text(text, source=source, base_dir=path.absolute().parent)
+
+
+def parse_config_text(text: str, *, source: str, base_dir: Path) -> Config:
+    """Validate config `text`, named `source` in messages; relative paths in it start at `base_dir`."""
+    errors = _Errors(source)
+    root = _compose(text, errors)
+    # The budgeted walk runs first: it bounds everything the schema walk below can visit.
+    if root is not None and _check_graph(root, errors):
+        config = _config(_Node(root, "", root.start_mark.line + 1, errors), base_dir, Path(source).name)
+        if config is not None and not errors.items:
+            return config
+    raise ConfigError(errors.messages())
+
+
+def _display(path: Path) -> str:
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return str(path)
+
+
+# ---------------------------------------------------------------- YAML nodes and errors
+
+
+class _Errors:
+    """Collects `file:line: path: why` messages, each once (aliases can lead to one node twice)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: dict[str, int] = {}
+
+    def add(self, line: int, path: str, why: str) -> None:
+        where = f"{self.source}:{line}: " + (f"{path}: " if path else "")
+        self.items.setdefault(where + why, line)
+
+    def messages(self) -> list[str]:
+        return sorted(self.items, key=self.items.__getitem__)
+
+
+def _compose(text: str, errors: _Errors) -> yaml.Node | None:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        errors.add(line, "", "invalid YAML: " + ", ".join(filter(None, [exc.context, exc.problem])))
+        return None
+    except ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        errors.add(line, "", f"invalid YAML: {exc.reason}: U+{exc.character:04X}")
+        return None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        errors.add(1, "", "invalid YAML: nested too deeply")
+        return None
+    if root is None:
+        errors.add(1, "", "the file is empty; expected a mapping with traefik and apps")
+    elif not isinstance(root, yaml.MappingNode):
+        errors.add(root.start_mark.line + 1, "", f"expected a mapping at the top level, got {_kind(root)}")
+        return None
+    return root
+
+
+def _check_graph(root: yaml.Node, errors: _Errors) -> bool:
+    """Walk every node as aliases expand it, within a budget; reject `{{` in any key or value.
+
+    Return False when the budget runs out: an alias bomb becomes an error in milliseconds.
+    """
+    # Paths are built only when reported, from trails of (parent trail, segment).
+    stack: list[tuple[yaml.Node, _Trail, int]] = [(root, None, 0)]
+    for _ in range(NODE_BUDGET):
+        if not stack:
+            return True
+        node, trail, depth = stack.pop()
+        if depth > MAX_DEPTH:  # a recursive alias, long before the budget is spent
+            errors.add(
+                node.start_mark.line + 1, _trail_path(trail)[:80], "nested too deeply (recursive alias?)"
+            )
+            return False
+        if isinstance(node, yaml.ScalarNode):
+            if "{{" in node.value:
+                why = "contains '{{', which Traefik runs as a Go template"
+                errors.add(node.start_mark.line + 1, _trail_path(trail), why)
+        elif isinstance(node, yaml.SequenceNode):
+            stack += ((item, (trail, f"[{i}]"), depth + 1) for i, item in enumerate(node.value))
+        else:
+            for key, value in node.value:
+                sub = (trail, f".{key.value}") if isinstance(key, yaml.ScalarNode) else trail
+                stack += [(key, sub, depth + 1), (value, sub, depth + 1)]
+    node, trail, _ = stack[-1]
+    errors.add(
+        node.start_mark.line + 1,
+        _trail_path(trail),
+        f"over {NODE_BUDGET} values once aliases expand (alias bomb?)",
+    )
+    return False
+
+
+_Trail = tuple["_Trail", str] | None
+
+
+def _trail_path(trail: _Trail) -> str:
+    parts = []
+    while trail is not None:
+        trail, part = trail
+        parts.append(part)
+    return "".join(reversed(parts)).removeprefix(".")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(node: yaml.Node) -> str:
+    return _KINDS.get(node.tag.removeprefix(_TAG), f"a value tagged {node.tag}")
+
+
+class _Node:
+    """One value of the file and its dotted path; the accessors check its type and report what is wrong."""
+
+    def __init__(self, node: yaml.Node, path: str, key_line: int, errors: _Errors) -> None:
+        self.node = node
+        self.path = path
+        self.errors = errors
+        self.key_line = key_line
+        # A list or mapping is reported on the line of the key that names it, a scalar on its own line.
+        self.line = key_line if isinstance(node, yaml.CollectionNode) else node.start_mark.line + 1
+        self.tag = node.tag.removeprefix(_TAG)
+
+    def fail(self, why: str) -> None:
+        self.errors.add(self.line, self.path, why)
+
+    def expect(self, *tags: str) -> bool:
+        if self.tag in tags:
+            return True
+        got = _kind(self.node) + (f" ({self.node.value})" if self.tag in ("int", "float", "bool") else "")
+        *most, last = (_KINDS[t] for t in tags)
+        self.fail(f"expected {', '.join(most)}{' or ' if most else ''}{last}, got {got}")
+        return False
+
+    def _scalar(self) -> Any:
+        try:
+            return SafeConstructor().construct_object(self.node)
+        except (yaml.YAMLError, ValueError):  # e.g. `!!int abc`
+            self.fail(f"{self.node.value!r} is not valid as {_kind(self.node)}")
+            return None
+
+    def mapping(
+        self, known: Collection[str] | None, required: Collection[str] = (), *, extensions: bool = False
+    ) -> dict[str, _Node] | None:
+        """Return the entries by key (`known=None`: any key); report duplicate, unknown and missing keys.
+
+        With `extensions`, keys starting with `x-` are skipped, as compose does: a place for anchors.
+        """
+        if not self.expect("map"):
+            return None
+        out: dict[str, _Node] = {}
+        for key, value, merged in self._pairs(self.node):
+            line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _TAG + "null":
+                self.errors.add(line, self.path, f"keys must be strings, got {_kind(key)}")
+                continue
+            path = _join(self.path, key.value)
+            if key.value in out:
+                # As in PyYAML's loader: own keys win over merged ones, earlier merges over later ones.
+                if merged:
+                    continue
+                first = out[key.value].key_line
+                self.errors.add(
+                    line, path, f"duplicate key (first on line {first}); YAML keeps only the last"
+                )
+            elif extensions and key.value.startswith("x-"):
+                out[key.value] = _Node(value, path, line, self.errors)  # for duplicates; never read
+            elif known is not None and key.value not in known:
+                close = difflib.get_close_matches(key.value, known, n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(sorted(known))
+                )
+                self.errors.add(line, path, f"unknown key; {hint}")
+            else:
+                out[key.value] = _Node(value, path, line, self.errors)
+        for name in required:
+            if name not in out:
+                self.fail(f"missing required key {name!r}")
+        return out
+
+    def _pairs(self, node: yaml.Node) -> Iterator[tuple[yaml.Node, yaml.Node, bool]]:
+        """Yield (key, value, merged): the node's own pairs, then those of its merge keys (`<<: *base`)."""
+        merges: list[yaml.Node] = []
+        for key, value in node.value:
+            if key.tag == _TAG + "merge":
+                merges += value.value if isinstance(value, yaml.SequenceNode) else [value]
+            else:
+                yield key, value, False
+        for src in merges:
+            if not isinstance(src, yaml.MappingNode):
+                self.errors.add(
+                    src.start_mark.line + 1, self.path, "<< must merge a mapping or a list of them"
+                )
+                continue
+            for key, value, _ in self._pairs(src):
+                yield key, value, True
+
+    def items(self) -> list[_Node] | None:
+        if not self.expect("seq"):
+            return None
+        return [
+            _Node(n, f"{self.path}[{i}]", n.start_mark.line + 1, self.errors)
+            for i, n in enumerate(self.node.value)
+        ]
+
+    def string(self) -> str | None:
+        if not self.expect("str"):
+            return None
+        if not self.node.value.strip():
+            self.fail("must not be empty")
+            return None
+        return str(self.node.value)
+
+    def integer(self, low: int, high: int) -> int | None:
+        value = self._scalar() if self.expect("int") else None
+        if isinstance(value, int) and low <= value <= high:
+            return value
+        if value is not None:
+            self.fail(f"must be {low}..{high}, got {value}")
+        return None
+
+    def number(self, low: float, high: float) -> float | None:
+        value = self._scalar() if self.expect("float", "int") else None
+        if isinstance(value, int | float) and math.isfinite(value) and low <= value <= high:
+            return float(value)
+        if value is not None:
+            self.fail(f"must be {low:g}..{high:g}, got {self.node.value}")
+        return None
+
+    def duration(self, *, positive: bool = False) -> float | None:
+        # Any scalar: `pause: 30` gets parse_duration's "expected a duration like ..., got '30'".
+        if not isinstance(self.node, yaml.ScalarNode):
+            self.expect("str")
+            return None
+        try:
+            value = parse_duration(self.node.value)
+        except ValueError as exc:
+            self.fail(str(exc))
+            return None
+        if positive and value <= 0:
+            self.fail(f"must be more than 0, got {self.node.value!r}")
+            return None
+        return value
+
+    def text_map(self, check_key: Callable[[str], str | None]) -> dict[str, str] | None:
+        """A compose-like mapping of names to scalars, each kept as its text."""
+        entries = self.mapping(None)
+        if entries is None:
+            return None
+        out: dict[str, str] = {}
+        for key, value in entries.items():
+            if why := check_key(key):
+                self.errors.add(value.key_line, value.path, why)
+            elif value.tag == "null":
+                value.fail('must not be null; write "" for an empty value')
+            elif isinstance(value.node, yaml.ScalarNode) and value.tag in _TEXT_TAGS:
+                out[key] = str(value.node.value)
+            else:
+                value.fail(f"expected a string, number or boolean, got {_kind(value.node)}")
+        return out
+
+
+# ---------------------------------------------------------------- the schema, one section at a time
+
+_Convert = Callable[[_Node], Any]
+
+
+def _section(
+    node: _Node, fields: Mapping[str, _Convert], required: Collection[str] = ()
+) -> tuple[dict[str, _Node], dict[str, Any]] | None:
+    """Convert each present field; return the entries and the valid values (keyword arguments of a model)."""
+    entries = node.mapping(fields, required)
+    if entries is None:
+        return None
+    values = {key: fields[key](value) for key, value in entries.items()}
+    return entries, {key: value for key, value in values.items() if value is not None}
+
+
+def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
+    def path(node: _Node) -> Path | None:
+        value = node.string()
+        return None if value is None else base_dir / value
+
+    known = ("traefik", "state_dir", "apps", "service")
+    top = root.mapping(known, required=("traefik", "apps"), extensions=True)
+    if top is None:
+        return None
+    fields: dict[str, _Convert] = {
+        "dynamic_dir": path,
+        "api_url": _api_url,
+        "metrics_url": _url,
+        "entrypoints": _entrypoints,
+    }
+    traefik = _section(top["traefik"], fields, required=("dynamic_dir",)) if "traefik" in top else None
+    # When the traefik section itself is broken, do not pile "needs metrics_url" errors on top.
+    has_metrics = traefik is None or "metrics_url" in traefik[0]
+    fields = {"listen": _listen, "token_file": path, "schedule_grace": _Node.duration}
+    service = _section(top["service"], fields) if "service" in top else ({}, {})
+    state_dir = path(top["state_dir"]) if "state_dir" in top else base_dir / ".trafficshift"
+    apps: dict[str, AppSpec] = {}
+    entries = (top["apps"].mapping(None) if "apps" in top else None) or {}
+    for app_name, node in entries.items():
+        if why := validate_app_name(app_name):
+            root.errors.add(node.key_line, node.path, why)
+        elif app := _app(app_name, node, has_metrics=has_metrics):
+            apps[app_name] = app
+        for colour in ("-blue", "-green"):
+            # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
+            # the same service in another file, and Traefik drops both.
+            if app_name.endswith(colour) and (owner := app_name.removesuffix(colour)) in entries:
+                root.errors.add(
+                    node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}"
+                )
+    if traefik is None or "dynamic_dir" not in traefik[1] or service is None or state_dir is None:
+        return None
+    return Config(
+        path=base_dir / name,
+        traefik=TraefikSpec(**traefik[1]),
+        state_dir=state_dir,
+        apps=apps,
+        service=ServiceSpec(**service[1]),
+    )
+
+
+def _url(node: _Node) -> str | None:
+    value = node.string()
+    try:
+        parts = urlsplit(value or "")
+        _ = parts.port  # raises ValueError for a bad port
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value
+    except ValueError:
+        pass
+    if value is not None:
+        node.fail(f"expected an http:// or https:// URL, got {value!r}")
+    return None
+
+
+def _api_url(node: _Node) -> str | None:
+    url = _url(node)
+    return None if url is None else url.rstrip("/")  # later joined with /api/...
+
+
+def _entrypoints(node: _Node) -> tuple[str, ...] | None:
+    items = node.items()
+    if items is not None and not items:
+        node.fail("must list at least one entrypoint")
+    names = [(item, item.string()) for item in items or []]
+    for item, name in names:
+        if name is not None and not _ENTRYPOINT_NAME.fullmatch(name):
+            item.fail(f"expected an entrypoint name like web, got {name!r}")
+    return tuple(name for _, name in names if name) or None
+
+
+def _listen(node: _Node) -> str | None:
+    value = node.string()
+    if value is not None and (why := validate_listen(value)):
+        node.fail(why)
+        return None
+    return value
+
+
+def _app(name: str, node: _Node, *, has_metrics: bool) -> AppSpec | None:
+    fields: dict[str, _Convert] = {
+        "image": _image,
+        "port": lambda n: n.integer(1, 65535),
+        "replicas": lambda n: n.integer(1, 100),
+        "rule": _Node.string,
+        "network": _network,
+        "publish": _publish,
+        "environment": lambda n: n.text_map(_check_env_name),
+        "command": _command,
+        "labels": lambda n: n.text_map(_check_label_name),
+        "health": _health,
+        "rollout": _rollout,
+        "analysis": _analysis,
+    }
+    required = ("image", "port", "rule")
+    got = _section(node, fields, required)
+    if got is None:
+        return None
+    entries, values = got
+    if "network" in entries and "publish" in entries:
+        entries["publish"].fail("set exactly one of network and publish, not both")
+    elif "network" not in entries and "publish" not in entries:
+        node.fail("set exactly one of network and publish")
+    if "analysis" in entries and not has_metrics:
+        entries["analysis"].fail("needs traefik.metrics_url, where analysis reads Traefik's metrics")
+    return AppSpec(name=name, **values) if all(key in values for key in required) else None
+
+
+def _image(node: _Node) -> str | None:
+    value = node.string()
+    if value is not None and any(c.isspace() for c in value):
+        node.fail(f"an image reference has no whitespace, got {value!r}")
+        return None
+    return value
+
+
+def _network(node: _Node) -> str | None:
+    value = node.string()
+    if value is not None and not _NETWORK_NAME.fullmatch(value):
+        node.fail(f"expected a Docker network name, got {value!r}")
+    elif value in ("bridge", "host", "none"):
+        # No DNS names there, so Traefik could not reach http://<container-name>:<port>.
+        node.fail(f"use a user-defined network; on {value!r} containers cannot be reached by name")
+    else:
+        return value
+    return None
+
+
+def _publish(node: _Node) -> str | None:
+    value = node.string()
+    try:
+        return None if value is None else str(ipaddress.ip_address(value))
+    except ValueError:
+        node.fail(f"expected an IP address like 127.0.0.1, got {value!r}")
+        return None
+
+
+def _check_env_name(key: str) -> str | None:
+    return f"not a valid variable name: {key!r}" if not key or "=" in key or "\0" in key else None
+
+
+def _check_label_name(key: str) -> str | None:
+    if key.startswith("trafficshift."):
+        return "the trafficshift. prefix is reserved for trafficshift's own labels"
+    return None if key else "label names must not be empty"
+
+
+def _command(node: _Node) -> tuple[str, ...] | None:
+    if node.tag == "str":
+        node.fail('expected a list of strings like ["./serve", "--port", "8080"], got a string')
+        return None
+    items = node.items()
+    if items is None:
+        return None
+    if not items:
+        node.fail("must not be empty; leave command out to run the image's own")
+    words = [str(item.node.value) for item in items if item.expect("str")]
+    return tuple(words) if words and len(words) == len(items) else None
+
+
+def _health(node: _Node) -> HealthSpec | None:
+    def positive(n: _Node) -> float | None:
+        return n.duration(positive=True)
+
+    fields: dict[str, _Convert] = {
+        "path": _health_path,
+        "interval": positive,
+        "timeout": positive,
+        "healthy_threshold": lambda n: n.integer(1, 100),
+        "start_timeout": positive,
+    }
+    got = _section(node, fields)
+    return None if got is None else HealthSpec(**got[1])
+
+
+def _health_path(node: _Node) -> str | None:
+    value = node.string()
+    if value is not None and (not value.startswith("/") or any(c.isspace() for c in value)):
+        node.fail(f"expected a URL path like /healthz, got {value!r}")
+        return None
+    return value
+
+
+def _rollout(node: _Node) -> RolloutPolicy | None:
+    fields: dict[str, _Convert] = {
+        "steps": _steps,
+        "pause": _Node.duration,
+        "drain": _Node.duration,
+        "stop_timeout": _Node.duration,
+    }
+    got = _section(node, fields)
+    return None if got is None else RolloutPolicy(**got[1])
+
+
+def _steps(node: _Node) -> tuple[int, ...] | None:
+    steps: list[int] = []
+    for item in node.items() or []:
+        value = item.integer(1, 100)
+        if value is None:
+            return None
+        if steps and value <= steps[-1]:
+            item.fail(f"steps must rise strictly, got {value} after {steps[-1]}")
+            return None
+        steps.append(value)
+    if node.tag == "seq" and (not steps or steps[-1] != 100):
+        node.fail(f"must end at 100, got {steps}")
+    return tuple(steps) if steps and steps[-1] == 100 else None
+
+
+def _analysis(node: _Node) -> AnalysisSpec | None:
+    fields: dict[str, _Convert] = {
+        "max_error_rate": lambda n: n.number(0.0, 1.0),
+        "max_p95_latency": lambda n: n.duration(positive=True),
+        "min_requests": lambda n: n.integer(0, 10**9),
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    if "max_error_rate" not in got[0] and "max_p95_latency" not in got[0]:
+        node.fail("set max_error_rate and/or max_p95_latency; without either there is nothing to judge")
+    return AnalysisSpec(**got[1])
