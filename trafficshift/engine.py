@@ -279,10 +279,17 @@ class Engine:
 
     async def _apply(self, spec: AppSpec, r: Rollout) -> float:
         """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken."""
-        started = time.monotonic()
         routing = plan.routing_for(
             app=spec.name, weights=r.weights, containers=await self.containers.list(app=spec.name)
         )
+        return await self.write_routing(spec, routing)
+
+    async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
+        """Replace the app's dynamic file with `routing` and wait until Traefik shows it; return the seconds.
+
+        Callers hold the app's lock: the file of an app has one writer at a time.
+        """
+        started = time.monotonic()
         # No colour with servers left (the first deploy went back): no file, so the route answers 404.
         text = (
             render_dynamic(app=spec, routing=routing, entrypoints=self.config.traefik.entrypoints)
