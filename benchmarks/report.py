@@ -101,6 +101,7 @@ def summarize_runs(runs: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
                     "requests": median(s.requests for s in items),
                     "confirm": median(s.confirm for s in items),
                     "confirm_max": max(s.confirm for s in items),
+                    "write_to_api": median(s.write_to_api for s in items),
                 }
                 for n, items in sorted(steps.items())
             ]
@@ -151,16 +152,19 @@ def markdown(
         lines += [
             "",
             f"trafficshift steps ({'/'.join(map(str, params.steps))}, pause {params.pause:g}s, "
-            f"drain {params.drain:g}s): share of v2 answers while each step was held, and the time from the "
-            "file write until the Traefik API showed the weights.",
+            f"drain {params.drain:g}s): share of v2 answers while each step was held; the promote's own "
+            '"step confirmed in" (render, atomic write, polling the API until it shows the weights), and '
+            "the file's mtime until a 10 ms poller saw the weights in the API (Traefik's part).",
             "",
-            "| step | weight | observed v2 share | worst gap | requests | write → API (median, max) |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| step | weight | observed v2 share | worst gap | requests | step confirmed in (median, max) "
+            "| file mtime → API |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in ts["steps"]:
             lines.append(
                 f"| {s['step']} | {s['weight']}% | {s['observed']:.1f}% | {s['max_gap']:.1f} pt "
-                f"| {_n(s['requests'])} | {_ms(s['confirm'])}, {_ms(s['confirm_max'])} |"
+                f"| {_n(s['requests'])} | {_ms(s['confirm'])}, {_ms(s['confirm_max'])} "
+                f"| {_ms(s['write_to_api'])} |"
             )
         lines += [
             "",

@@ -7,6 +7,7 @@ load run `settle` seconds more, and turns what the load recorded into a `RunResu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from benchmarks.harness import (
     LabelDiscovery,
@@ -80,7 +83,8 @@ class StepResult:
     weight: int  # configured % on the new colour
     observed: float  # % of the requests held at this step that v2 answered
     requests: int
-    confirm: float  # seconds from the file write to the Traefik API showing the weights
+    confirm: float  # the promote's "step confirmed in": its write of the file until the API showed it
+    write_to_api: float | None = None  # the file's mtime until the API showed it (Traefik alone)
 
 
 @dataclass(frozen=True)
@@ -189,12 +193,15 @@ async def run_trafficshift(
         async with _load(traefik, app, params) as load:
             steady_from = await _steady(load, params)
             t0 = Load.mark()
-            events, code, stderr = await promote(config, app, images.v2)
+            async with WeightWatcher(
+                api_url=traefik.api_url, app=app, dynamic_dir=traefik.dynamic_dir
+            ) as seen:
+                events, code, stderr = await promote(config, app, images.v2)
             t_end = Load.mark()
             await asyncio.sleep(params.settle)
         if code != 0:
             raise RuntimeError(f"promote of {app} failed ({code}): {stderr.strip()}")
-        steps = _steps(events, load.samples, new_body="v2")
+        steps = _steps(events, load.samples, new_body="v2", seen=seen.applied)
         floor = params.start_delay + params.pause * (len(params.steps) - 1) + params.drain
         return measure(
             scenario=TRAFFICSHIFT,
@@ -241,7 +248,11 @@ async def promote(
 
 
 def _steps(
-    events: list[tuple[float, dict[str, Any]]], samples: tuple[Sample, ...], *, new_body: str
+    events: Events,
+    samples: tuple[Sample, ...],
+    *,
+    new_body: str,
+    seen: list[tuple[dict[str, int], float]] | None = None,
 ) -> tuple[StepResult, ...]:
     """Each step's configured weight against the share of `new_body` while the step was held."""
     found: list[StepResult] = []
@@ -261,6 +272,7 @@ def _steps(
                 observed=100 * share(window, new_body),
                 requests=len(window),
                 confirm=confirmed[1],
+                write_to_api=_write_to_api(seen or [], new_colour or "", current[1]),
             )
         )
         confirmed = None
@@ -285,6 +297,56 @@ def _steps(
             close(at)
             current = None
     return tuple(found)
+
+
+def _write_to_api(seen: list[tuple[dict[str, int], float]], colour: str, weight: int) -> float | None:
+    for weights, latency in seen:
+        if any(name.endswith(f"-{colour}") and w == weight for name, w in weights.items()):
+            return latency
+    return None
+
+
+class WeightWatcher:
+    """Polls Traefik's API for the app's weights; each change is timed against the dynamic file's mtime.
+
+    That is the time from the file write to the API showing it, apart from trafficshift's own work around
+    a step (listing containers, rendering, polling), which the promote's "confirmed in" includes.
+    """
+
+    def __init__(self, *, api_url: str, app: str, dynamic_dir: Path, poll: float = 0.01) -> None:
+        self.url = f"{api_url}/api/http/services/{app}@file"
+        self.path = dynamic_dir / f"{app}.yml"
+        self.poll = poll
+        self.applied: list[tuple[dict[str, int], float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        last: dict[str, int] | None = None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                weights = None
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, KeyError, TypeError):
+                    async with session.get(self.url) as response:
+                        if response.status == 200:
+                            doc = await response.json()
+                            weights = {c["name"]: int(c["weight"]) for c in doc["weighted"]["services"]}
+                if weights is not None and weights != last:
+                    seen = time.time()
+                    with contextlib.suppress(FileNotFoundError):
+                        # mtime is when the content was written (the rename keeps it): the write.
+                        self.applied.append((weights, seen - self.path.stat().st_mtime))
+                    last = weights
+                await asyncio.sleep(self.poll)
+
+    async def __aenter__(self) -> WeightWatcher:
+        self._task = asyncio.create_task(self._watch(), name=f"watch-{self.path.stem}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def _phases(events: list[tuple[float, dict[str, Any]]], *, t0: float, t_end: float) -> dict[str, float]:
