@@ -26,16 +26,19 @@ from trafficshift.models import (
     AnalysisSpec,
     AppSpec,
     Config,
+    ConfirmSpec,
     HealthSpec,
+    Phase,
     RolloutPolicy,
     ServiceSpec,
     TraefikSpec,
+    WebhookSpec,
 )
 
 DEFAULT_CONFIG = "trafficshift.yml"
 CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
 # Far above any real config, far below what an alias bomb expands to.
-NODE_BUDGET = 100_000
+NODE_BUDGET = 20_000
 MAX_DEPTH = 50
 
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
@@ -318,6 +321,9 @@ class _Node:
             self.fail(f"must be {low}..{high}, got {value}")
         return None
 
+    def boolean(self) -> bool | None:
+        return bool(self._scalar()) if self.expect("bool") else None
+
     def number(self, low: float, high: float) -> float | None:
         value = self._scalar() if self.expect("float", "int") else None
         if isinstance(value, int | float) and math.isfinite(value) and low <= value <= high:
@@ -380,7 +386,7 @@ def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
         value = node.string()
         return None if value is None else base_dir / value
 
-    known = ("traefik", "state_dir", "apps", "service")
+    known = ("traefik", "state_dir", "apps", "service", "webhooks", "confirm")
     top = root.mapping(known, required=("traefik", "apps"), extensions=True)
     if top is None:
         return None
@@ -401,7 +407,7 @@ def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
     for app_name, node in entries.items():
         if why := validate_app_name(app_name):
             root.errors.add(node.key_line, node.path, why)
-        elif app := _app(app_name, node, has_metrics=has_metrics):
+        elif app := _app(app_name, node, has_metrics=has_metrics, base_dir=base_dir):
             apps[app_name] = app
         for colour in ("-blue", "-green"):
             # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
@@ -410,6 +416,8 @@ def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
                 root.errors.add(
                     node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}"
                 )
+    webhooks = _webhooks(top["webhooks"], base_dir) if "webhooks" in top else ()
+    confirm = _confirm(top["confirm"], base_dir) if "confirm" in top else None
     if traefik is None or "dynamic_dir" not in traefik[1] or service is None or state_dir is None:
         return None
     return Config(
@@ -418,6 +426,8 @@ def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
         state_dir=state_dir,
         apps=apps,
         service=ServiceSpec(**service[1]),
+        webhooks=webhooks or (),
+        confirm=confirm,
     )
 
 
@@ -459,7 +469,7 @@ def _listen(node: _Node) -> str | None:
     return value
 
 
-def _app(name: str, node: _Node, *, has_metrics: bool) -> AppSpec | None:
+def _app(name: str, node: _Node, *, has_metrics: bool, base_dir: Path) -> AppSpec | None:
     fields: dict[str, _Convert] = {
         "image": _image,
         "port": lambda n: n.integer(1, 65535),
@@ -473,6 +483,8 @@ def _app(name: str, node: _Node, *, has_metrics: bool) -> AppSpec | None:
         "health": _health,
         "rollout": _rollout,
         "analysis": _analysis,
+        "webhooks": lambda n: _webhooks(n, base_dir),
+        "confirm": lambda n: _confirm(n, base_dir),
     }
     required = ("image", "port", "rule")
     got = _section(node, fields, required)
@@ -594,6 +606,8 @@ def _analysis(node: _Node) -> AnalysisSpec | None:
         "max_error_rate": lambda n: n.number(0.0, 1.0),
         "max_p95_latency": lambda n: n.duration(positive=True),
         "min_requests": lambda n: n.integer(0, 10**9),
+        "interval": lambda n: n.duration(positive=True),
+        "compare_to_old": _Node.boolean,
     }
     got = _section(node, fields)
     if got is None:
@@ -601,3 +615,86 @@ def _analysis(node: _Node) -> AnalysisSpec | None:
     if "max_error_rate" not in got[0] and "max_p95_latency" not in got[0]:
         node.fail("set max_error_rate and/or max_p95_latency; without either there is nothing to judge")
     return AnalysisSpec(**got[1])
+
+
+# ---------------------------------------------------------------- webhooks
+
+_PHASES = tuple(str(p) for p in Phase)
+
+
+def _webhooks(node: _Node, base_dir: Path) -> tuple[WebhookSpec, ...] | None:
+    hooks = [_webhook(item, base_dir) for item in node.items() or []]
+    return tuple(h for h in hooks if h is not None) if all(hooks) else None
+
+
+def _webhook(node: _Node, base_dir: Path) -> WebhookSpec | None:
+    values = _hook(node, base_dir, {"events": _hook_events, "timeout": lambda n: n.duration(positive=True)})
+    return None if values is None else WebhookSpec(**values)
+
+
+def _confirm(node: _Node, base_dir: Path) -> ConfirmSpec | None:
+    values = _hook(node, base_dir, {"timeout": lambda n: n.duration(positive=True)})
+    return None if values is None else ConfirmSpec(**values)
+
+
+def _hook(node: _Node, base_dir: Path, extra: Mapping[str, _Convert]) -> dict[str, Any] | None:
+    """The fields webhooks and the confirm gate share: url, a secret (exactly one source), retries."""
+    fields: dict[str, _Convert] = {
+        "url": _url,
+        "secret_file": _Node.string,
+        "secret_env": _Node.string,
+        "retries": lambda n: n.integer(0, 10),
+        **extra,
+    }
+    got = _section(node, fields, required=("url",))
+    if got is None:
+        return None
+    entries, values = got
+    secret = _secret(node, entries, values, base_dir)
+    if secret is None or "url" not in values:
+        return None
+    values.pop("secret_file", None)
+    values.pop("secret_env", None)
+    return {**values, "secret": secret}
+
+
+def _secret(
+    node: _Node, entries: Mapping[str, _Node], values: Mapping[str, Any], base_dir: Path
+) -> bytes | None:
+    """Read the HMAC key now, so that `check` reports a missing one before any rollout starts."""
+    secret: bytes
+    if ("secret_file" in entries) == ("secret_env" in entries):
+        node.fail("set exactly one of secret_file and secret_env (the key deliveries are signed with)")
+        return None
+    if "secret_file" in entries:
+        where = entries["secret_file"]
+        name: str | None = values.get("secret_file")
+        if name is None:
+            return None
+        try:
+            secret = (base_dir / name).read_bytes().strip()
+        except OSError as exc:
+            where.fail(f"cannot read {name}: {exc.strerror or exc}")
+            return None
+    else:
+        where = entries["secret_env"]
+        name = values.get("secret_env")
+        if name is None:
+            return None
+        secret = os.environ.get(name, "").strip().encode()
+    if not secret:
+        where.fail(f"the secret in {name} is empty or unset")
+        return None
+    return secret
+
+
+def _hook_events(node: _Node) -> frozenset[str] | None:
+    names = [(item, item.string()) for item in node.items() or []]
+    if node.tag == "seq" and not names:
+        node.fail("must list at least one event; leave events out to send all of them")
+    for item, name in names:
+        if name is not None and name not in _PHASES:
+            item.fail(f"unknown event {name!r}; expected one of {', '.join(_PHASES)}")
+            return None
+    events = frozenset(name for _, name in names if name)
+    return events if events and len(events) == len(names) else None
