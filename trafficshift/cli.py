@@ -218,8 +218,6 @@ async def _render(config: Config, args: argparse.Namespace) -> int:
 def _history(config: Config, args: argparse.Namespace) -> int:
     from .state import StateStore
 
-    if args.app not in config.apps:
-        raise UsageError(f"unknown app {args.app!r}")
     store = StateStore(config.state_dir)
     try:
         rollouts = store.history(args.app)
@@ -234,6 +232,11 @@ def _history(config: Config, args: argparse.Namespace) -> int:
 
 def _dispatch(config: Config, args: argparse.Namespace) -> int:
     command = args.command
+    app = getattr(args, "app", None)
+    if app is not None and app not in config.apps:
+        # Before anything is opened or created: bad input changes nothing.
+        known = ", ".join(sorted(config.apps)) or "none"
+        raise UsageError(f"unknown app {app!r} (apps in {config.path.name}: {known})")
     if command == "check":
         return EXIT_OK
     if command == "promote":
@@ -254,8 +257,17 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(_render(config, args))
     if command == "history":
         return _history(config, args)
-    if command in ("serve", "schedule"):
-        raise UsageError(f"`{command}` arrives with the service (not in this build yet)")
+    if command == "serve":
+        from .service import configure_logging, serve
+
+        configure_logging()
+        return asyncio.run(serve(config, listen=args.listen))
+    if command == "schedule":
+        from .client import schedule_command
+
+        return schedule_command(
+            config, args=args.args, image=args.image, at=args.at, as_json=args.json, out=sys.stdout
+        )
     raise UsageError(f"unknown command {command}")  # argparse rejects these before here
 
 
