@@ -14,10 +14,11 @@ from typing import TypeVar
 
 import aiohttp
 
-from . import plan, report
+from . import judge, plan, report
 from .containers import Containers
 from .dynamic import write_dynamic
 from .errors import LockedError, NotReady, TrafficShiftError, UsageError
+from .metrics import scrape
 from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
 from .readiness import wait_ready
 from .render import render_dynamic
@@ -103,6 +104,8 @@ class Engine:
                 return await self._drive(spec, active)
             image = image or spec.image
             await self.preflight()
+            if spec.analysis is not None and self.config.traefik.metrics_url:
+                await scrape(url=self.config.traefik.metrics_url, session=self.session)  # exit 3 if down
             await self.containers.ensure_image(image)
             state = self.store.app_state(app)
             rollout = self.store.create_rollout(
@@ -316,12 +319,23 @@ class Engine:
         )
 
     async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> None:
-        """Hold the current weights for `seconds`, watching the new colour and abort requests."""
+        """Hold the current weights for `seconds`, watching the new colour and abort requests.
+
+        With analysis, the new colour's metrics are judged from the start of the hold every
+        `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once.
+        """
+        watch = judge.watch_step(config=self.config, spec=spec, rollout=r, session=self.session)
+        if watch is not None:
+            await self._guarded(r, watch.observe())  # the start of the window
         deadline = time.monotonic() + seconds
         next_check = 0.0
+        next_judgement = time.monotonic() + (watch.spec.interval if watch else seconds)
         while (left := deadline - time.monotonic()) > 0:
             self._check_abort(r)
             now = time.monotonic()
+            if watch is not None and now >= next_judgement:
+                next_judgement = now + watch.spec.interval
+                await self._guarded(r, watch.observe())
             if now >= next_check:
                 next_check = now + spec.health.interval
                 self._progress(f"{r.phase} {_weights_text(r)}; next in {left:.0f}s")
@@ -329,6 +343,9 @@ class Engine:
                     if not c.running:
                         raise NotReady(f"{c.name} stopped while it was taking traffic")
             await asyncio.sleep(min(POLL, left))
+        if watch is not None:
+            verdict = await self._guarded(r, watch.finish())
+            self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
 
     async def _guarded(self, r: Rollout, work: Awaitable[T]) -> T:
         """Await `work`, but give up on it as soon as an abort is requested."""

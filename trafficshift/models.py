@@ -44,6 +44,34 @@ class AnalysisSpec:
     max_error_rate: float | None = None
     max_p95_latency: float | None = None
     min_requests: int = 20
+    # Seconds between scrapes while a step holds: a bad version is caught within about this long.
+    interval: float = 1.0
+    # Forgive an error rate the old colour shares over the same window (not the new version's fault).
+    compare_to_old: bool = True
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """A receiver of one signed JSON POST per rollout transition (delivered in the background)."""
+
+    url: str
+    # HMAC-SHA256 key of the `X-Trafficshift-Signature` header; read from secret_file or secret_env.
+    secret: bytes = field(repr=False)
+    # Phases (`shifting`, `done`, ...) whose transitions are sent; None: all of them.
+    events: frozenset[str] | None = None
+    # Bounds the whole delivery: every attempt and the backoff between them.
+    timeout: float = 5.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class ConfirmSpec:
+    """A gate that must answer 2xx before each weight increase of the new colour."""
+
+    url: str
+    secret: bytes = field(repr=False)
+    timeout: float = 30.0
+    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +89,9 @@ class AppSpec:
     health: HealthSpec = field(default_factory=HealthSpec)
     rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
     analysis: AnalysisSpec | None = None
+    # In addition to the config's global webhooks; `confirm` replaces the global gate for this app.
+    webhooks: tuple[WebhookSpec, ...] = ()
+    confirm: ConfirmSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,14 @@ class Config:
     state_dir: Path
     apps: Mapping[str, AppSpec]
     service: ServiceSpec = field(default_factory=ServiceSpec)
+    webhooks: tuple[WebhookSpec, ...] = ()
+    confirm: ConfirmSpec | None = None
+
+    def webhooks_of(self, app: AppSpec) -> tuple[WebhookSpec, ...]:
+        return self.webhooks + app.webhooks
+
+    def confirm_of(self, app: AppSpec) -> ConfirmSpec | None:
+        return app.confirm or self.confirm
 
 
 # ---------------------------------------------------------------- containers

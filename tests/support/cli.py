@@ -50,8 +50,13 @@ def write_config(
     traefik: TraefikProc | None,
     apps: dict[str, dict[str, Any]],
     dynamic_dir: Path | None = None,
+    metrics: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """A trafficshift.yml for `apps` in front of the test's Traefik, with fast test timings as defaults."""
+    """A trafficshift.yml for `apps` in front of the test's Traefik, with fast test timings as defaults.
+
+    `metrics` sets traefik.metrics_url (needed by `analysis`); `extra` adds top-level keys (`webhooks`).
+    """
     defaults: dict[str, Any] = {
         "port": 8080,
         "publish": "127.0.0.1",
@@ -63,6 +68,8 @@ def write_config(
     }
     if traefik is not None:
         section["api_url"] = traefik.api_url
+        if metrics:
+            section["metrics_url"] = traefik.metrics_url
     doc = {
         "traefik": section,
         "state_dir": str(path.parent / "state"),
@@ -70,6 +77,7 @@ def write_config(
             name: {**defaults, "rule": f"Host(`{name}.localhost`)", **spec} for name, spec in apps.items()
         },
     }
+    doc.update(extra or {})
     if any("network" in spec for spec in apps.values()):
         for name, spec in apps.items():
             if "network" in spec:

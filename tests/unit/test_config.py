@@ -458,7 +458,8 @@ def test_load_config_names_the_file_as_given(tmp_path: Path, monkeypatch: pytest
         with pytest.raises(ConfigError) as info:
             load_config(given_path)
         assert info.value.messages == (
-            "ts.yml:3: bogus: unknown key; expected one of apps, service, state_dir, traefik",
+            "ts.yml:3: bogus: unknown key;"
+            " expected one of apps, confirm, service, state_dir, traefik, webhooks",
         )
 
 

@@ -1,0 +1,130 @@
+"""Watch one rollout step through Traefik's metrics and fail it as soon as the new colour misbehaves.
+
+The I/O glue between `metrics.scrape` and the pure `analysis.judge_step`: a snapshot when the step starts,
+then one every `interval`, each judged on the whole window since the start (cumulative, so the figures only
+get firmer as the step goes on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+from .analysis import Verdict, judge_step
+from .errors import TrafficShiftError, UnreachableError
+from .metrics import MetricsSnapshot, scrape
+from .models import AnalysisSpec, AppSpec, Colour, Config, Phase, Rollout
+
+# One scrape may not stall a step for long: a late answer is worth less than the next one.
+SCRAPE_TIMEOUT = 3.0
+
+
+class AnalysisFailed(TrafficShiftError):
+    """The new colour failed its step's analysis (error rate or p95 over a limit) or could not be judged."""
+
+    def __init__(self, *, service: str, step: str, verdict: Verdict | None, reason: str) -> None:
+        self.service = service
+        self.step = step
+        self.verdict = verdict
+        super().__init__(f"analysis failed at {step}: {service}: {reason}")
+
+
+def service_name(app: str, colour: Colour) -> str:
+    """The Prometheus `service` label of one colour's loadBalancer service (`web-green@file`)."""
+    return f"{app}-{colour}@file"
+
+
+def describe(verdict: Verdict) -> str:
+    """The figures of a verdict, for the step-judged event: `120 requests, 5xx 0.000, p95 0.012s`."""
+    rate = "-" if verdict.error_rate is None else f"{verdict.error_rate:.3f}"
+    p95 = "-" if verdict.p95 is None else f"{verdict.p95:.3f}s"
+    text = f"{verdict.requests} requests, 5xx rate {rate}, p95 {p95}"
+    return f"{text} ({verdict.reason})" if verdict.reason else text
+
+
+@dataclass
+class StepWatch:
+    """Judges the new colour over one step; `observe` raises AnalysisFailed on the first failed verdict."""
+
+    url: str
+    session: aiohttp.ClientSession
+    app: str
+    new: Colour
+    old: Colour | None
+    spec: AnalysisSpec
+    step: str
+    start: MetricsSnapshot | None = None
+    last: Verdict | None = None
+    last_error: str | None = None
+
+    @property
+    def service(self) -> str:
+        return service_name(self.app, self.new)
+
+    async def observe(self) -> Verdict | None:
+        """Scrape and judge the window so far; None when there is no window yet (or Traefik did not answer).
+
+        A scrape that fails is skipped (the next one covers the same window); `finish` decides whether the
+        step could be judged at all.
+        """
+        try:
+            async with asyncio.timeout(SCRAPE_TIMEOUT):
+                snapshot = await scrape(url=self.url, session=self.session)
+        except (UnreachableError, TimeoutError) as exc:
+            self.last_error = str(exc) or f"no answer within {SCRAPE_TIMEOUT:g}s"
+            return None
+        if self.start is None:
+            self.start = snapshot
+            return None
+        baseline = service_name(self.app, self.old) if self.old and self.spec.compare_to_old else None
+        verdict = judge_step(
+            before=self.start, after=snapshot, service=self.service, spec=self.spec, baseline_service=baseline
+        )
+        self.last = verdict
+        if not verdict.ok:
+            raise AnalysisFailed(
+                service=self.service, step=self.step, verdict=verdict, reason=verdict.reason or "failed"
+            )
+        return verdict
+
+    async def finish(self) -> Verdict:
+        """The verdict at the end of the step: a last scrape, else the latest verdict of the step."""
+        verdict = await self.observe() or self.last
+        if verdict is None:
+            # Analysis was asked for and could not run: passing the step blindly would defeat it.
+            raise AnalysisFailed(
+                service=self.service,
+                step=self.step,
+                verdict=None,
+                reason=f"could not be judged: {self.last_error or 'no metrics window'}",
+            )
+        return verdict
+
+
+def watch_step(
+    *, config: Config, spec: AppSpec, rollout: Rollout, session: aiohttp.ClientSession
+) -> StepWatch | None:
+    """A watch over the step the rollout holds now, or None when there is nothing to judge.
+
+    Nothing to judge: no analysis or metrics_url, a first deploy (no old colour to go back to), or the new
+    colour takes no traffic.
+    """
+    new, url = rollout.to_colour, config.traefik.metrics_url
+    percent = rollout.weights.get(new, 0)
+    if spec.analysis is None or url is None or rollout.from_colour is None or percent <= 0:
+        return None
+    if rollout.phase is Phase.DRAINING:
+        step = f"drain ({percent}% on {new})"
+    else:
+        step = f"step {rollout.step + 1}/{len(rollout.steps)} ({percent}% on {new})"
+    return StepWatch(
+        url=url,
+        session=session,
+        app=spec.name,
+        new=new,
+        old=rollout.from_colour,
+        spec=spec.analysis,
+        step=step,
+    )
