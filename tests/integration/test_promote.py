@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -109,11 +108,7 @@ async def test_missing_image_exits_1_and_changes_nothing(
 async def _kill_mid_shift(config: Path, app: str, image: str) -> None:
     """Start a promote and kill -9 it once it holds its first step (10% on the new colour)."""
     proc = await cli.start("promote", app, "--image", image, "--json", config=config)
-    assert proc.stdout is not None
-    async with asyncio.timeout(60):
-        while line := await proc.stdout.readline():
-            if b"confirmed" in line:
-                break
+    await cli.wait_for_line(proc, b"confirmed")
     os.kill(proc.pid, signal.SIGKILL)
     await proc.wait()
 

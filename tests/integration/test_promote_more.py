@@ -143,15 +143,6 @@ async def _deploy(
     return config
 
 
-async def _wait_for_line(proc: asyncio.subprocess.Process, needle: bytes) -> None:
-    assert proc.stdout is not None
-    async with asyncio.timeout(60):
-        while line := await proc.stdout.readline():
-            if needle in line:
-                return
-    raise AssertionError(f"{needle!r} never printed")
-
-
 @pytest.mark.parametrize("how", ["sigterm", "abort"])
 async def test_sigterm_or_abort_from_another_shell_goes_back_to_the_old_colour(
     how: str,
@@ -165,7 +156,7 @@ async def test_sigterm_or_abort_from_another_shell_goes_back_to_the_old_colour(
     async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
         await load.wait_for(requests=20)
         promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
-        await _wait_for_line(promote, b"confirmed")
+        await cli.wait_for_line(promote, b"confirmed")
         if how == "sigterm":
             promote.send_signal(signal.SIGTERM)
         else:

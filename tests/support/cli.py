@@ -40,6 +40,16 @@ async def finish(proc: asyncio.subprocess.Process, *, within: float = 120) -> Re
     return Result(proc.returncode, out.decode(), err.decode())
 
 
+async def wait_for_line(proc: asyncio.subprocess.Process, needle: bytes, *, within: float = 60) -> None:
+    """Read the process's stdout until a line contains `needle` (e.g. a step's "confirmed" event)."""
+    assert proc.stdout is not None
+    async with asyncio.timeout(within):
+        while line := await proc.stdout.readline():
+            if needle in line:
+                return
+    raise AssertionError(f"{needle!r} never printed")
+
+
 async def run(*args: str, config: Path, within: float = 120) -> Result:
     return await finish(await start(*args, config=config), within=within)
 
