@@ -207,3 +207,38 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(exc, asyncio.CancelledError):
             return exc
     return group.exceptions[0]
+
+
+async def probe_ready(
+    *, app: AppSpec, containers: Containers, info: ContainerInfo, session: aiohttp.ClientSession
+) -> bool:
+    """Probe one running container (e.g. one Docker restarted) until it is ready; False if it never is.
+
+    Unlike `wait_ready`, an earlier restart is no failure here: the service re-adds a replica that Docker
+    brought back. It gives up when the container stops, restarts again, changes address, or
+    `start_timeout` passes; the next Docker event about it starts a new probe.
+    """
+    health = app.health
+    first = await containers.state(name=info.id)
+    if first is None or first.status != "running":
+        return False
+    streak = 0
+    try:
+        async with asyncio.timeout(health.start_timeout):
+            while True:
+                state = await containers.state(name=info.id)
+                if (
+                    state is None
+                    or state.status != "running"
+                    or state.restart_count != first.restart_count
+                    or state.info.url != info.url
+                ):
+                    return False
+                mode = probe_mode(health=health, info=state.info)
+                ok, _ = await _probe(mode=mode, state=state, health=health, session=session)
+                streak = next_streak(streak, ok=ok)
+                if streak >= required_streak(health=health, mode=mode):
+                    return True
+                await asyncio.sleep(health.interval)
+    except TimeoutError:
+        return False

@@ -238,6 +238,13 @@ class StateStore:
         ).fetchall()
         return [_rollout_from(r) for r in rows]
 
+    def outcome_counts(self) -> dict[tuple[str, str], int]:
+        """Finished rollouts by (app, outcome), for the service's metrics."""
+        rows = self._db.execute(
+            "SELECT app, outcome, COUNT(*) AS n FROM rollouts WHERE outcome IS NOT NULL GROUP BY app, outcome"
+        ).fetchall()
+        return {(row["app"], row["outcome"]): int(row["n"]) for row in rows}
+
     def request_abort(self, rollout_id: str, *, reason: str) -> None:
         self._db.execute(
             "UPDATE rollouts SET abort_requested = ? WHERE id = ? AND outcome IS NULL", (reason, rollout_id)

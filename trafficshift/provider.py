@@ -1,0 +1,266 @@
+"""Dynamic config from Docker events: each app's file follows its containers between rollouts.
+
+A replica that dies leaves the file at once; one that Docker restarts (with a new published port, or the same
+address on a network) comes back only after trafficshift has probed it ready (invariant 1). The file is
+written under the app's lock, so never while a rollout runs: the app stays marked and is retried after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+from . import plan
+from .containers import LABEL_APP, Containers
+from .dynamic import dynamic_path
+from .engine import Engine
+from .errors import LockedError
+from .models import Config, ContainerInfo, Routing
+from .readiness import probe_ready
+from .render import parse_dynamic
+from .state import AppLock, StateStore
+
+log = logging.getLogger("trafficshift.provider")
+
+# While an app's lock is taken (a rollout runs), look again this often.
+RETRY = 1.0
+# After the event stream breaks (Docker restarting), connect again after this long, and reconcile everything.
+RECONNECT = 2.0
+EVENTS = ("start", "die", "health_status")
+
+Allowed = set[tuple[str, str | None]]  # (container id, url) pairs that may be servers
+
+
+def _servers(routing: Routing | None) -> set[str]:
+    return {url for route in (routing.routes if routing else ()) for url in route.servers}
+
+
+def _canonical(routing: Routing | None) -> set[tuple[str, int, tuple[str, ...]]] | None:
+    if routing is None:
+        return None
+    return {(str(r.colour), r.weight, tuple(sorted(r.servers))) for r in routing.routes}
+
+
+class Provider:
+    """Watches Docker for the managed containers and re-renders the affected app's dynamic file."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: StateStore,
+        docker: aiodocker.Docker,
+        containers: Containers,
+        session: aiohttp.ClientSession,
+        engine: Callable[[], Engine],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.docker = docker
+        self.containers = containers
+        self.session = session
+        self._engine = engine
+        self._dirty = {app: asyncio.Event() for app in config.apps}
+        self._writing: set[str] = set()
+        # Deaths seen per container id, and how many of them a successful probe has cleared since.
+        self._died: dict[str, int] = {}
+        self._cleared: dict[str, int] = {}
+        # Last URL seen per container id: a dead replica's server is dropped without asking Docker, which
+        # answers inspect only once its restart of the container is through (a second or two).
+        self._urls: dict[str, str] = {}
+        self._dead: dict[str, set[str]] = {app: set() for app in config.apps}
+        self.reconciled = asyncio.Event()  # set once every app was reconciled after start-up
+
+    def busy(self, app: str) -> bool:
+        """Whether the provider holds the app's lock right now (a rollout should retry, not fail)."""
+        return app in self._writing
+
+    def mark(self, app: str) -> None:
+        if app in self._dirty:
+            self._dirty[app].set()
+
+    async def run(self) -> None:
+        """Reconcile every app, then follow Docker events until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            first = [group.create_task(self._reconcile_logged(app)) for app in sorted(self.config.apps)]
+            group.create_task(self._watch())
+            for app in self.config.apps:
+                group.create_task(self._worker(app))
+            await asyncio.wait(first)
+            self.reconciled.set()
+
+    # ------------------------------------------------------------------ events
+
+    async def _watch(self) -> None:
+        subscriber = self.docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+        filters = json.dumps({"type": ["container"], "label": [LABEL_APP], "event": list(EVENTS)})
+        while True:
+            stream = asyncio.create_task(self.docker.events.run(filters=filters))
+            try:
+                while (event := await subscriber.get()) is not None:
+                    self._on_event(event)
+            finally:
+                stream.cancel()
+                await asyncio.gather(stream, return_exceptions=True)
+            log.warning("the Docker event stream ended; reconnecting in %gs", RECONNECT)
+            await asyncio.sleep(RECONNECT)
+            for app in self.config.apps:
+                self.mark(app)  # whatever happened meanwhile
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        actor = event.get("Actor") or {}
+        attributes = actor.get("Attributes") or {}
+        app, action, cid = attributes.get(LABEL_APP), str(event.get("Action", "")), str(actor.get("ID", ""))
+        if app not in self._dirty:
+            return
+        if action == "die":
+            self._died[cid] = self._died.get(cid, 0) + 1
+            self._dead[app].add(cid)
+        log.info("docker: %s %s (%s)", attributes.get("name", cid[:12]), action, app)
+        self.mark(app)
+
+    # ------------------------------------------------------------------ reconciling
+
+    async def _worker(self, app: str) -> None:
+        dirty = self._dirty[app]
+        waiting = False
+        while True:
+            await dirty.wait()
+            dirty.clear()
+            if await self._reconcile_logged(app):
+                waiting = False
+                continue
+            if not waiting:
+                log.info("%s: a rollout holds the app; its file is re-rendered after it", app)
+                waiting = True
+            await asyncio.sleep(RETRY)
+            dirty.set()
+
+    async def _reconcile_logged(self, app: str) -> bool:
+        try:
+            return await self.reconcile(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("%s: re-rendering the dynamic file failed: %s", app, exc)
+            return True  # the next event tries again
+
+    async def reconcile(self, app: str) -> bool:
+        """Make the app's file match its live, ready containers; False when a rollout holds the app."""
+        if not await self._drop_dead(app):
+            return False
+        containers = await self.containers.list(app=app)
+        self._urls.update((c.id, c.url) for c in containers if c.url)
+        in_file = _servers(self._file_routing(app))
+        candidates = [c for c in containers if c.running and c.url and c.health != "unhealthy"]
+        trusted: Allowed = {(c.id, c.url) for c in candidates if c.url in in_file and not self._suspect(c.id)}
+        # Removing needs no probe: the dead, unhealthy and restarted go at once.
+        if not await self._write(app, trusted):
+            return False
+        new = [c for c in candidates if (c.id, c.url) not in trusted]
+        if not new:
+            return True
+        deaths = {c.id: self._died.get(c.id, 0) for c in new}
+        results = await asyncio.gather(*(self._probe(app, c) for c in new))
+        ready: Allowed = {(c.id, c.url) for c, ok in zip(new, results, strict=True) if ok}
+        for c in new:
+            if (c.id, c.url) in ready:
+                self._cleared[c.id] = max(self._cleared.get(c.id, 0), deaths[c.id])
+            else:
+                log.info("%s: %s did not become ready; it stays out of the file", app, c.name)
+        return await self._write(app, trusted | ready)
+
+    async def _drop_dead(self, app: str) -> bool:
+        """Take the servers of replicas that just died out of the file, from what it says now."""
+        dead = {self._urls[cid] for cid in self._dead[app] if cid in self._urls}
+        if not dead:
+            self._dead[app].clear()
+            return True
+        lock = AppLock(self.config.state_dir, app)
+        try:
+            lock.acquire()
+        except LockedError:
+            return False
+        self._writing.add(app)
+        try:
+            self._dead[app].clear()
+            before = self._file_routing(app)
+            if before is None or not _servers(before) & dead:
+                return True
+            routes = []
+            for route in before.routes:
+                servers = tuple(s for s in route.servers if s not in dead)
+                if servers:
+                    routes.append(replace(route, servers=servers))
+            routing = Routing(app=app, routes=tuple(routes))
+            took = await self._engine().write_routing(self.config.apps[app], routing)
+            log.info("%s: dropped %s (died); confirmed in %.2fs", app, ", ".join(sorted(dead)), took)
+            return True
+        finally:
+            self._writing.discard(app)
+            lock.release()
+
+    async def _probe(self, app: str, info: ContainerInfo) -> bool:
+        log.info("%s: probing %s at %s before it gets traffic", app, info.name, info.url)
+        return await probe_ready(
+            app=self.config.apps[app], containers=self.containers, info=info, session=self.session
+        )
+
+    def _suspect(self, container_id: str) -> bool:
+        return self._died.get(container_id, 0) > self._cleared.get(container_id, 0)
+
+    async def _write(self, app: str, allowed: Allowed) -> bool:
+        lock = AppLock(self.config.state_dir, app)
+        try:
+            lock.acquire()
+        except LockedError:
+            return False
+        self._writing.add(app)
+        try:
+            containers = await self.containers.list(app=app)
+            usable = [c for c in containers if (c.id, c.url) in allowed and not self._suspect(c.id)]
+            weights = plan.current_weights(
+                self.store.app_state(app), self.store.active_rollout(app), containers
+            )
+            routing = plan.routing_for(app=app, weights=weights, containers=usable)
+            before = self._file_routing(app)
+            if _canonical(before) == _canonical(routing):
+                return True
+            took = await self._engine().write_routing(self.config.apps[app], routing)
+            log.info(
+                "%s: dynamic file now routes %s (confirmed in %.2fs; was %s)",
+                app,
+                _describe(routing),
+                took,
+                _describe(before),
+            )
+            return True
+        finally:
+            self._writing.discard(app)
+            lock.release()
+
+    def _file_routing(self, app: str) -> Routing | None:
+        """What the app's file routes now (no routes when there is no file); None when it is unreadable."""
+        path = dynamic_path(dynamic_dir=self.config.traefik.dynamic_dir, app=app)
+        try:
+            return parse_dynamic(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return Routing(app=app, routes=())
+        except (OSError, ValueError) as exc:
+            log.warning("%s: cannot read %s (%s); rewriting it", app, path, exc)
+            return None
+
+
+def _describe(routing: Routing | None) -> str:
+    if routing is None:
+        return "unreadable"
+    if not routing.routes:
+        return "nothing"
+    return ", ".join(f"{r.colour} {r.weight}% {list(r.servers)}" for r in routing.routes)
