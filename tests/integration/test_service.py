@@ -1,0 +1,241 @@
+"""`trafficshift serve` end to end: the real service, Docker engine and Traefik; load on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import pytest
+
+from tests.support import cli
+from tests.support.load import Load, run_load
+from tests.support.service import ServiceProc, read_sse, run_service
+from tests.support.traefik import TraefikProc
+from trafficshift.openapi import document
+
+pytestmark = [pytest.mark.docker, pytest.mark.traefik]
+
+
+def _config(tmp_path: Path, traefik: TraefikProc, app: str, images: dict[str, str], **spec: Any) -> Path:
+    return cli.write_config(
+        tmp_path / "trafficshift.yml", traefik=traefik, apps={app: {"image": images["v1"], **spec}}
+    )
+
+
+def _load(traefik: TraefikProc, app: str) -> Load:
+    return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=4)
+
+
+async def _promote(service: ServiceProc, app: str, **body: Any) -> str:
+    status, doc = await service.call("POST", f"/apps/{app}/promote", body)
+    assert status == 202, doc
+    return str(doc["id"])
+
+
+async def _deploy(service: ServiceProc, app: str, image: str) -> None:
+    rollout = await service.wait_rollout(await _promote(service, app, image=image))
+    assert rollout["outcome"] == "done", rollout
+
+
+async def _until_confirmed(service: ServiceProc, rollout_id: str) -> None:
+    """Wait until the rollout holds its first confirmed step."""
+    async with asyncio.timeout(30):
+        while True:
+            _status, doc = await service.call("GET", f"/rollouts/{rollout_id}")
+            if doc["state"] == "shifting" and doc["step"] >= 0 and doc["weights"].get(doc["to_colour"]):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_promote_through_the_api_under_load_streams_every_transition(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = _config(tmp_path, traefik, prefix, app_images)
+    async with run_service(config) as service:
+        await _deploy(service, prefix, app_images["v1"])
+        stream = asyncio.create_task(
+            read_sse(
+                service.session,
+                service.url + "/events",
+                service.token,
+                until=lambda e: e["state"] in ("done", "aborted", "failed"),
+            )
+        )
+        await asyncio.sleep(0.3)  # the stream is open before the promote starts
+        async with _load(traefik, prefix) as load:
+            await load.wait_for(requests=30)
+            rollout_id = await _promote(
+                service, prefix, image=app_images["v2"], steps=[10, 50, 100], pause="1s"
+            )
+            events = await asyncio.wait_for(stream, 60)
+            after = Load.mark()
+            await load.wait_for(requests=load.total + 100)
+
+        assert load.summary().failed == 0, [s for s in load.samples if s.failed][:5]
+        assert load.share("v2", since=after) == 1.0
+        # Every transition, in order, each once: ids are the store's sequence numbers, without gaps.
+        ids = [i for i, _, _ in events]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+        assert {kind for _, kind, _ in events} == {"rollout"}
+        assert {data["rollout"] for _, _, data in events} == {rollout_id}
+        states = [data["state"] for _, _, data in events]
+        assert states[0] == "starting"
+        assert states[-1] == "done"
+        assert [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]] == [
+            "starting", "ready", "shifting", "draining", "cleaning", "done",
+        ]  # fmt: skip
+        shifted = [d["weights"]["green"] for _, _, d in events if d["state"] == "shifting"]
+        assert sorted(set(shifted)) == [10, 50, 100]
+
+        # Last-Event-ID resumes the stream after that event.
+        replay = await read_sse(
+            service.session,
+            service.url + "/events",
+            service.token,
+            until=lambda e: e["state"] == "done",
+            headers={"Last-Event-ID": str(ids[-3])},
+        )
+        assert [i for i, _, _ in replay] == ids[-2:]
+
+        # The API gives the same documents as the CLI's --json.
+        _, rollout = await service.call("GET", f"/rollouts/{rollout_id}")
+        assert rollout["outcome"] == "done"
+        assert rollout["image"] == app_images["v2"]
+        _, api_status = await service.call("GET", f"/apps/{prefix}")
+        cli_status = json.loads((await cli.run("status", prefix, "--json", config=config)).stdout)
+        assert api_status == cli_status
+        assert api_status["colour"] == "green"
+        assert api_status["weights"] == {"green": 100}
+        _, api_history = await service.call("GET", f"/apps/{prefix}/history")
+        assert api_history == json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
+        _, apps = await service.call("GET", "/apps")
+        assert apps == [api_status]
+
+        _, metrics = await service.call("GET", "/metrics")
+        assert f'trafficshift_rollouts_total{{app="{prefix}",outcome="done"}} 2.0' in metrics
+        assert f'trafficshift_weight{{app="{prefix}",colour="green"}} 100.0' in metrics
+        steps = re.search(rf'trafficshift_step_duration_seconds_count{{app="{prefix}"}} (\S+)', metrics)
+        assert steps is not None
+        assert float(steps[1]) >= 4
+        assert f'trafficshift_promote_duration_seconds_count{{app="{prefix}",outcome="done"}} 2.0' in metrics
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{app}", "web").replace("{id}", "abc")
+
+
+async def test_token_body_validation_and_conflicts(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = _config(tmp_path, traefik, prefix, app_images)
+    async with run_service(config) as service:
+        # 401 for every documented route but /healthz (and for unknown ones), without or with a wrong token.
+        for path, operations in [*document()["paths"].items(), ("/nope", {"get": {}})]:
+            for method in operations:
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": service.token}):
+                    async with service.session.request(
+                        method.upper(), service.url + _concrete(path), headers=headers
+                    ) as response:
+                        expected = 200 if path == "/healthz" else 401
+                        assert response.status == expected, (method, path, headers)
+        assert service.token not in service.log()
+
+        # 400 names the field and says why; 413 for a body over the limit.
+        url = f"/apps/{prefix}/promote"
+        for body, field in [
+            (b"{not json", None),
+            ([1, 2], None),
+            ({}, "image"),
+            ({"image": ""}, "image"),
+            ({"image": "x:1", "steps": [50, 10]}, "steps"),
+            ({"image": "x:1", "steps": [10, 50]}, "steps"),
+            ({"image": "x:1", "pause": "soon"}, "pause"),
+            ({"image": "x:1", "colour": "blue"}, "colour"),
+        ]:
+            status, doc = await service.call("POST", url, body)
+            assert (status, doc["field"]) == (400, field), (body, doc)
+            assert doc["error"]
+        status, doc = await service.call("POST", url, {"image": f"{prefix}/absent:1"})
+        assert (status, doc["field"]) == (400, "image"), doc
+        status, doc = await service.call("POST", url, {"image": "x" * 20_000})
+        assert status == 413, doc
+        status, doc = await service.call("POST", "/apps/nosuchapp/promote", {"image": "x:1"})
+        assert status == 404, doc
+        past = {"app": prefix, "image": "x:1", "at": "2020-01-01T00:00:00+00:00"}
+        for body, field in [
+            (past, "at"),
+            ({**past, "at": "2099-01-01T00:00:00"}, "at"),
+            ({**past, "app": "other"}, "app"),
+        ]:
+            status, doc = await service.call("POST", "/schedules", body)
+            assert (status, doc["field"]) == (400, field), doc
+
+        # 409 while a rollout of the app runs, from the API or from the CLI (exit 4); abort 409 with none.
+        await _deploy(service, prefix, app_images["v1"])
+        rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+        status, doc = await service.call("POST", url, {"image": app_images["v2"]})
+        assert status == 409, doc
+        blocked = await cli.run("promote", prefix, "--image", app_images["v2"], config=config, within=15)
+        assert blocked.code == 4, blocked.stderr
+        await _until_confirmed(service, rollout_id)
+        status, doc = await service.call("POST", f"/apps/{prefix}/abort")
+        assert (status, doc) == (202, {"id": rollout_id})
+        assert (await service.wait_rollout(rollout_id))["outcome"] == "aborted"
+        status, doc = await service.call("POST", f"/apps/{prefix}/abort")
+        assert status == 409, doc
+
+        # The other way round: a CLI promote holds the app, the API answers 409 and can abort it.
+        proc = await cli.start(
+            "promote", prefix, "--image", app_images["v2"], "--pause", "30s", "--json", config=config
+        )
+        assert proc.stdout is not None
+        await proc.stdout.readline()
+        status, doc = await service.call("POST", url, {"image": app_images["v2"]})
+        assert status == 409, doc
+        status, doc = await service.call("POST", f"/apps/{prefix}/abort")
+        assert status == 202, doc
+        assert (await cli.finish(proc, within=60)).code == 1
+
+
+async def test_sigterm_ends_a_step_safely_and_a_restart_recovers_a_forced_exit(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = _config(tmp_path, traefik, prefix, app_images)
+    assert (await cli.run("promote", prefix, config=config)).code == 0
+    async with _load(traefik, prefix) as load:
+        await load.wait_for(requests=20)
+        async with run_service(config, log_name="first.log") as service:
+            rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+            await _until_confirmed(service, rollout_id)
+            code, took = await service.stop(signal.SIGTERM)
+        assert code == 0, service.log()
+        assert took < 15, took  # revert: confirm, drain 1s, stop 2s
+        history = json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
+        assert history[0]["outcome"] == "aborted", history[0]
+
+        async with run_service(config, log_name="second.log") as service:
+            rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+            await _until_confirmed(service, rollout_id)
+            service.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            code, _ = await service.stop(signal.SIGTERM)
+            assert code == 128 + signal.SIGTERM
+            assert time.monotonic() - started < 2
+        status = await cli.run("status", prefix, config=config)
+        assert "INTERRUPTED" in status.stdout or "aborted" in status.stdout, status.stdout
+
+        async with run_service(config, log_name="third.log") as service:
+            final = await service.wait_rollout(rollout_id)
+            assert final["outcome"] in ("aborted", "done"), final
+            await load.wait_for(requests=load.total + 50)
+        after = Load.mark()
+        await load.wait_for(requests=load.total + 50)
+    assert load.summary().failed == 0, [s for s in load.samples if s.failed][:5]
+    assert load.share("v1", since=after) == 1.0
