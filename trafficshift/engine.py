@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from . import judge, plan, report
+from . import judge, plan, report, webhooks
 from .containers import Containers
 from .dynamic import write_dynamic
 from .errors import LockedError, NotReady, TrafficShiftError, UsageError
@@ -54,7 +54,6 @@ class Engine:
         session: aiohttp.ClientSession,
         on_event: EventSink | None = None,
         on_progress: ProgressSink | None = None,
-        on_created: Callable[[Rollout], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -65,8 +64,7 @@ class Engine:
         )
         self._on_event = on_event
         self._on_progress = on_progress
-        # Told which rollout a promote runs (new or resumed) once it is recorded: the API answers 202 with it.
-        self._on_created = on_created
+        self.hooks = webhooks.Notifier(config=config, session=session)
         # Only events from now on: history is for `history`, not for this run's output.
         self._seen_event = store.last_event_seq()
         self._interrupted: str | None = None
@@ -104,8 +102,6 @@ class Engine:
                         f" or `trafficshift abort {app}`"
                     )
                 self._progress(f"resuming rollout {active.id} of {app} from {active.phase}")
-                if self._on_created is not None:
-                    self._on_created(active)
                 return await self._drive(spec, active)
             image = image or spec.image
             await self.preflight()
@@ -122,8 +118,6 @@ class Engine:
                 pause=spec.rollout.pause if pause is None else pause,
             )
             self._emit()
-            if self._on_created is not None:
-                self._on_created(rollout)
             return await self._drive(spec, rollout)
 
     async def abort(self, *, app: str, reason: str = "aborted by request") -> Rollout:
@@ -187,6 +181,10 @@ class Engine:
             containers=containers,
         )
 
+    async def aclose(self) -> None:
+        """Wait for webhook deliveries in flight (at most the longest hook timeout)."""
+        await self.hooks.aclose()
+
     # ------------------------------------------------------------------ the state machine
 
     async def _drive(self, spec: AppSpec, rollout: Rollout) -> Rollout:
@@ -197,6 +195,9 @@ class Engine:
             return await self._forward(spec, rollout)
         except AbortRequested as exc:
             outcome, reason = Outcome.ABORTED, str(exc)
+        except webhooks.ConfirmDenied as exc:
+            # A "no" is a decision, as `abort` is; a gate that could not be asked is a failure.
+            outcome, reason = (Outcome.ABORTED if exc.answered else Outcome.FAILED), str(exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -227,6 +228,7 @@ class Engine:
             for index in range(first, len(steps)):
                 percent = steps[index]
                 weights = plan.shift_weights(old=old, new=new, percent=percent)
+                await self._confirm(spec, r, step=index, weights=weights)
                 r = self._advance(
                     r,
                     phase=Phase.SHIFTING,
@@ -354,6 +356,18 @@ class Engine:
             verdict = await self._guarded(r, watch.finish())
             self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
 
+    async def _confirm(self, spec: AppSpec, r: Rollout, *, step: int, weights: Mapping[Colour, int]) -> None:
+        """Ask the confirm gate, when there is one, before the new colour's weight goes up."""
+        gate, new = self.config.confirm_of(spec), r.to_colour
+        if gate is None or weights.get(new, 0) <= r.weights.get(new, 0):
+            return  # e.g. a resumed step: its weights were confirmed before the crash
+        self._progress(f"asking {gate.url} to confirm {weights[new]}% on {new}")
+        confirm = webhooks.confirm_step(
+            session=self.session, gate=gate, rollout=r, step=step, weights=weights
+        )
+        await self._guarded(r, confirm)
+        self._advance(r, message=f"{gate.url} approved {weights[new]}% on {new}")
+
     async def _guarded(self, r: Rollout, work: Awaitable[T]) -> T:
         """Await `work`, but give up on it as soon as an abort is requested."""
         task = asyncio.ensure_future(work)
@@ -377,7 +391,7 @@ class Engine:
     async def _follow(self, rollout_id: str) -> Rollout:
         """Follow a rollout run by another process until it ends."""
         while True:
-            self._emit()
+            self._emit(notify=False)  # its own process sends the webhooks
             rollout = self.store.rollout(rollout_id)
             if rollout is None or not rollout.active:
                 assert rollout is not None
@@ -399,9 +413,11 @@ class Engine:
         self._emit()
         return new
 
-    def _emit(self) -> None:
+    def _emit(self, *, notify: bool = True) -> None:
         for event in self.store.events(after=self._seen_event):
             self._seen_event = event.seq
+            if notify:
+                self.hooks.notify(event, self.store.rollout(event.rollout_id))
             if self._on_event is not None:
                 self._on_event(event)
 

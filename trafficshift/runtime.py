@@ -27,7 +27,7 @@ async def open_engine(
     store = StateStore(config.state_dir)
     try:
         async with aiohttp.ClientSession() as session:
-            yield Engine(
+            engine = Engine(
                 config=config,
                 store=store,
                 containers=Containers(docker),
@@ -35,6 +35,10 @@ async def open_engine(
                 on_event=on_event,
                 on_progress=on_progress,
             )
+            try:
+                yield engine
+            finally:
+                await engine.aclose()  # webhook deliveries in flight, bounded by their timeout
     finally:
         store.close()
         await docker.close()
