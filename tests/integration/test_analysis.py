@@ -17,6 +17,7 @@ from tests.support.traefik import TraefikProc
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 
 FIRST_STEP = 10
+CONCURRENCY = 4
 # Long enough that a verdict at the end of the step would be obvious; analysis must not wait for it.
 LONG_PAUSE = "30s"
 
@@ -42,7 +43,7 @@ async def _deploy_v1(
 
 
 def _load(traefik: TraefikProc, app: str) -> Load:
-    return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=4)
+    return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=CONCURRENCY)
 
 
 async def _colours(docker: aiodocker.Docker, app: str) -> set[str]:
@@ -76,6 +77,7 @@ async def test_erroring_version_is_rolled_back_within_the_first_step(
     assert max(_green_weights(result)) == FIRST_STEP
     aborting = [e["message"] for e in result.events() if e["state"] == "aborting"]
     assert "analysis failed at step 1/3" in aborting[0], aborting
+    print(f"\nreason: {aborting[0]}")
     assert " requests" in aborting[0]
 
     failed = [s for s in load.samples if s.failed]
@@ -85,9 +87,10 @@ async def test_erroring_version_is_rolled_back_within_the_first_step(
     first, last = failed[0].started, failed[-1].started
     detection = last - first
     assert detection < 8.0, detection
-    # While green served, it had its step's share of the traffic and no more: the failures are bounded by it.
+    # While green served, it had its step's share of the traffic and no more: the failures are bounded by it
+    # (Traefik's weighted round robin is exact; the slack is one request in flight per worker at the edges).
     during = [s for s in load.samples if first <= s.started <= last]
-    bound = math.ceil(len(during) * FIRST_STEP / 100) + 2
+    bound = math.ceil(len(during) * FIRST_STEP / 100) + CONCURRENCY
     assert len(failed) <= bound, (len(failed), len(during), detection)
     print(f"\ndetection {detection:.2f}s: {len(failed)} failed of {len(during)} (bound {bound})")
 
@@ -143,3 +146,20 @@ async def test_good_version_passes_every_step(
         assert "5xx rate 0.000" in message, message
     assert load.share("v2", since=after) == 1.0
     assert await _colours(docker, prefix) == {"green"}
+
+
+async def test_unreadable_metrics_exit_3_before_anything_changes(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = cli.write_config(
+        tmp_path / "trafficshift.yml",
+        traefik=traefik,
+        metrics=True,
+        apps={prefix: {"image": app_images["v1"], "analysis": _analysis()}},
+    )
+    config.write_text(config.read_text().replace(traefik.metrics_url, traefik.api_url + "/nothing-here"))
+    result = await cli.run("promote", prefix, config=config)
+    assert result.code == 3, result.stderr
+    assert "metrics" in result.stderr
+    assert await _colours(docker, prefix) == set()
+    assert not (traefik.dynamic_dir / f"{prefix}.yml").exists()
