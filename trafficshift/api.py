@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from . import report
+from .containers import ContainerError
 from .errors import ImageError, LockedError, TrafficShiftError, UnreachableError, UsageError
 from .openapi import document
 from .runner import NothingToDo, Runner
@@ -90,7 +91,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         error = ApiError(409, str(exc))
     except NothingToDo as exc:
         error = ApiError(409, str(exc))
-    except ImageError as exc:
+    except (ImageError, ContainerError) as exc:
+        # Before a rollout is recorded, Docker refuses only the image (e.g. a reference it cannot parse).
         error = ApiError(400, str(exc), field="image")
     except UsageError as exc:
         error = ApiError(400, str(exc))

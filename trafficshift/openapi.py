@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from . import __version__
+from .validate import IMAGE_PATTERN, MAX_IMAGE
 
 JSON = dict[str, Any]
 _PHASES = ["starting", "ready", "shifting", "draining", "cleaning", "done", "aborting", "aborted", "failed"]
@@ -56,7 +57,7 @@ _SCHEDULE_PROPS: JSON = {
     "rollout": _nullable({"type": "string", "description": "id of the rollout it started"}),
     "reason": _nullable({"type": "string"}),
 }
-_IMAGE = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$", "example": "example/web:2.0"}
+_IMAGE = {"type": "string", "pattern": IMAGE_PATTERN, "maxLength": MAX_IMAGE, "example": "example/web:2.0"}
 
 SCHEMAS: JSON = {
     "Error": {

@@ -15,8 +15,17 @@ from .schedules import parse_at
 
 # Bodies are tiny JSON objects; anything bigger is refused before it is read (413).
 MAX_BODY = 16 * 1024
-# Docker references: [registry[:port]/]name[:tag][@digest]; Docker itself has the last word.
-_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+# Docker references, [registry[:port]/]name[:tag][@digest], by the grammar of distribution/reference.
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+# A registry is told from a first path component by a dot, a port, or being localhost (as Docker does).
+_REGISTRY = rf"(?:{_DOMAIN}(?:\.{_DOMAIN})+(?::[0-9]+)?|{_DOMAIN}:[0-9]+|localhost)/"
+IMAGE_PATTERN = (
+    rf"^(?:{_REGISTRY})?{_PATH}(?:/{_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@{_DIGEST})?$"
+)
+_IMAGE = re.compile(IMAGE_PATTERN)
+MAX_IMAGE = 512
 MAX_PAUSE = 24 * 3600.0
 
 
@@ -76,7 +85,7 @@ def _image(body: Mapping[str, Any]) -> str:
     value = body.get("image")
     if value is None:
         raise bad("image", "required")
-    if not isinstance(value, str) or not _IMAGE.fullmatch(value):
+    if not isinstance(value, str) or len(value) > MAX_IMAGE or not _IMAGE.fullmatch(value):
         raise bad("image", f"expected an image reference like registry/name:tag, got {value!r}")
     return value
 

@@ -1,0 +1,193 @@
+"""The HTTP API in-process over a real state store (routes that need no Docker), and its OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from trafficshift import api
+from trafficshift.config import parse_config_text
+from trafficshift.containers import Containers
+from trafficshift.models import AppState, Colour, Outcome, Phase, Rollout
+from trafficshift.openapi import document
+from trafficshift.runner import Runner
+from trafficshift.scheduler import Scheduler
+from trafficshift.schedules import ScheduleStore
+from trafficshift.service_metrics import ServiceMetrics
+from trafficshift.state import StateStore
+
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    config = parse_config_text(
+        "traefik:\n  dynamic_dir: ./dyn\napps:\n  web:\n    image: web:1\n    port: 80\n"
+        "    rule: Host(`web`)\n    publish: 127.0.0.1\n",
+        source="ts.yml",
+        base_dir=tmp_path,
+    )
+    store, schedules = StateStore(config.state_dir), ScheduleStore(config.state_dir)
+
+    async def start(app: str, image: str) -> Rollout:
+        raise AssertionError("no schedule is due in these tests")
+
+    async with aiohttp.ClientSession() as session:
+        runner = Runner(config=config, store=store, containers=Containers(cast(Any, None)), session=session)
+        context = api.Context(
+            store=store,
+            schedules=schedules,
+            runner=runner,
+            scheduler=Scheduler(store=schedules, grace=60, start=start),
+            metrics=ServiceMetrics(config=config, store=store),
+            shutdown=asyncio.Event(),
+        )
+        async with TestClient(TestServer(api.build_app(context, token=TOKEN))) as test_client:
+            yield test_client
+    schedules.close()
+    store.close()
+
+
+def _store(client: TestClient[web.Request, web.Application]) -> StateStore:
+    return client.app[api.CONTEXT].store
+
+
+def _finished_rollout(store: StateStore) -> Rollout:
+    rollout = store.create_rollout(
+        app="web",
+        from_state=AppState(app="web"),
+        to_colour=Colour.BLUE,
+        to_image="web:1",
+        steps=(100,),
+        pause=0,
+    )
+    rollout = store.advance(rollout, message="ready", phase=Phase.READY)
+    rollout = store.advance(
+        rollout, message="step 1/1", phase=Phase.SHIFTING, step=0, weights={Colour.BLUE: 100}
+    )
+    rollout = store.advance(rollout, message="step 1/1 confirmed")
+    return store.finish(
+        rollout,
+        outcome=Outcome.DONE,
+        reason=None,
+        live=AppState(app="web", colour=Colour.BLUE, image="web:1"),
+    )
+
+
+async def test_every_route_but_healthz_needs_the_token(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    assert (await client.get("/healthz")).status == 200
+    for path, operations in document()["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        for method in operations:
+            if path == "/healthz":
+                continue
+            for headers in (
+                {},
+                {"Authorization": "Bearer nope"},
+                {"Authorization": TOKEN},
+                {"Authorization": ""},
+            ):
+                response = await client.request(method.upper(), concrete, headers=headers)
+                assert response.status == 401, (method, path, headers)
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                assert await response.json() == {"error": "missing or wrong bearer token", "field": None}
+    assert (await client.get("/no/such/route")).status == 401
+    assert (await client.post("/healthz")).status == 401
+
+
+async def test_rollouts_history_and_metrics_from_the_store(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    rollout = _finished_rollout(_store(client))
+    got = await client.get(f"/rollouts/{rollout.id}", headers=AUTH)
+    assert got.status == 200
+    doc = await got.json()
+    assert (doc["id"], doc["app"], doc["image"], doc["state"], doc["outcome"]) == (
+        rollout.id, "web", "web:1", "done", "done",
+    )  # fmt: skip
+    assert [r["id"] for r in await (await client.get("/apps/web/history", headers=AUTH)).json()] == [
+        rollout.id
+    ]
+    assert (await client.get("/rollouts/nope", headers=AUTH)).status == 404
+    assert (await client.get("/apps/nope/history", headers=AUTH)).status == 404
+
+    metrics = await (await client.get("/metrics", headers=AUTH)).text()
+    assert 'trafficshift_rollouts_total{app="web",outcome="done"} 1.0' in metrics
+    assert 'trafficshift_weight{app="web",colour="blue"} 100.0' in metrics
+    assert 'trafficshift_weight{app="web",colour="green"} 0.0' in metrics
+    assert 'trafficshift_step_duration_seconds_count{app="web"} 1.0' in metrics
+    assert 'trafficshift_promote_duration_seconds_count{app="web",outcome="done"} 1.0' in metrics
+    assert 'trafficshift_rollout_in_progress{app="web"} 0.0' in metrics
+
+
+async def test_conflicts_and_bodies(client: TestClient[web.Request, web.Application]) -> None:
+    response = await client.post("/apps/web/abort", headers=AUTH)
+    assert response.status == 409
+    response = await client.post("/apps/web/rollback", headers=AUTH, data=b'{"now": true}')
+    assert response.status == 409
+    assert "earlier image" in (await response.json())["error"]
+    response = await client.post("/apps/web/promote", headers=AUTH, data=b'{"image": "web:2", "steps": [5]}')
+    assert (response.status, (await response.json())["field"]) == (400, "steps")
+    response = await client.post("/apps/web/promote", headers=AUTH, data=b"x" * 100_000)
+    assert response.status == 413
+    response = await client.get("/events", headers={**AUTH, "Last-Event-ID": "abc"})
+    assert response.status == 400
+
+
+async def test_schedules_add_list_cancel(client: TestClient[web.Request, web.Application]) -> None:
+    body = {"app": "web", "image": "web:2", "at": "2099-01-01T00:00:00+01:00"}
+    created = await client.post("/schedules", headers=AUTH, json=body)
+    assert created.status == 201
+    schedule_id = (await created.json())["id"]
+    listed = await (await client.get("/schedules", headers=AUTH)).json()
+    assert [(s["id"], s["state"], s["at"]) for s in listed] == [(schedule_id, "pending", body["at"])]
+    cancelled = await client.delete(f"/schedules/{schedule_id}", headers=AUTH)
+    assert (cancelled.status, (await cancelled.json())["state"]) == (200, "cancelled")
+    assert (await client.delete(f"/schedules/{schedule_id}", headers=AUTH)).status == 409
+    assert (await client.delete("/schedules/nope", headers=AUTH)).status == 404
+
+
+async def test_events_stream_from_the_store_and_resume_after_last_event_id(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    store = _store(client)
+    rollout = _finished_rollout(store)
+    seqs = [e.seq for e in store.events(rollout_id=rollout.id)]
+    response = await client.get("/events", headers={**AUTH, "Last-Event-ID": str(seqs[1])})
+    assert response.headers["Content-Type"] == "text/event-stream"
+    text = ""
+    async with asyncio.timeout(5):
+        while text.count("\n\n") < 1 + len(seqs) - 2:  # the opening comment, then the events after seqs[1]
+            text += (await response.content.readany()).decode()
+    ids = [int(i) for i in re.findall(r"^id: (\d+)$", text, re.M)]
+    assert ids == seqs[2:]
+    assert text.count("event: rollout\n") == len(ids)
+    response.close()
+
+
+def test_the_openapi_document_lists_exactly_the_routes_of_the_app() -> None:
+    app = api.build_app(cast(Any, None), token="x")
+    routed = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None  # aiohttp adds HEAD to every GET
+    }
+    documented = {(method, path) for path, ops in document()["paths"].items() for method in ops}
+    assert routed == documented
+    for path, ops in document()["paths"].items():
+        for method, op in ops.items():
+            if path != "/healthz":
+                assert "401" in op["responses"], (method, path)
+            if "requestBody" in op:
+                assert {"400", "413"} <= set(op["responses"]), (method, path)
