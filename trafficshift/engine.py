@@ -54,6 +54,7 @@ class Engine:
         session: aiohttp.ClientSession,
         on_event: EventSink | None = None,
         on_progress: ProgressSink | None = None,
+        on_created: Callable[[Rollout], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -65,6 +66,8 @@ class Engine:
         self._on_event = on_event
         self._on_progress = on_progress
         self.hooks = webhooks.Notifier(config=config, session=session)
+        # Told which rollout a promote runs (new or resumed) once it is recorded: the API answers 202 with it.
+        self._on_created = on_created
         # Only events from now on: history is for `history`, not for this run's output.
         self._seen_event = store.last_event_seq()
         self._interrupted: str | None = None
@@ -102,6 +105,8 @@ class Engine:
                         f" or `trafficshift abort {app}`"
                     )
                 self._progress(f"resuming rollout {active.id} of {app} from {active.phase}")
+                if self._on_created is not None:
+                    self._on_created(active)
                 return await self._drive(spec, active)
             image = image or spec.image
             await self.preflight()
@@ -118,6 +123,8 @@ class Engine:
                 pause=spec.rollout.pause if pause is None else pause,
             )
             self._emit()
+            if self._on_created is not None:
+                self._on_created(rollout)
             return await self._drive(spec, rollout)
 
     async def abort(self, *, app: str, reason: str = "aborted by request") -> Rollout:
