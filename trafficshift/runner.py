@@ -81,7 +81,8 @@ class Runner:
         if active is None:
             raise NothingToDo(f"no rollout of {app} is in progress")
         engine = self.engine()
-        self._keep(asyncio.create_task(engine.abort(app=app, reason=reason)), engine, what=f"abort {app}")
+        task = asyncio.create_task(_closing(engine, engine.abort(app=app, reason=reason)))
+        self._keep(task, engine, what=f"abort {app}")
         return active
 
     def recover(self) -> list[Rollout]:
@@ -126,7 +127,7 @@ class Runner:
                 created.set_result(rollout)
 
         engine = self.engine(on_created=on_created)
-        task = asyncio.create_task(action(engine))
+        task = asyncio.create_task(_closing(engine, action(engine)))
         await asyncio.wait({created, task}, return_when=asyncio.FIRST_COMPLETED)
         if created.done():
             self._keep(task, engine, what=what)
@@ -170,3 +171,11 @@ class Runner:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+
+
+async def _closing(engine: Engine, work: Coroutine[Any, Any, Rollout]) -> Rollout:
+    """Run a rollout, then let the engine's webhook deliveries in flight finish (bounded by their timeout)."""
+    try:
+        return await work
+    finally:
+        await engine.aclose()

@@ -215,6 +215,7 @@ async def test_sigterm_ends_a_step_safely_and_a_restart_recovers_a_forced_exit(
             await _until_confirmed(service, rollout_id)
             code, took = await service.stop(signal.SIGTERM)
         assert code == 0, service.log()
+        print(f"SIGTERM mid-rollout: exited in {took:.2f}s after going back")
         assert took < 15, took  # revert: confirm, drain 1s, stop 2s
         history = json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
         assert history[0]["outcome"] == "aborted", history[0]
