@@ -128,9 +128,10 @@ class Runner:
 
         engine = self.engine(on_created=on_created)
         task = asyncio.create_task(_closing(engine, action(engine)))
+        # Kept at once: should the caller be cancelled while it waits, the rollout still has an owner.
+        self._keep(task, engine, what=what)
         await asyncio.wait({created, task}, return_when=asyncio.FIRST_COMPLETED)
         if created.done():
-            self._keep(task, engine, what=what)
             return created.result()
         return task.result()  # it failed before recording anything: raise why
 
