@@ -1,26 +1,18 @@
 """Load `trafficshift.yml` into the frozen models; every problem becomes `file:line: path: why`.
 
-PyYAML's object loader loses line numbers, keeps the last of duplicate keys and expands alias bombs, so the
-file is only *composed* into nodes here and converted by hand, with a type check at every step.
+The schema, one section at a time, over the checked YAML nodes of `yamlnodes`.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
 import os
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-from yaml.constructor import SafeConstructor
-from yaml.reader import ReaderError
-
-from trafficshift.durations import parse_duration
 from trafficshift.errors import ConfigError
 from trafficshift.models import (
     AnalysisSpec,
@@ -34,21 +26,23 @@ from trafficshift.models import (
     TraefikSpec,
     WebhookSpec,
 )
+from trafficshift.yamlnodes import NODE_BUDGET, Errors, Node, check_graph, compose
+
+__all__ = [
+    "NODE_BUDGET",
+    "load_config",
+    "parse_config_text",
+    "resolve_config_path",
+    "validate_app_name",
+    "validate_listen",
+]
 
 DEFAULT_CONFIG = "trafficshift.yml"
 CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
-# Far above any real config, far below what an alias bomb expands to.
-NODE_BUDGET = 20_000
-MAX_DEPTH = 50
 
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_TAG = "tag:yaml.org,2002:"
-# Scalars that environment and labels take as written, as compose does (`1.0` stays "1.0", `yes` "yes").
-_TEXT_TAGS = ("str", "int", "float", "bool", "timestamp")
-_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean", "null": "null"}
-_KINDS |= {"timestamp": "a date", "binary": "binary data", "seq": "a list", "map": "a mapping"}
 
 
 def resolve_config_path(cli_value: str | None) -> Path:
@@ -98,11 +92,11 @@ def load_config(path: Path) -> Config:
 
 def parse_config_text(text: str, *, source: str, base_dir: Path) -> Config:
     """Validate config `text`, named `source` in messages; relative paths in it start at `base_dir`."""
-    errors = _Errors(source)
-    root = _compose(text, errors)
+    errors = Errors(source)
+    root = compose(text, errors)
     # The budgeted walk runs first: it bounds everything the schema walk below can visit.
-    if root is not None and _check_graph(root, errors):
-        config = _config(_Node(root, "", root.start_mark.line + 1, errors), base_dir, Path(source).name)
+    if root is not None and check_graph(root, errors):
+        config = _config(Node(root, "", root.start_mark.line + 1, errors), base_dir, Path(source).name)
         if config is not None and not errors.items:
             return config
     raise ConfigError(errors.messages())
@@ -117,262 +111,14 @@ def _display(path: Path) -> str:
     return str(path)
 
 
-# ---------------------------------------------------------------- YAML nodes and errors
-
-
-class _Errors:
-    """Collects `file:line: path: why` messages, each once (aliases can lead to one node twice)."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: dict[str, int] = {}
-
-    def add(self, line: int, path: str, why: str) -> None:
-        where = f"{self.source}:{line}: " + (f"{path}: " if path else "")
-        self.items.setdefault(where + why, line)
-
-    def messages(self) -> list[str]:
-        return sorted(self.items, key=self.items.__getitem__)
-
-
-def _compose(text: str, errors: _Errors) -> yaml.Node | None:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        errors.add(line, "", "invalid YAML: " + ", ".join(filter(None, [exc.context, exc.problem])))
-        return None
-    except ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        errors.add(line, "", f"invalid YAML: {exc.reason}: U+{exc.character:04X}")
-        return None
-    except RecursionError:  # PyYAML's composer recurses once per nesting level
-        errors.add(1, "", "invalid YAML: nested too deeply")
-        return None
-    if root is None:
-        errors.add(1, "", "the file is empty; expected a mapping with traefik and apps")
-    elif not isinstance(root, yaml.MappingNode):
-        errors.add(root.start_mark.line + 1, "", f"expected a mapping at the top level, got {_kind(root)}")
-        return None
-    return root
-
-
-def _check_graph(root: yaml.Node, errors: _Errors) -> bool:
-    """Walk every node as aliases expand it, within a budget; reject `{{` in any key or value.
-
-    Return False when the budget runs out: an alias bomb becomes an error in milliseconds.
-    """
-    # Paths are built only when reported, from trails of (parent trail, segment).
-    stack: list[tuple[yaml.Node, _Trail, int]] = [(root, None, 0)]
-    for _ in range(NODE_BUDGET):
-        if not stack:
-            return True
-        node, trail, depth = stack.pop()
-        if depth > MAX_DEPTH:  # a recursive alias, long before the budget is spent
-            errors.add(
-                node.start_mark.line + 1, _trail_path(trail)[:80], "nested too deeply (recursive alias?)"
-            )
-            return False
-        if isinstance(node, yaml.ScalarNode):
-            if "{{" in node.value:
-                why = "contains '{{', which Traefik runs as a Go template"
-                errors.add(node.start_mark.line + 1, _trail_path(trail), why)
-        elif isinstance(node, yaml.SequenceNode):
-            stack += ((item, (trail, f"[{i}]"), depth + 1) for i, item in enumerate(node.value))
-        else:
-            for key, value in node.value:
-                sub = (trail, f".{key.value}") if isinstance(key, yaml.ScalarNode) else trail
-                stack += [(key, sub, depth + 1), (value, sub, depth + 1)]
-    node, trail, _ = stack[-1]
-    errors.add(
-        node.start_mark.line + 1,
-        _trail_path(trail),
-        f"over {NODE_BUDGET} values once aliases expand (alias bomb?)",
-    )
-    return False
-
-
-_Trail = tuple["_Trail", str] | None
-
-
-def _trail_path(trail: _Trail) -> str:
-    parts = []
-    while trail is not None:
-        trail, part = trail
-        parts.append(part)
-    return "".join(reversed(parts)).removeprefix(".")
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(node: yaml.Node) -> str:
-    return _KINDS.get(node.tag.removeprefix(_TAG), f"a value tagged {node.tag}")
-
-
-class _Node:
-    """One value of the file and its dotted path; the accessors check its type and report what is wrong."""
-
-    def __init__(self, node: yaml.Node, path: str, key_line: int, errors: _Errors) -> None:
-        self.node = node
-        self.path = path
-        self.errors = errors
-        self.key_line = key_line
-        # A list or mapping is reported on the line of the key that names it, a scalar on its own line.
-        self.line = key_line if isinstance(node, yaml.CollectionNode) else node.start_mark.line + 1
-        self.tag = node.tag.removeprefix(_TAG)
-
-    def fail(self, why: str) -> None:
-        self.errors.add(self.line, self.path, why)
-
-    def expect(self, *tags: str) -> bool:
-        if self.tag in tags:
-            return True
-        got = _kind(self.node) + (f" ({self.node.value})" if self.tag in ("int", "float", "bool") else "")
-        *most, last = (_KINDS[t] for t in tags)
-        self.fail(f"expected {', '.join(most)}{' or ' if most else ''}{last}, got {got}")
-        return False
-
-    def _scalar(self) -> Any:
-        try:
-            return SafeConstructor().construct_object(self.node)
-        except (yaml.YAMLError, ValueError):  # e.g. `!!int abc`
-            self.fail(f"{self.node.value!r} is not valid as {_kind(self.node)}")
-            return None
-
-    def mapping(
-        self, known: Collection[str] | None, required: Collection[str] = (), *, extensions: bool = False
-    ) -> dict[str, _Node] | None:
-        """Return the entries by key (`known=None`: any key); report duplicate, unknown and missing keys.
-
-        With `extensions`, keys starting with `x-` are skipped, as compose does: a place for anchors.
-        """
-        if not self.expect("map"):
-            return None
-        out: dict[str, _Node] = {}
-        for key, value, merged in self._pairs(self.node):
-            line = key.start_mark.line + 1
-            if not isinstance(key, yaml.ScalarNode) or key.tag == _TAG + "null":
-                self.errors.add(line, self.path, f"keys must be strings, got {_kind(key)}")
-                continue
-            path = _join(self.path, key.value)
-            if key.value in out:
-                # As in PyYAML's loader: own keys win over merged ones, earlier merges over later ones.
-                if merged:
-                    continue
-                first = out[key.value].key_line
-                self.errors.add(
-                    line, path, f"duplicate key (first on line {first}); YAML keeps only the last"
-                )
-            elif extensions and key.value.startswith("x-"):
-                out[key.value] = _Node(value, path, line, self.errors)  # for duplicates; never read
-            elif known is not None and key.value not in known:
-                close = difflib.get_close_matches(key.value, known, n=1)
-                hint = (
-                    f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(sorted(known))
-                )
-                self.errors.add(line, path, f"unknown key; {hint}")
-            else:
-                out[key.value] = _Node(value, path, line, self.errors)
-        for name in required:
-            if name not in out:
-                self.fail(f"missing required key {name!r}")
-        return out
-
-    def _pairs(self, node: yaml.Node) -> Iterator[tuple[yaml.Node, yaml.Node, bool]]:
-        """Yield (key, value, merged): the node's own pairs, then those of its merge keys (`<<: *base`)."""
-        merges: list[yaml.Node] = []
-        for key, value in node.value:
-            if key.tag == _TAG + "merge":
-                merges += value.value if isinstance(value, yaml.SequenceNode) else [value]
-            else:
-                yield key, value, False
-        for src in merges:
-            if not isinstance(src, yaml.MappingNode):
-                self.errors.add(
-                    src.start_mark.line + 1, self.path, "<< must merge a mapping or a list of them"
-                )
-                continue
-            for key, value, _ in self._pairs(src):
-                yield key, value, True
-
-    def items(self) -> list[_Node] | None:
-        if not self.expect("seq"):
-            return None
-        return [
-            _Node(n, f"{self.path}[{i}]", n.start_mark.line + 1, self.errors)
-            for i, n in enumerate(self.node.value)
-        ]
-
-    def string(self) -> str | None:
-        if not self.expect("str"):
-            return None
-        if not self.node.value.strip():
-            self.fail("must not be empty")
-            return None
-        return str(self.node.value)
-
-    def integer(self, low: int, high: int) -> int | None:
-        value = self._scalar() if self.expect("int") else None
-        if isinstance(value, int) and low <= value <= high:
-            return value
-        if value is not None:
-            self.fail(f"must be {low}..{high}, got {value}")
-        return None
-
-    def boolean(self) -> bool | None:
-        return bool(self._scalar()) if self.expect("bool") else None
-
-    def number(self, low: float, high: float) -> float | None:
-        value = self._scalar() if self.expect("float", "int") else None
-        if isinstance(value, int | float) and math.isfinite(value) and low <= value <= high:
-            return float(value)
-        if value is not None:
-            self.fail(f"must be {low:g}..{high:g}, got {self.node.value}")
-        return None
-
-    def duration(self, *, positive: bool = False) -> float | None:
-        # Any scalar: `pause: 30` gets parse_duration's "expected a duration like ..., got '30'".
-        if not isinstance(self.node, yaml.ScalarNode):
-            self.expect("str")
-            return None
-        try:
-            value = parse_duration(self.node.value)
-        except ValueError as exc:
-            self.fail(str(exc))
-            return None
-        if positive and value <= 0:
-            self.fail(f"must be more than 0, got {self.node.value!r}")
-            return None
-        return value
-
-    def text_map(self, check_key: Callable[[str], str | None]) -> dict[str, str] | None:
-        """A compose-like mapping of names to scalars, each kept as its text."""
-        entries = self.mapping(None)
-        if entries is None:
-            return None
-        out: dict[str, str] = {}
-        for key, value in entries.items():
-            if why := check_key(key):
-                self.errors.add(value.key_line, value.path, why)
-            elif value.tag == "null":
-                value.fail('must not be null; write "" for an empty value')
-            elif isinstance(value.node, yaml.ScalarNode) and value.tag in _TEXT_TAGS:
-                out[key] = str(value.node.value)
-            else:
-                value.fail(f"expected a string, number or boolean, got {_kind(value.node)}")
-        return out
-
-
 # ---------------------------------------------------------------- the schema, one section at a time
 
-_Convert = Callable[[_Node], Any]
+_Convert = Callable[[Node], Any]
 
 
 def _section(
-    node: _Node, fields: Mapping[str, _Convert], required: Collection[str] = ()
-) -> tuple[dict[str, _Node], dict[str, Any]] | None:
+    node: Node, fields: Mapping[str, _Convert], required: Collection[str] = ()
+) -> tuple[dict[str, Node], dict[str, Any]] | None:
     """Convert each present field; return the entries and the valid values (keyword arguments of a model)."""
     entries = node.mapping(fields, required)
     if entries is None:
@@ -381,8 +127,8 @@ def _section(
     return entries, {key: value for key, value in values.items() if value is not None}
 
 
-def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
-    def path(node: _Node) -> Path | None:
+def _config(root: Node, base_dir: Path, name: str) -> Config | None:
+    def path(node: Node) -> Path | None:
         value = node.string()
         return None if value is None else base_dir / value
 
@@ -399,7 +145,7 @@ def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
     traefik = _section(top["traefik"], fields, required=("dynamic_dir",)) if "traefik" in top else None
     # When the traefik section itself is broken, do not pile "needs metrics_url" errors on top.
     has_metrics = traefik is None or "metrics_url" in traefik[0]
-    fields = {"listen": _listen, "token_file": path, "schedule_grace": _Node.duration}
+    fields = {"listen": _listen, "token_file": path, "schedule_grace": Node.duration}
     service = _section(top["service"], fields) if "service" in top else ({}, {})
     state_dir = path(top["state_dir"]) if "state_dir" in top else base_dir / ".trafficshift"
     apps: dict[str, AppSpec] = {}
@@ -431,7 +177,7 @@ def _config(root: _Node, base_dir: Path, name: str) -> Config | None:
     )
 
 
-def _url(node: _Node) -> str | None:
+def _url(node: Node) -> str | None:
     value = node.string()
     try:
         parts = urlsplit(value or "")
@@ -445,12 +191,12 @@ def _url(node: _Node) -> str | None:
     return None
 
 
-def _api_url(node: _Node) -> str | None:
+def _api_url(node: Node) -> str | None:
     url = _url(node)
     return None if url is None else url.rstrip("/")  # later joined with /api/...
 
 
-def _entrypoints(node: _Node) -> tuple[str, ...] | None:
+def _entrypoints(node: Node) -> tuple[str, ...] | None:
     items = node.items()
     if items is not None and not items:
         node.fail("must list at least one entrypoint")
@@ -461,7 +207,7 @@ def _entrypoints(node: _Node) -> tuple[str, ...] | None:
     return tuple(name for _, name in names if name) or None
 
 
-def _listen(node: _Node) -> str | None:
+def _listen(node: Node) -> str | None:
     value = node.string()
     if value is not None and (why := validate_listen(value)):
         node.fail(why)
@@ -469,12 +215,12 @@ def _listen(node: _Node) -> str | None:
     return value
 
 
-def _app(name: str, node: _Node, *, has_metrics: bool, base_dir: Path) -> AppSpec | None:
+def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec | None:
     fields: dict[str, _Convert] = {
         "image": _image,
         "port": lambda n: n.integer(1, 65535),
         "replicas": lambda n: n.integer(1, 100),
-        "rule": _Node.string,
+        "rule": Node.string,
         "network": _network,
         "publish": _publish,
         "environment": lambda n: n.text_map(_check_env_name),
@@ -500,7 +246,7 @@ def _app(name: str, node: _Node, *, has_metrics: bool, base_dir: Path) -> AppSpe
     return AppSpec(name=name, **values) if all(key in values for key in required) else None
 
 
-def _image(node: _Node) -> str | None:
+def _image(node: Node) -> str | None:
     value = node.string()
     if value is not None and any(c.isspace() for c in value):
         node.fail(f"an image reference has no whitespace, got {value!r}")
@@ -508,7 +254,7 @@ def _image(node: _Node) -> str | None:
     return value
 
 
-def _network(node: _Node) -> str | None:
+def _network(node: Node) -> str | None:
     value = node.string()
     if value is not None and not _NETWORK_NAME.fullmatch(value):
         node.fail(f"expected a Docker network name, got {value!r}")
@@ -520,7 +266,7 @@ def _network(node: _Node) -> str | None:
     return None
 
 
-def _publish(node: _Node) -> str | None:
+def _publish(node: Node) -> str | None:
     value = node.string()
     try:
         return None if value is None else str(ipaddress.ip_address(value))
@@ -539,7 +285,7 @@ def _check_label_name(key: str) -> str | None:
     return None if key else "label names must not be empty"
 
 
-def _command(node: _Node) -> tuple[str, ...] | None:
+def _command(node: Node) -> tuple[str, ...] | None:
     if node.tag == "str":
         node.fail('expected a list of strings like ["./serve", "--port", "8080"], got a string')
         return None
@@ -552,8 +298,8 @@ def _command(node: _Node) -> tuple[str, ...] | None:
     return tuple(words) if words and len(words) == len(items) else None
 
 
-def _health(node: _Node) -> HealthSpec | None:
-    def positive(n: _Node) -> float | None:
+def _health(node: Node) -> HealthSpec | None:
+    def positive(n: Node) -> float | None:
         return n.duration(positive=True)
 
     fields: dict[str, _Convert] = {
@@ -567,7 +313,7 @@ def _health(node: _Node) -> HealthSpec | None:
     return None if got is None else HealthSpec(**got[1])
 
 
-def _health_path(node: _Node) -> str | None:
+def _health_path(node: Node) -> str | None:
     value = node.string()
     if value is not None and (not value.startswith("/") or any(c.isspace() for c in value)):
         node.fail(f"expected a URL path like /healthz, got {value!r}")
@@ -575,18 +321,18 @@ def _health_path(node: _Node) -> str | None:
     return value
 
 
-def _rollout(node: _Node) -> RolloutPolicy | None:
+def _rollout(node: Node) -> RolloutPolicy | None:
     fields: dict[str, _Convert] = {
         "steps": _steps,
-        "pause": _Node.duration,
-        "drain": _Node.duration,
-        "stop_timeout": _Node.duration,
+        "pause": Node.duration,
+        "drain": Node.duration,
+        "stop_timeout": Node.duration,
     }
     got = _section(node, fields)
     return None if got is None else RolloutPolicy(**got[1])
 
 
-def _steps(node: _Node) -> tuple[int, ...] | None:
+def _steps(node: Node) -> tuple[int, ...] | None:
     steps: list[int] = []
     for item in node.items() or []:
         value = item.integer(1, 100)
@@ -601,13 +347,13 @@ def _steps(node: _Node) -> tuple[int, ...] | None:
     return tuple(steps) if steps and steps[-1] == 100 else None
 
 
-def _analysis(node: _Node) -> AnalysisSpec | None:
+def _analysis(node: Node) -> AnalysisSpec | None:
     fields: dict[str, _Convert] = {
         "max_error_rate": lambda n: n.number(0.0, 1.0),
         "max_p95_latency": lambda n: n.duration(positive=True),
         "min_requests": lambda n: n.integer(0, 10**9),
         "interval": lambda n: n.duration(positive=True),
-        "compare_to_old": _Node.boolean,
+        "compare_to_old": Node.boolean,
     }
     got = _section(node, fields)
     if got is None:
@@ -622,27 +368,27 @@ def _analysis(node: _Node) -> AnalysisSpec | None:
 _PHASES = tuple(str(p) for p in Phase)
 
 
-def _webhooks(node: _Node, base_dir: Path) -> tuple[WebhookSpec, ...] | None:
+def _webhooks(node: Node, base_dir: Path) -> tuple[WebhookSpec, ...] | None:
     hooks = [_webhook(item, base_dir) for item in node.items() or []]
     return tuple(h for h in hooks if h is not None) if all(hooks) else None
 
 
-def _webhook(node: _Node, base_dir: Path) -> WebhookSpec | None:
+def _webhook(node: Node, base_dir: Path) -> WebhookSpec | None:
     values = _hook(node, base_dir, {"events": _hook_events, "timeout": lambda n: n.duration(positive=True)})
     return None if values is None else WebhookSpec(**values)
 
 
-def _confirm(node: _Node, base_dir: Path) -> ConfirmSpec | None:
+def _confirm(node: Node, base_dir: Path) -> ConfirmSpec | None:
     values = _hook(node, base_dir, {"timeout": lambda n: n.duration(positive=True)})
     return None if values is None else ConfirmSpec(**values)
 
 
-def _hook(node: _Node, base_dir: Path, extra: Mapping[str, _Convert]) -> dict[str, Any] | None:
+def _hook(node: Node, base_dir: Path, extra: Mapping[str, _Convert]) -> dict[str, Any] | None:
     """The fields webhooks and the confirm gate share: url, a secret (exactly one source), retries."""
     fields: dict[str, _Convert] = {
         "url": _url,
-        "secret_file": _Node.string,
-        "secret_env": _Node.string,
+        "secret_file": Node.string,
+        "secret_env": Node.string,
         "retries": lambda n: n.integer(0, 10),
         **extra,
     }
@@ -659,7 +405,7 @@ def _hook(node: _Node, base_dir: Path, extra: Mapping[str, _Convert]) -> dict[st
 
 
 def _secret(
-    node: _Node, entries: Mapping[str, _Node], values: Mapping[str, Any], base_dir: Path
+    node: Node, entries: Mapping[str, Node], values: Mapping[str, Any], base_dir: Path
 ) -> bytes | None:
     """Read the HMAC key now, so that `check` reports a missing one before any rollout starts."""
     secret: bytes
@@ -688,7 +434,7 @@ def _secret(
     return secret
 
 
-def _hook_events(node: _Node) -> frozenset[str] | None:
+def _hook_events(node: Node) -> frozenset[str] | None:
     names = [(item, item.string()) for item in node.items() or []]
     if node.tag == "seq" and not names:
         node.fail("must list at least one event; leave events out to send all of them")
