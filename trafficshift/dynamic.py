@@ -1,4 +1,4 @@
-"""Atomic writes of the dynamic files that Traefik's file provider watches."""
+"""Atomic writes (and reads) of the dynamic files that Traefik's file provider watches."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from .models import Routing
+from .render import parse_dynamic
 
 STAGING_DIR_NAME = ".trafficshift-staging"
 # Should a temp file have to live inside the watched folder, its name must not look like config to Traefik.
@@ -16,6 +19,17 @@ _TEMP_SUFFIX = ".tmp"
 def dynamic_path(*, dynamic_dir: Path, app: str) -> Path:
     """Return the path of the app's dynamic file: `<dynamic_dir>/<app>.yml`."""
     return dynamic_dir / f"{app}.yml"
+
+
+def read_routing(*, dynamic_dir: Path, app: str) -> Routing | None:
+    """What the app's file routes now (no routes when there is no file); None when it is not readable."""
+    path = dynamic_path(dynamic_dir=dynamic_dir, app=app)
+    try:
+        return parse_dynamic(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Routing(app=app, routes=())
+    except (OSError, ValueError):
+        return None
 
 
 def write_dynamic(*, dynamic_dir: Path, app: str, text: str | None) -> bool:

@@ -16,11 +16,11 @@ import aiohttp
 
 from . import judge, plan, report, webhooks
 from .containers import Containers
-from .dynamic import write_dynamic
+from .dynamic import read_routing, write_dynamic
 from .errors import LockedError, NotReady, TrafficShiftError, UsageError
 from .metrics import scrape
 from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
-from .readiness import wait_ready
+from .readiness import has_died, wait_ready
 from .render import render_dynamic
 from .state import AppLock, StateStore
 from .traefik import TraefikApi
@@ -70,6 +70,12 @@ class Engine:
         self._on_created = on_created
         # Only events from now on: history is for `history`, not for this run's output.
         self._seen_event = store.last_event_seq()
+        # The store holds every process's events: this engine reports those of the rollouts it drives
+        # (to its sinks and webhooks) and of those it follows (to its sinks only: their process notifies).
+        self._driving: set[str] = set()
+        self._following: set[str] = set()
+        # Server URLs this process has seen ready (besides those already in the file): invariant 1.
+        self._seen_ready: set[str] = set()
         self._interrupted: str | None = None
 
     # ------------------------------------------------------------------ public entry points
@@ -122,6 +128,7 @@ class Engine:
                 steps=steps or spec.rollout.steps,
                 pause=spec.rollout.pause if pause is None else pause,
             )
+            self._driving.add(rollout.id)
             self._emit()
             if self._on_created is not None:
                 self._on_created(rollout)
@@ -196,6 +203,7 @@ class Engine:
 
     async def _drive(self, spec: AppSpec, rollout: Rollout) -> Rollout:
         """Run a rollout forward; on any failure or abort request before cleaning, go back."""
+        self._driving.add(rollout.id)
         if rollout.phase is Phase.ABORTING:
             return await self._revert(spec, rollout, outcome=Outcome.ABORTED, reason="resumed abort")
         try:
@@ -273,6 +281,7 @@ class Engine:
         Invariant 2 of the contract, for the new colour: weight 0 confirmed, drain passed, absent from the
         file (confirmed), and only then stopped.
         """
+        self._driving.add(r.id)
         new, old = r.to_colour, r.from_colour
         carried_traffic = r.weights.get(new, 0) > 0
         r = self._advance(r, phase=Phase.ABORTING, message=f"aborting: {reason}")
@@ -298,9 +307,14 @@ class Engine:
 
     async def _apply(self, spec: AppSpec, r: Rollout) -> float:
         """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken."""
-        routing = plan.routing_for(
-            app=spec.name, weights=r.weights, containers=await self.containers.list(app=spec.name)
-        )
+        containers = await self.containers.list(app=spec.name)
+        listed = read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=spec.name)
+        if listed is not None:
+            # Invariant 1: a server gets traffic only once seen ready: in the file already, or probed by
+            # this run. A replica Docker restarted meanwhile (new published port) stays out.
+            trusted = self._seen_ready | {url for route in listed.routes for url in route.servers}
+            containers = [c for c in containers if c.url in trusted]
+        routing = plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
         return await self.write_routing(spec, routing)
 
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
@@ -326,13 +340,15 @@ class Engine:
         def progress(container: ContainerInfo, text: str) -> None:
             self._progress(f"{container.name}: {text}")
 
-        return await wait_ready(
+        ready = await wait_ready(
             app=spec,
             containers=self.containers,
             colour=r.to_colour,
             session=self.session,
             on_progress=progress,
         )
+        self._seen_ready.update(c.url for c in ready if c.url)
+        return ready
 
     async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> None:
         """Hold the current weights for `seconds`, watching the new colour and abort requests.
@@ -355,13 +371,28 @@ class Engine:
             if now >= next_check:
                 next_check = now + spec.health.interval
                 self._progress(f"{r.phase} {_weights_text(r)}; next in {left:.0f}s")
-                for c in await self.containers.list(app=spec.name, colour=r.to_colour):
-                    if not c.running:
-                        raise NotReady(f"{c.name} stopped while it was taking traffic")
+                await self._check_alive(spec, r)
             await asyncio.sleep(min(POLL, left))
         if watch is not None:
             verdict = await self._guarded(r, watch.finish())
             self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
+
+    async def _check_alive(self, spec: AppSpec, r: Rollout) -> None:
+        """Fail the step when a new container died, or crashed and was restarted by Docker, meanwhile.
+
+        A crash while taking traffic is the clearest verdict on a new version; Docker's restart would
+        hide it (and come back on a new published port that was never seen ready).
+        """
+        for c in await self.containers.list(app=spec.name, colour=r.to_colour):
+            try:
+                # Docker answers inspect only once a restart in progress is through: not worth waiting for.
+                async with asyncio.timeout(max(spec.health.interval, 1.0)):
+                    state = await self.containers.state(name=c.name)
+            except TimeoutError:
+                raise NotReady(f"{c.name} is being restarted by Docker while it was taking traffic") from None
+            if state is None or has_died(state):
+                how = "was restarted by Docker" if state and state.restart_count else "stopped"
+                raise NotReady(f"{c.name} {how} while it was taking traffic")
 
     async def _confirm(self, spec: AppSpec, r: Rollout, *, step: int, weights: Mapping[Colour, int]) -> None:
         """Ask the confirm gate, when there is one, before the new colour's weight goes up."""
@@ -397,8 +428,9 @@ class Engine:
 
     async def _follow(self, rollout_id: str) -> Rollout:
         """Follow a rollout run by another process until it ends."""
+        self._following.add(rollout_id)
         while True:
-            self._emit(notify=False)  # its own process sends the webhooks
+            self._emit()
             rollout = self.store.rollout(rollout_id)
             if rollout is None or not rollout.active:
                 assert rollout is not None
@@ -420,11 +452,13 @@ class Engine:
         self._emit()
         return new
 
-    def _emit(self, *, notify: bool = True) -> None:
+    def _emit(self) -> None:
         for event in self.store.events(after=self._seen_event):
             self._seen_event = event.seq
-            if notify:
+            if event.rollout_id in self._driving:
                 self.hooks.notify(event, self.store.rollout(event.rollout_id))
+            elif event.rollout_id not in self._following:
+                continue
             if self._on_event is not None:
                 self._on_event(event)
 

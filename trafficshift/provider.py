@@ -19,12 +19,11 @@ import aiohttp
 
 from . import plan
 from .containers import LABEL_APP, Containers
-from .dynamic import dynamic_path
+from .dynamic import read_routing
 from .engine import Engine
 from .errors import LockedError
 from .models import Config, ContainerInfo, Routing
 from .readiness import probe_ready
-from .render import parse_dynamic
 from .state import AppLock, StateStore
 
 log = logging.getLogger("trafficshift.provider")
@@ -248,14 +247,10 @@ class Provider:
 
     def _file_routing(self, app: str) -> Routing | None:
         """What the app's file routes now (no routes when there is no file); None when it is unreadable."""
-        path = dynamic_path(dynamic_dir=self.config.traefik.dynamic_dir, app=app)
-        try:
-            return parse_dynamic(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return Routing(app=app, routes=())
-        except (OSError, ValueError) as exc:
-            log.warning("%s: cannot read %s (%s); rewriting it", app, path, exc)
-            return None
+        routing = read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=app)
+        if routing is None:
+            log.warning("%s: cannot read its dynamic file; rewriting it", app)
+        return routing
 
 
 def _describe(routing: Routing | None) -> str:

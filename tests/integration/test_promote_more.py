@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,3 +219,40 @@ async def test_abort_of_a_first_deploy_removes_the_file(
     nothing = await cli.run("abort", prefix, config=config)
     assert nothing.code == 2
     assert "no rollout" in nothing.stderr
+
+
+async def test_a_new_replica_that_crashes_mid_step_rolls_the_promote_back(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = cli.write_config(
+        tmp_path / "trafficshift.yml",
+        traefik=traefik,
+        apps={
+            prefix: {
+                "image": app_images["v1"],
+                "replicas": 2,
+                "rollout": {"steps": [10, 50, 100], "pause": "30s", "drain": "1s", "stop_timeout": "2s"},
+            }
+        },
+    )
+    assert (await cli.run("promote", prefix, config=config)).code == 0
+    async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
+        await load.wait_for(requests=20)
+        promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
+        await cli.wait_for_line(promote, b"confirmed")
+        victim = await (await docker.containers.get(f"{prefix}-green-1")).show()
+        os.kill(victim["State"]["Pid"], signal.SIGKILL)  # a crash: Docker restarts it (unless-stopped)
+        result = await cli.finish(promote, within=30)
+        after = Load.mark()
+        await load.wait_for(requests=load.total + 50)
+
+    assert result.code == 1, result.stderr
+    assert f"{prefix}-green-1" in result.stderr
+    assert load.share("v1", since=after) == 1.0
+    labels = [
+        c["Labels"]
+        for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={prefix}"]})
+    ]
+    assert {lb["trafficshift.colour"] for lb in labels} == {"blue"}
+    # Only requests in flight on the crashed replica (10% of the traffic, 2 replicas) may fail.
+    assert load.summary().failed <= 8

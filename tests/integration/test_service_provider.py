@@ -76,6 +76,8 @@ async def test_a_replica_killed_by_hand_is_routed_around_and_readded_once_ready(
         assert restarted["RestartCount"] == 1
         new_port = restarted["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
         assert after == (before - {old_url}) | {f"http://127.0.0.1:{new_port}"}
+        # The provider logs the write once Traefik confirmed it, a moment after the file changed on disk.
+        await _until(lambda: "dynamic file now routes" in service.log(), within=10)
         log = service.log()
         assert log.index(f"probing {prefix}-blue-1") < log.rindex("dynamic file now routes")
 
