@@ -17,7 +17,7 @@ import aiohttp
 from . import judge, plan, report, webhooks
 from .containers import Containers
 from .dynamic import read_routing, write_dynamic
-from .errors import LockedError, NotReady, TrafficShiftError, UsageError
+from .errors import NotReady, TrafficShiftError, UsageError
 from .metrics import scrape
 from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
 from .readiness import has_died, wait_ready
@@ -141,9 +141,7 @@ class Engine:
         if active is None:
             raise UsageError(f"no rollout of {app} is in progress")
         lock = AppLock(self.config.state_dir, app)
-        try:
-            lock.acquire()
-        except LockedError:
+        if not lock.try_acquire():
             # A live process runs it: ask it to go back, and follow it until it has.
             self.store.request_abort(active.id, reason=reason)
             return await self._follow(active.id)

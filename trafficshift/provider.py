@@ -8,9 +8,10 @@ written under the app's lock, so never while a rollout runs: the app stays marke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +22,6 @@ from . import plan
 from .containers import LABEL_APP, Containers
 from .dynamic import read_routing
 from .engine import Engine
-from .errors import LockedError
 from .models import Config, ContainerInfo, Routing
 from .readiness import probe_ready
 from .state import AppLock, StateStore
@@ -182,13 +182,9 @@ class Provider:
         if not dead:
             self._dead[app].clear()
             return True
-        lock = AppLock(self.config.state_dir, app)
-        try:
-            lock.acquire()
-        except LockedError:
-            return False
-        self._writing.add(app)
-        try:
+        with self._holding(app) as held:
+            if not held:
+                return False
             self._dead[app].clear()
             before = self._file_routing(app)
             if before is None or not _servers(before) & dead:
@@ -202,9 +198,6 @@ class Provider:
             took = await self._engine().write_routing(self.config.apps[app], routing)
             log.info("%s: dropped %s (died); confirmed in %.2fs", app, ", ".join(sorted(dead)), took)
             return True
-        finally:
-            self._writing.discard(app)
-            lock.release()
 
     async def _probe(self, app: str, info: ContainerInfo) -> bool:
         log.info("%s: probing %s at %s before it gets traffic", app, info.name, info.url)
@@ -215,14 +208,24 @@ class Provider:
     def _suspect(self, container_id: str) -> bool:
         return self._died.get(container_id, 0) > self._cleared.get(container_id, 0)
 
-    async def _write(self, app: str, allowed: Allowed) -> bool:
+    @contextlib.contextmanager
+    def _holding(self, app: str) -> Iterator[bool]:
+        """Hold the app's lock while its file is written; yields False when a rollout holds it."""
         lock = AppLock(self.config.state_dir, app)
-        try:
-            lock.acquire()
-        except LockedError:
-            return False
+        if not lock.try_acquire():
+            yield False
+            return
         self._writing.add(app)
         try:
+            yield True
+        finally:
+            self._writing.discard(app)
+            lock.release()
+
+    async def _write(self, app: str, allowed: Allowed) -> bool:
+        with self._holding(app) as held:
+            if not held:
+                return False
             containers = await self.containers.list(app=app)
             usable = [c for c in containers if (c.id, c.url) in allowed and not self._suspect(c.id)]
             weights = plan.current_weights(
@@ -241,9 +244,6 @@ class Provider:
                 _describe(before),
             )
             return True
-        finally:
-            self._writing.discard(app)
-            lock.release()
 
     def _file_routing(self, app: str) -> Routing | None:
         """What the app's file routes now (no routes when there is no file); None when it is unreadable."""

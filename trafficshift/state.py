@@ -296,16 +296,23 @@ class AppLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock or raise LockedError at once (never waits)."""
+        if not self.try_acquire():
+            raise LockedError(self.app)
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False when someone else holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise LockedError(self.app) from None
+            return False
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd is not None:
@@ -316,9 +323,7 @@ class AppLock:
         """True when another holder has the lock right now (a rollout is running, not interrupted)."""
         if self._fd is not None:
             return False
-        try:
-            self.acquire()
-        except LockedError:
+        if not self.try_acquire():
             return True
         self.release()
         return False
