@@ -24,8 +24,12 @@ EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE = 0, 1, 2
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's own default must not undo a `-c` given before the subcommand.
     common.add_argument(
-        "-c", "--config", help="config file (default: $TRAFFICSHIFT_CONFIG, else ./trafficshift.yml)"
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file (default: $TRAFFICSHIFT_CONFIG, else ./trafficshift.yml)",
     )
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="print data as JSON")
@@ -274,7 +278,7 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(resolve_config_path(args.config))
+        config = load_config(resolve_config_path(getattr(args, "config", None)))
         return _dispatch(config, args)
     except TrafficShiftError as exc:
         for line in str(exc).splitlines():

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trafficshift.cli import main
+
+VALID = (
+    "traefik: {dynamic_dir: ./dyn}\n"
+    "apps:\n"
+    "  web: {image: 'a:1', port: 8080, rule: 'Host(`w`)', publish: 127.0.0.1}\n"
+)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_config_flag_works_before_or_after_the_command(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ts.yml"
+    config.write_text(VALID)
+    args = ["-c", str(config), "check"] if where == "before" else ["check", "-c", str(config)]
+    assert main(args) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_config_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ts.yml"
+    config.write_text(VALID.replace("port: 8080", "port: 0"))
+    monkeypatch.setenv("TRAFFICSHIFT_CONFIG", str(config))
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert "ts.yml:3: apps.web.port: must be 1..65535, got 0" in err
+    assert "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["promote", "web", "--steps", "10,5"])
+    assert exc.value.code == 2
+    assert "rise strictly" in capsys.readouterr().err
