@@ -134,15 +134,26 @@ class Printer:
             self._transient = False
 
 
-def _outcome_code(rollout: Rollout, printer: Printer, started: float) -> int:
-    took = time.monotonic() - started
+def _outcome_code(rollout: Rollout, *, command: str, as_json: bool, took: float) -> int:
+    """Say how the rollout ended (people only: --json output ends with the final event) and map it."""
+
+    def say(text: str) -> None:
+        if not as_json:
+            print(text)
+
     if rollout.outcome is Outcome.DONE:
-        if not printer.as_json:
-            print(f"done: {rollout.app} serves {rollout.to_image} ({rollout.to_colour}) after {took:.0f}s")
+        serves = f"{rollout.app} serves {rollout.to_image} ({rollout.to_colour})"
+        if command == "abort":
+            say(f"too late to abort: rollout {rollout.id} had passed the point of return; {serves}")
+        else:
+            say(f"done: {serves} after {took:.0f}s")
+        return EXIT_OK
+    back = f"{rollout.from_colour or 'nothing'} ({rollout.from_image or '-'})"
+    if command == "abort":
+        say(f"aborted: all traffic of {rollout.app} is on {back}")
         return EXIT_OK
     print(
-        f"trafficshift: {rollout.app}: {rollout.outcome}: {rollout.reason}; all traffic is on"
-        f" {rollout.from_colour or 'nothing'} ({rollout.from_image or '-'})",
+        f"trafficshift: {rollout.app}: {rollout.outcome}: {rollout.reason}; all traffic is on {back}",
         file=sys.stderr,
     )
     return EXIT_ROLLED_BACK
@@ -162,12 +173,7 @@ async def _run_rollout(
         _install_signal_handlers(engine.interrupt)
         rollout = await action(engine)
     printer.close()
-    if args.command == "abort" and rollout.outcome is Outcome.ABORTED:
-        print(f"aborted: all traffic of {rollout.app} is on {rollout.from_colour or 'nothing'}")
-        return EXIT_OK
-    code = _outcome_code(rollout, printer, started)
-    # An abort that found the rollout past the point of return completed it instead: not what was asked.
-    return EXIT_ROLLED_BACK if args.command == "abort" else code
+    return _outcome_code(rollout, command=args.command, as_json=args.json, took=time.monotonic() - started)
 
 
 def _install_signal_handlers(interrupt: Callable[[str], None]) -> None:

@@ -12,12 +12,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
+import aiodocker
 import aiohttp
 
 from . import judge, plan, report, webhooks
 from .containers import Containers
 from .dynamic import read_routing, write_dynamic
-from .errors import NotReady, TrafficShiftError, UsageError
+from .errors import NotReady, RolloutStuck, TrafficShiftError, UsageError
 from .metrics import scrape
 from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
 from .readiness import has_died, wait_ready
@@ -125,7 +126,8 @@ class Engine:
                 from_state=state,
                 to_colour=plan.next_colour(state),
                 to_image=image,
-                steps=steps or spec.rollout.steps,
+                # A first deploy has nothing to shift from: one step, straight to 100%.
+                steps=(steps or spec.rollout.steps) if state.colour else (100,),
                 pause=spec.rollout.pause if pause is None else pause,
             )
             self._driving.add(rollout.id)
@@ -142,19 +144,25 @@ class Engine:
             raise UsageError(f"no rollout of {app} is in progress")
         lock = AppLock(self.config.state_dir, app)
         if not lock.try_acquire():
-            # A live process runs it: ask it to go back, and follow it until it has.
+            # Another process drives it: ask it to go back, and follow it until it has.
             self.store.request_abort(active.id, reason=reason)
-            return await self._follow(active.id)
+            return await self._follow(spec, active.id, lock=lock, reason=reason)
         try:
-            active = self.store.active_rollout(app) or active
-            if active.phase not in plan.ABORTABLE:
-                self._progress(
-                    f"rollout {active.id} is past the point of return ({active.phase}); completing it"
-                )
-                return await self._drive(spec, active)
-            return await self._revert(spec, active, outcome=Outcome.ABORTED, reason=reason)
+            return await self._abort_locked(spec, active.id, reason=reason)
         finally:
             lock.release()
+
+    async def _abort_locked(self, spec: AppSpec, rollout_id: str, *, reason: str) -> Rollout:
+        rollout = self.store.rollout(rollout_id)
+        assert rollout is not None
+        if not rollout.active:
+            return rollout
+        if rollout.phase not in plan.ABORTABLE:
+            self._progress(
+                f"rollout {rollout.id} is past the point of return ({rollout.phase}); completing it"
+            )
+            return await self._drive(spec, rollout)
+        return await self._revert(spec, rollout, outcome=Outcome.ABORTED, reason=reason)
 
     async def rollback(self, *, app: str, now: bool = False) -> Rollout:
         """Promote the image that served before the current one, gradually or (`now`) in one step."""
@@ -217,7 +225,7 @@ class Engine:
             outcome, reason = Outcome.FAILED, _describe(exc)
         current = self.store.rollout(rollout.id) or rollout
         if current.phase not in plan.ABORTABLE:
-            raise TrafficShiftError(
+            raise RolloutStuck(
                 f"rollout {current.id} failed while removing the old colour ({reason});"
                 f" run `trafficshift promote {spec.name}` to complete it"
             )
@@ -225,8 +233,8 @@ class Engine:
 
     async def _forward(self, spec: AppSpec, r: Rollout) -> Rollout:
         new, old = r.to_colour, r.from_colour
-        if r.phase in (Phase.STARTING, Phase.READY, Phase.SHIFTING, Phase.DRAINING):
-            # Also on resume: containers may have been lost while nobody watched; routing needs them ready.
+        if r.phase in (Phase.STARTING, Phase.READY):
+            # Also on resume: containers may have been lost while nobody watched (start is idempotent).
             started = await self._guarded(
                 r, self.containers.start_colour(app=spec, colour=new, image=r.to_image)
             )
@@ -234,10 +242,14 @@ class Engine:
             await self._guarded(r, self._wait_ready(spec, r))
             if r.phase is Phase.STARTING:
                 r = self._advance(r, phase=Phase.READY, message=f"{len(started)} {new} container(s) ready")
+        elif r.phase in (Phase.SHIFTING, Phase.DRAINING):
+            # Resumed while the new colour takes traffic: never restart it; it must still be ready (one
+            # that crashed or vanished while nobody watched sends the rollout back).
+            await self._guarded(r, self._wait_ready(spec, r))
 
         if r.phase in (Phase.READY, Phase.SHIFTING):
             first = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
-            steps = r.steps if old is not None else (100,)
+            steps = r.steps
             for index in range(first, len(steps)):
                 percent = steps[index]
                 weights = plan.shift_weights(old=old, new=new, percent=percent)
@@ -261,12 +273,19 @@ class Engine:
                 )
             await self._guarded(r, self._apply(spec, r))
             await self._hold(spec, r, seconds=spec.rollout.drain)
+            await self._check_alive(spec, r)  # the last chance to go back
             r = self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
         if old is not None:
-            await self._apply(spec, r)  # past the point of return: no abort from here on
-            await self.containers.stop_and_remove(
-                app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
-            )
+            try:  # past the point of return: no abort from here on
+                await self._apply(spec, r)
+                await self.containers.stop_and_remove(
+                    app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
+                )
+            except (TrafficShiftError, aiodocker.DockerError) as exc:
+                raise RolloutStuck(
+                    f"rollout {r.id} failed while removing {old} ({_describe(exc)});"
+                    f" run `trafficshift promote {spec.name}` to complete it"
+                ) from exc
         done = self.store.finish(
             r, outcome=Outcome.DONE, reason=None, live=AppState(app=spec.name, colour=new, image=r.to_image)
         )
@@ -280,26 +299,37 @@ class Engine:
         file (confirmed), and only then stopped.
         """
         self._driving.add(r.id)
+        try:
+            r = await self._take_back(spec, r, reason=reason)
+        except (TrafficShiftError, aiodocker.DockerError) as exc:
+            raise RolloutStuck(
+                f"rollout {r.id} could not go back to {r.from_colour or 'nothing'} ({_describe(exc)});"
+                f" fix the cause, then run `trafficshift abort {spec.name}` again"
+            ) from exc
+        live = AppState(app=spec.name, colour=r.from_colour, image=r.from_image)
+        ended = self.store.finish(r, outcome=outcome, reason=reason, live=live)
+        self._emit()
+        return ended
+
+    async def _take_back(self, spec: AppSpec, r: Rollout, *, reason: str) -> Rollout:
         new, old = r.to_colour, r.from_colour
-        carried_traffic = r.weights.get(new, 0) > 0
+        # Routed at all, even at 0% (a resume after a crash in the drain): requests may still be in flight.
+        routed = new in r.weights
         r = self._advance(r, phase=Phase.ABORTING, message=f"aborting: {reason}")
-        if new in r.weights:
-            if old is not None:
-                r = self._advance(r, weights={old: 100, new: 0}, message=f"all traffic back to {old}")
-                await self._apply(spec, r)
-            if carried_traffic:
-                self._progress(f"draining {new} for {spec.rollout.drain:g}s")
-                await asyncio.sleep(spec.rollout.drain)
+        if routed:
+            # Weight 0 first (for a first deploy: out of the file, there is nothing to go back to).
+            back, where = ({old: 100, new: 0}, f"all traffic back to {old}") if old else ({}, "no traffic")
+            r = self._advance(r, weights=back, message=where)
+            await self._apply(spec, r)
+            self._progress(f"draining {new} for {spec.rollout.drain:g}s")
+            await asyncio.sleep(spec.rollout.drain)
         without_new = {old: 100} if old is not None else {}
         r = self._advance(r, weights=without_new, message=f"removing {new}")
         await self._apply(spec, r)
         await self.containers.stop_and_remove(
             app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
         )
-        live = AppState(app=spec.name, colour=old, image=r.from_image)
-        ended = self.store.finish(r, outcome=outcome, reason=reason, live=live)
-        self._emit()
-        return ended
+        return r
 
     # ------------------------------------------------------------------ steps
 
@@ -313,6 +343,10 @@ class Engine:
             trusted = self._seen_ready | {url for route in listed.routes for url in route.servers}
             containers = [c for c in containers if c.url in trusted]
         routing = plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
+        unserved = sorted(c for c, w in r.weights.items() if w > 0 and c not in routing.weights())
+        if unserved:
+            # Writing it anyway would send that share nowhere (or delete the file): refuse instead.
+            raise NotReady(f"no ready {' or '.join(unserved)} container to take its share of {spec.name}")
         return await self.write_routing(spec, routing)
 
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
@@ -391,6 +425,8 @@ class Engine:
             if state is None or has_died(state):
                 how = "was restarted by Docker" if state and state.restart_count else "stopped"
                 raise NotReady(f"{c.name} {how} while it was taking traffic")
+            if state.info.health == "unhealthy":
+                raise NotReady(f"{c.name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic")
 
     async def _confirm(self, spec: AppSpec, r: Rollout, *, step: int, weights: Mapping[Colour, int]) -> None:
         """Ask the confirm gate, when there is one, before the new colour's weight goes up."""
@@ -424,15 +460,21 @@ class Engine:
         if reason:
             raise AbortRequested(reason)
 
-    async def _follow(self, rollout_id: str) -> Rollout:
-        """Follow a rollout run by another process until it ends."""
+    async def _follow(self, spec: AppSpec, rollout_id: str, *, lock: AppLock, reason: str) -> Rollout:
+        """Follow a rollout driven by another process until it ends; finish the abort if that process dies."""
         self._following.add(rollout_id)
         while True:
             self._emit()
             rollout = self.store.rollout(rollout_id)
-            if rollout is None or not rollout.active:
-                assert rollout is not None
+            assert rollout is not None
+            if not rollout.active:
                 return rollout
+            if lock.try_acquire():
+                # Its driver is gone (killed, or it exited at a second signal): go back from here.
+                try:
+                    return await self._abort_locked(spec, rollout_id, reason=reason)
+                finally:
+                    lock.release()
             await asyncio.sleep(POLL)
 
     # ------------------------------------------------------------------ records

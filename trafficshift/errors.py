@@ -59,5 +59,14 @@ class ImageError(TrafficShiftError):
     """The image is missing and could not be pulled."""
 
 
+class RolloutStuck(TrafficShiftError):
+    """A rollout could neither finish nor go back (Traefik or Docker failed midway): exit 5.
+
+    The state store still holds it: `status` explains it, and `abort` or `promote` retries from there.
+    """
+
+    exit_code = 5
+
+
 class RolloutFailed(TrafficShiftError):
     """A rollout ended with traffic back on the old colour (exit 1)."""

@@ -7,10 +7,12 @@ leaves a record that `status` explains and `abort` or `promote` completes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import sqlite3
+import struct
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -284,10 +286,20 @@ class StateStore:
         return [_event_from(r) for r in rows.fetchall()]
 
 
-class AppLock:
-    """One rollout per app across processes: an flock on `<state_dir>/locks/<app>.lock`.
+# `struct flock` on 64-bit Linux: l_type, l_whence, (pad), l_start, l_len, l_pid, (pad).
+_FLOCK = struct.Struct("@hhqqi4x")
 
-    The kernel drops the lock when its holder dies (even by kill -9), so a crash never leaves it stale.
+
+def _flock(kind: int) -> bytes:
+    return _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0)  # the whole file; l_pid must be 0 for OFD locks
+
+
+class AppLock:
+    """One rollout per app across processes: a write lock on `<state_dir>/locks/<app>.lock`.
+
+    An open-file-description lock (Linux): like flock it belongs to the open file, so two holders in one
+    process conflict too and the kernel drops it when its holder dies (even by kill -9); unlike flock it
+    can be *tested* without being taken, so `status` never makes a concurrent promote fail.
     """
 
     def __init__(self, state_dir: Path, app: str) -> None:
@@ -302,13 +314,14 @@ class AppLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; False when someone else holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK))
+        except OSError as exc:
             os.close(fd)
-            return False
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -320,13 +333,19 @@ class AppLock:
             self._fd = None
 
     def is_held_elsewhere(self) -> bool:
-        """True when another holder has the lock right now (a rollout is running, not interrupted)."""
+        """True when another holder (a rollout, or the service writing the app's file) has the lock now."""
         if self._fd is not None:
             return False
-        if not self.try_acquire():
-            return True
-        self.release()
-        return False
+        fd = self._open()
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK))
+        finally:
+            os.close(fd)
+        return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def __enter__(self) -> AppLock:
         self.acquire()

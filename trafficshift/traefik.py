@@ -75,8 +75,16 @@ class TraefikApi:
         self._session = session
 
     async def ping(self) -> None:
-        """Raise UnreachableError unless the API answers."""
-        await self._get("/api/version")
+        """Raise UnreachableError unless a Traefik API answers (not just any HTTP server at that URL)."""
+        try:
+            version = await self._get("/api/version")
+        except TraefikApiError as exc:
+            raise UnreachableError(f"no Traefik API at {self.api_url}: {exc}") from None
+        if not isinstance(version, dict) or "Version" not in version:
+            raise UnreachableError(
+                f"no Traefik API at {self.api_url} (GET /api/version answered {version!r:.80});"
+                " api_url must point at Traefik's API entrypoint"
+            )
 
     async def read_routing(self, app: str) -> ObservedRouting:
         """Return the app's weighted service and its children as Traefik runs them."""
@@ -89,11 +97,9 @@ class TraefikApi:
             raise TraefikApiError(
                 f"{self.api_url}: unexpected answer for {app}@file: {weighted_doc}"
             ) from exc
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._read_child(app, name, weight)) for name, weight in children]
-        return ObservedRouting(
-            app=app, present=True, status=weighted_doc.get("status"), routes=tuple(t.result() for t in tasks)
-        )
+        # gather, not a TaskGroup: a failed read must surface as itself, not as an ExceptionGroup.
+        routes = await asyncio.gather(*(self._read_child(app, name, weight) for name, weight in children))
+        return ObservedRouting(app=app, present=True, status=weighted_doc.get("status"), routes=tuple(routes))
 
     async def _read_child(self, app: str, name: str, weight: int) -> ObservedRoute:
         # Children come back without `@file`; a child from another provider would carry its own suffix.
@@ -132,7 +138,7 @@ class TraefikApi:
                 while True:
                     try:
                         observed = await self.read_routing(routing.app)
-                    except UnreachableError as exc:
+                    except (UnreachableError, TraefikApiError) as exc:  # restarting, or mid-reload
                         observed = str(exc)
                     else:
                         if observed.matches(routing):

@@ -89,3 +89,37 @@ def test_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
     lock = AppLock(tmp_path, "web")
     lock.acquire()
     lock.release()
+
+
+def test_testing_the_lock_never_takes_it(tmp_path: Path) -> None:
+    probe = AppLock(tmp_path, "web")
+    assert not probe.is_held_elsewhere()
+    holder = AppLock(tmp_path, "web")
+    holder.acquire()  # the probe left nothing behind that could make this fail
+    assert probe.is_held_elsewhere()
+    holder.release()
+    assert not probe.is_held_elsewhere()
+
+
+def _hold_until_told(
+    path: str, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event
+) -> None:
+    lock = AppLock(Path(path), "web")
+    lock.acquire()
+    ready.set()
+    stop.wait(10)
+
+
+def test_a_lock_held_by_another_process_is_seen_and_refused(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_until_told, args=(str(tmp_path), ready, stop))
+    proc.start()
+    try:
+        assert ready.wait(10)
+        assert AppLock(tmp_path, "web").is_held_elsewhere()
+        assert not AppLock(tmp_path, "web").try_acquire()
+    finally:
+        stop.set()
+        proc.join(10)
+    assert AppLock(tmp_path, "web").try_acquire()
