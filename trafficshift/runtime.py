@@ -24,7 +24,11 @@ async def open_engine(
         docker = aiodocker.Docker()
     except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
         raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
-    store = StateStore(config.state_dir)
+    try:
+        store = StateStore(config.state_dir)
+    except BaseException:
+        await docker.close()
+        raise
     try:
         async with aiohttp.ClientSession() as session:
             engine = Engine(

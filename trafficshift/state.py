@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import LockedError
+from .errors import LockedError, UsageError
 from .models import AppState, Colour, Event, Outcome, Phase, Rollout
 
 _SCHEMA = """
@@ -89,13 +89,16 @@ class StateStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
-        # autocommit mode: each statement (or explicit transaction) is durable when it returns.
-        self._db = sqlite3.connect(state_dir / "state.db", isolation_level=None, timeout=10.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            # autocommit mode: each statement (or explicit transaction) is durable when it returns.
+            self._db = sqlite3.connect(state_dir / "state.db", isolation_level=None, timeout=10.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise UsageError(f"cannot open the state store in {state_dir} (state_dir): {exc}") from None
 
     def close(self) -> None:
         self._db.close()

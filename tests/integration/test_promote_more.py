@@ -256,3 +256,32 @@ async def test_a_new_replica_that_crashes_mid_step_rolls_the_promote_back(
     assert {lb["trafficshift.colour"] for lb in labels} == {"blue"}
     # Only requests in flight on the crashed replica (10% of the traffic, 2 replicas) may fail.
     assert load.summary().failed <= 8
+
+
+async def test_abort_takes_over_when_the_promote_it_follows_dies(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = await _deploy(tmp_path, traefik, prefix, app_images, pause="30s")
+    async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
+        await load.wait_for(requests=20)
+        promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
+        await cli.wait_for_line(promote, b"confirmed")
+        promote.send_signal(signal.SIGSTOP)  # frozen: it holds the lock but will never see the request
+        abort = await cli.start("abort", prefix, config=config)
+        await asyncio.sleep(1.0)
+        assert abort.returncode is None  # following the frozen driver
+        promote.kill()  # kill -9: the lock goes with it
+        await promote.wait()
+        result = await cli.finish(abort, within=30)
+        after = Load.mark()
+        await load.wait_for(requests=load.total + 50)
+
+    assert result.code == 0, result.stderr
+    assert "aborted" in result.stdout
+    assert load.summary().failed == 0
+    assert load.share("v1", since=after) == 1.0
+    labels = [
+        c["Labels"]
+        for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={prefix}"]})
+    ]
+    assert {lb["trafficshift.colour"] for lb in labels} == {"blue"}

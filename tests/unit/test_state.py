@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trafficshift.errors import LockedError
+from trafficshift.errors import LockedError, UsageError
 from trafficshift.models import AppState, Colour, Outcome, Phase
 from trafficshift.state import AppLock, StateStore
 
@@ -123,3 +123,10 @@ def test_a_lock_held_by_another_process_is_seen_and_refused(tmp_path: Path) -> N
         stop.set()
         proc.join(10)
     assert AppLock(tmp_path, "web").try_acquire()
+
+
+def test_an_unusable_state_folder_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(UsageError, match=r"cannot open the state store in .*state \(state_dir\)"):
+        StateStore(blocker)
