@@ -20,19 +20,31 @@ from aiohttp import web
 
 from . import report
 from .containers import ContainerError
-from .errors import ImageError, LockedError, TrafficShiftError, UnreachableError, UsageError
+from .errors import ImageError, LockedError, NothingToDo, TrafficShiftError, UnreachableError, UsageError
 from .openapi import document
-from .runner import NothingToDo, Runner
+from .runner import Runner, ShuttingDown
 from .scheduler import Scheduler
 from .schedules import ScheduleState, ScheduleStore, schedule_dict
 from .service_metrics import CONTENT_TYPE, ServiceMetrics
 from .state import StateStore
-from .validate import MAX_BODY, ApiError, parse_body, promote_request, rollback_request, schedule_request
+from .traefik import TraefikApiError
+from .validate import (
+    MAX_BODY,
+    ApiError,
+    abort_request,
+    parse_body,
+    promote_request,
+    rollback_request,
+    schedule_request,
+)
 
 log = logging.getLogger("trafficshift.api")
 
 SSE_POLL = 0.2
 SSE_HEARTBEAT = 15.0
+SSE_BATCH = 500  # events read per query: a stream from `after=0` is sent in batches, not read whole
+# Only these routes take an image from the request: there, an image Docker refuses is the body's fault.
+IMAGE_ROUTES = frozenset({"/apps/{app}/promote", "/schedules"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -63,14 +75,18 @@ def build_app(context: Context, *, token: str) -> web.Application:
 
 
 def _auth(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/healthz" and request.method in ("GET", "HEAD"):
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-        if not hmac.compare_digest(given, expected):
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "replace"), expected
+        )
+        if not ok:
             return web.json_response(
                 {"error": "missing or wrong bearer token", "field": None},
                 status=401,
@@ -83,20 +99,29 @@ def _auth(token: str) -> Any:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as a JSON `{"error", "field"}` answer; never aiohttp's plain-text 500."""
     try:
         return await handler(request)
     except ApiError as exc:
         error = exc
-    except LockedError as exc:
+    except (LockedError, NothingToDo) as exc:
         error = ApiError(409, str(exc))
-    except NothingToDo as exc:
-        error = ApiError(409, str(exc))
-    except (ImageError, ContainerError) as exc:
-        # Before a rollout is recorded, Docker refuses only the image (e.g. a reference it cannot parse).
-        error = ApiError(400, str(exc), field="image")
+    except ShuttingDown as exc:
+        error = ApiError(503, str(exc))
+    except ImageError as exc:
+        # An image Docker cannot find or pull (or parse) is the request's fault where it names one.
+        if _route(request) in IMAGE_ROUTES:
+            error = ApiError(400, str(exc), field="image")
+        else:
+            log.error("%s %s: %s", request.method, request.path, exc)
+            error = ApiError(502, str(exc))
+    except ContainerError as exc:
+        log.error("%s %s: Docker failed: %s", request.method, request.path, exc)
+        error = ApiError(502, str(exc))
     except UsageError as exc:
         error = ApiError(400, str(exc))
-    except UnreachableError as exc:
+    except (UnreachableError, TraefikApiError) as exc:
+        # Docker or Traefik could not be reached (or answered nonsense) before anything changed.
         error = ApiError(503, str(exc))
     except web.HTTPRequestEntityTooLarge:
         error = ApiError(413, f"the body is larger than {MAX_BODY} bytes")
@@ -107,7 +132,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except TrafficShiftError as exc:
         log.error("%s %s: %s", request.method, request.path, exc)
         error = ApiError(500, str(exc))
+    except (asyncio.CancelledError, ConnectionError):
+        raise  # the client went away, or the service is stopping
+    except Exception as exc:
+        log.exception("%s %s: unexpected error", request.method, request.path)
+        error = ApiError(500, f"internal error: {type(exc).__name__}")
     return web.json_response(error.body(), status=error.status)
+
+
+def _route(request: web.Request) -> str | None:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else None
 
 
 # ---------------------------------------------------------------------- helpers
@@ -173,7 +208,7 @@ async def promote(request: web.Request) -> web.Response:
 @routes.post("/apps/{app}/abort")
 async def abort(request: web.Request) -> web.Response:
     app = _app_name(request)
-    await _body(request, required=False)
+    abort_request(await _body(request, required=False))
     return _accepted(_ctx(request).runner.abort(app=app).id)
 
 
@@ -218,7 +253,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b": stream of rollout transitions\n\n")
         while not ctx.shutdown.is_set():
-            for event in ctx.store.events(after=cursor):
+            for event in ctx.store.events(after=cursor, limit=SSE_BATCH):
                 data = json.dumps(report.event_dict(event))
                 await response.write(f"id: {event.seq}\nevent: rollout\ndata: {data}\n\n".encode())
                 cursor = event.seq

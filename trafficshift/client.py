@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from .errors import TrafficShiftError, UnreachableError, UsageError
 from .models import Config
 from .schedules import parse_at
-from .service import TOKEN_ENV, read_generated_token
+from .service import TOKEN_ENV, configured_token, read_generated_token
 
 URL_ENV = "TRAFFICSHIFT_URL"
 TIMEOUT = 30.0
@@ -35,14 +35,8 @@ class Client:
     @classmethod
     def from_config(cls, config: Config) -> Client:
         url = os.environ.get(URL_ENV) or f"http://{config.service.listen}"
-        token = os.environ.get(TOKEN_ENV, "").strip() or None
-        if token is None and config.service.token_file is not None:
-            try:
-                token = config.service.token_file.read_text(encoding="utf-8").strip() or None
-            except OSError as exc:
-                raise UsageError(f"service.token_file: cannot read it: {exc.strerror or exc}") from None
-        if token is None:
-            token = read_generated_token(config.state_dir)
+        configured = configured_token(config)
+        token = configured[0] if configured else read_generated_token(config.state_dir)
         return cls(url=url.rstrip("/"), token=token)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -81,6 +81,9 @@ class Containers:
             try:
                 return str((await self._docker.images.inspect(image))["Id"])
             except aiodocker.DockerError as exc:
+                if 400 <= exc.status < 500 and exc.status != 404:
+                    # A reference Docker will not look up (e.g. one it cannot parse): the image's fault.
+                    raise ImageError(f"image {image}: Docker refuses it: {exc.message}") from exc
                 if exc.status != 404:
                     raise
             try:

@@ -18,7 +18,7 @@ import aiohttp
 from . import judge, plan, report, webhooks
 from .containers import Containers
 from .dynamic import read_routing, write_dynamic
-from .errors import NotReady, RolloutStuck, TrafficShiftError, UsageError
+from .errors import NothingToDo, NotReady, RolloutStuck, TrafficShiftError, UsageError
 from .metrics import scrape
 from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
 from .readiness import has_died, wait_ready
@@ -34,6 +34,8 @@ CONFIRM_TIMEOUT = 30.0
 UNCONFIRMED_WAIT = 3.0
 # How often long waits look for an abort request (from another shell, the API, or a signal).
 POLL = 0.2
+# A rollout start waits this long at most for the service's provider to release the app (one write + confirm).
+PROVIDER_WAIT = CONFIRM_TIMEOUT + 5.0
 
 EventSink = Callable[[Event], None]
 ProgressSink = Callable[[str], None]
@@ -102,7 +104,11 @@ class Engine:
     ) -> Rollout:
         """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote."""
         spec = self.spec(app)
-        with AppLock(self.config.state_dir, app):
+        lock = AppLock(self.config.state_dir, app)
+        # The service's provider holds an app for one write and its confirmation: a start waits that out
+        # (LockedError at once only when another rollout holds it).
+        await lock.acquire_waiting(wait=PROVIDER_WAIT)
+        with lock:
             active = self.store.active_rollout(app)
             if active is not None:
                 if image is not None and image != active.to_image:
@@ -120,6 +126,8 @@ class Engine:
             if spec.analysis is not None and self.config.traefik.metrics_url:
                 await scrape(url=self.config.traefik.metrics_url, session=self.session)  # exit 3 if down
             await self.containers.ensure_image(image)
+            if self._interrupted:
+                raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
             state = self.store.app_state(app)
             rollout = self.store.create_rollout(
                 app=app,
@@ -169,7 +177,7 @@ class Engine:
         self.spec(app)
         image = plan.rollback_image(self.store.history(app))
         if image is None:
-            raise UsageError(f"{app} has no earlier image to roll back to")
+            raise NothingToDo(f"{app} has no earlier image to roll back to")
         return await self.promote(
             app=app, image=image, steps=(100,) if now else None, pause=0 if now else None
         )
@@ -343,8 +351,7 @@ class Engine:
             trusted = self._seen_ready | {url for route in listed.routes for url in route.servers}
             containers = [c for c in containers if c.url in trusted]
         routing = plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
-        unserved = sorted(c for c, w in r.weights.items() if w > 0 and c not in routing.weights())
-        if unserved:
+        if unserved := plan.unserved(r.weights, routing):
             # Writing it anyway would send that share nowhere (or delete the file): refuse instead.
             raise NotReady(f"no ready {' or '.join(unserved)} container to take its share of {spec.name}")
         return await self.write_routing(spec, routing)

@@ -25,6 +25,10 @@ class ConfigError(UsageError):
         super().__init__("\n".join(self.messages))
 
 
+class NothingToDo(UsageError):
+    """The request conflicts with the app's state: nothing to abort, nothing to roll back to (HTTP 409)."""
+
+
 class UnreachableError(TrafficShiftError):
     """Docker or Traefik could not be reached before anything changed."""
 

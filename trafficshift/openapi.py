@@ -6,11 +6,15 @@ import functools
 from typing import Any
 
 from . import __version__
+from .models import Colour, Outcome, Phase
+from .schedules import ScheduleState
 from .validate import IMAGE_PATTERN, MAX_IMAGE
 
 JSON = dict[str, Any]
-_PHASES = ["starting", "ready", "shifting", "draining", "cleaning", "done", "aborting", "aborted", "failed"]
-_COLOURS = ["blue", "green"]
+_PHASES = [str(p) for p in Phase]
+_COLOURS = [str(c) for c in Colour]
+_OUTCOMES = [str(o) for o in Outcome]
+_SCHEDULE_STATES = [str(s) for s in ScheduleState]
 
 
 def _ref(name: str) -> JSON:
@@ -41,7 +45,7 @@ _ROLLOUT_PROPS: JSON = {
     "step": {"type": "integer", "description": "index into steps; -1 before the first"},
     "steps": {"type": "array", "items": {"type": "integer"}},
     "weights": _WEIGHTS,
-    "outcome": _nullable({"type": "string", "enum": ["done", "aborted", "failed"]}),
+    "outcome": _nullable({"type": "string", "enum": _OUTCOMES}),
     "reason": _nullable({"type": "string"}),
     "started_at": {"type": "string", "format": "date-time"},
     "ended_at": _nullable({"type": "string", "format": "date-time"}),
@@ -51,7 +55,7 @@ _SCHEDULE_PROPS: JSON = {
     "app": {"type": "string"},
     "image": {"type": "string"},
     "at": {"type": "string", "format": "date-time"},
-    "state": {"type": "string", "enum": ["pending", "started", "failed", "missed", "cancelled"]},
+    "state": {"type": "string", "enum": _SCHEDULE_STATES},
     "created_at": {"type": "string", "format": "date-time"},
     "fired_at": _nullable({"type": "string", "format": "date-time"}),
     "rollout": _nullable({"type": "string", "description": "id of the rollout it started"}),
@@ -133,6 +137,12 @@ SCHEMAS: JSON = {
             "pause": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$", "example": "5s"},
         },
     },
+    "AbortBody": {
+        "type": "object",
+        "description": "optional and empty: an abort takes no fields (any field is a 400)",
+        "additionalProperties": False,
+        "properties": {},
+    },
     "RollbackBody": {
         "type": "object",
         "additionalProperties": False,
@@ -154,12 +164,14 @@ _APP = {"name": "app", "in": "path", "required": True, "schema": {"type": "strin
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _401 = {"401": _answer("no or wrong bearer token")}
 _404 = {"404": _answer("unknown app or id")}
-_503 = {"503": _answer("Docker or Traefik could not be reached")}
+_503 = {"503": _answer("Docker or Traefik could not be reached, or the service is shutting down")}
+_502 = {"502": _answer("Docker failed while the request was handled")}
+_500 = {"500": _answer("an unexpected error (logged by the service)")}
 _BODY_ERRORS = {"400": _answer("bad body: `field` says which"), "413": _answer("body too large")}
 
 
 def _op(summary: str, responses: JSON, *, params: list[JSON] | None = None, body: JSON | None = None) -> JSON:
-    op: JSON = {"summary": summary, "responses": {**responses, **_401}}
+    op: JSON = {"summary": summary, "responses": {**responses, **_401, **_500}}
     if params:
         op["parameters"] = params
     if body is not None:
@@ -199,7 +211,14 @@ def _paths() -> JSON:
         "/apps/{app}/promote": {
             "post": _op(
                 "start a promote of `image`",
-                {**accepted, **_BODY_ERRORS, **_404, "409": _answer("a rollout of the app runs"), **_503},
+                {
+                    **accepted,
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("a rollout of the app runs"),
+                    **_502,
+                    **_503,
+                },
                 params=[_APP],
                 body=_body("PromoteBody", required=True),
             )
@@ -207,8 +226,15 @@ def _paths() -> JSON:
         "/apps/{app}/abort": {
             "post": _op(
                 "send all traffic back to the old colour and remove the new one",
-                {**accepted, **_BODY_ERRORS, **_404, "409": _answer("no rollout of the app runs")},
+                {
+                    **accepted,
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("no rollout of the app runs"),
+                    "503": _answer("the service is shutting down"),
+                },
                 params=[_APP],
+                body=_body("AbortBody", required=False),
             )
         },
         "/apps/{app}/rollback": {
@@ -219,6 +245,7 @@ def _paths() -> JSON:
                     **_BODY_ERRORS,
                     **_404,
                     "409": _answer("a rollout runs, or there is no earlier image"),
+                    **_502,
                     **_503,
                 },
                 params=[_APP],

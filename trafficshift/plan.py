@@ -79,6 +79,15 @@ def routing_for(*, app: str, weights: Mapping[Colour, int], containers: Iterable
     return Routing(app=app, routes=routes)
 
 
+def unserved(weights: Mapping[Colour, int], routing: Routing) -> list[Colour]:
+    """Colours that should take traffic (weight > 0) but have no server in `routing`, sorted.
+
+    Writing such a routing would send their share nowhere, or (with no colour left) delete the app's file.
+    """
+    routed = routing.weights()
+    return sorted(colour for colour, weight in weights.items() if weight > 0 and colour not in routed)
+
+
 def next_colour(state: AppState) -> Colour:
     """The colour a promote starts: blue for the first deploy, then the other one each time."""
     return state.colour.other if state.colour else Colour.BLUE

@@ -3,6 +3,9 @@
 A replica that dies leaves the file at once; one that Docker restarts (with a new published port, or the same
 address on a network) comes back only after trafficshift has probed it ready (invariant 1). The file is
 written under the app's lock, so never while a rollout runs: the app stays marked and is retried after.
+What may be routed is decided under that lock from the file as it is then (probes run without it, and a
+rollout may have rewritten the file meanwhile); a routing that would leave a weighted colour without a
+server is never written.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .dynamic import read_routing
 from .engine import Engine
 from .models import Config, ContainerInfo, Routing
 from .readiness import probe_ready
-from .state import AppLock, StateStore
+from .state import AppLock, LockRole, StateStore
 
 log = logging.getLogger("trafficshift.provider")
 
@@ -67,7 +70,6 @@ class Provider:
         self.session = session
         self._engine = engine
         self._dirty = {app: asyncio.Event() for app in config.apps}
-        self._writing: set[str] = set()
         # Deaths seen per container id, and how many of them a successful probe has cleared since.
         self._died: dict[str, int] = {}
         self._cleared: dict[str, int] = {}
@@ -75,25 +77,21 @@ class Provider:
         # answers inspect only once its restart of the container is through (a second or two).
         self._urls: dict[str, str] = {}
         self._dead: dict[str, set[str]] = {app: set() for app in config.apps}
-        self.reconciled = asyncio.Event()  # set once every app was reconciled after start-up
-
-    def busy(self, app: str) -> bool:
-        """Whether the provider holds the app's lock right now (a rollout should retry, not fail)."""
-        return app in self._writing
+        # Ids of each app's containers as last listed: what the per-container dicts may keep.
+        self._known: dict[str, set[str]] = {app: set() for app in config.apps}
 
     def mark(self, app: str) -> None:
         if app in self._dirty:
             self._dirty[app].set()
 
     async def run(self) -> None:
-        """Reconcile every app, then follow Docker events until cancelled."""
+        """Reconcile every app (each by its worker, as after an event), then follow Docker events."""
+        for app in self.config.apps:
+            self.mark(app)
         async with asyncio.TaskGroup() as group:
-            first = [group.create_task(self._reconcile_logged(app)) for app in sorted(self.config.apps)]
             group.create_task(self._watch())
-            for app in self.config.apps:
+            for app in sorted(self.config.apps):
                 group.create_task(self._worker(app))
-            await asyncio.wait(first)
-            self.reconciled.set()
 
     # ------------------------------------------------------------------ events
 
@@ -148,22 +146,20 @@ class Provider:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error("%s: re-rendering the dynamic file failed: %s", app, exc)
+            log.error("%s: re-rendering the dynamic file failed: %s", app, exc, exc_info=exc)
             return True  # the next event tries again
 
     async def reconcile(self, app: str) -> bool:
         """Make the app's file match its live, ready containers; False when a rollout holds the app."""
         if not await self._drop_dead(app):
             return False
-        containers = await self.containers.list(app=app)
-        self._urls.update((c.id, c.url) for c in containers if c.url)
-        in_file = _servers(self._file_routing(app))
-        candidates = [c for c in containers if c.running and c.url and c.health != "unhealthy"]
-        trusted: Allowed = {(c.id, c.url) for c in candidates if c.url in in_file and not self._suspect(c.id)}
         # Removing needs no probe: the dead, unhealthy and restarted go at once.
-        if not await self._write(app, trusted):
+        if not await self._write(app, probed=set()):
             return False
-        new = [c for c in candidates if (c.id, c.url) not in trusted]
+        containers = await self.containers.list(app=app)
+        self._remember(app, containers)
+        trusted = self._trusted(app, containers)
+        new = [c for c in _candidates(containers) if (c.id, c.url) not in trusted]
         if not new:
             return True
         deaths = {c.id: self._died.get(c.id, 0) for c in new}
@@ -174,7 +170,23 @@ class Provider:
                 self._cleared[c.id] = max(self._cleared.get(c.id, 0), deaths[c.id])
             else:
                 log.info("%s: %s did not become ready; it stays out of the file", app, c.name)
-        return await self._write(app, trusted | ready)
+        return await self._write(app, probed=ready)
+
+    def _trusted(self, app: str, containers: list[ContainerInfo]) -> Allowed:
+        """Containers that may stay routed without a probe: in the app's file now, and not died since."""
+        in_file = _servers(self._file_routing(app))
+        return {
+            (c.id, c.url) for c in _candidates(containers) if c.url in in_file and not self._suspect(c.id)
+        }
+
+    def _remember(self, app: str, containers: list[ContainerInfo]) -> None:
+        """Note each container's URL; forget ids Docker no longer lists (removed by a rollout, or by hand)."""
+        listed = {c.id for c in containers}
+        self._urls.update((c.id, c.url) for c in containers if c.url)
+        for cid in self._known[app] - listed - self._dead[app]:
+            for table in (self._died, self._cleared, self._urls):
+                table.pop(cid, None)
+        self._known[app] = listed
 
     async def _drop_dead(self, app: str) -> bool:
         """Take the servers of replicas that just died out of the file, from what it says now."""
@@ -195,6 +207,8 @@ class Provider:
                 if servers:
                     routes.append(replace(route, servers=servers))
             routing = Routing(app=app, routes=tuple(routes))
+            if not self._servable(app, routing, await self.containers.list(app=app)):
+                return True
             took = await self._engine().write_routing(self.config.apps[app], routing)
             log.info("%s: dropped %s (died); confirmed in %.2fs", app, ", ".join(sorted(dead)), took)
             return True
@@ -210,30 +224,46 @@ class Provider:
 
     @contextlib.contextmanager
     def _holding(self, app: str) -> Iterator[bool]:
-        """Hold the app's lock while its file is written; yields False when a rollout holds it."""
+        """Hold the app's lock while its file is written; yields False when a rollout holds it.
+
+        The lock file names the provider as its holder: a rollout start waits for it rather than failing.
+        """
         lock = AppLock(self.config.state_dir, app)
-        if not lock.try_acquire():
+        if not lock.try_acquire(LockRole.PROVIDER):
             yield False
             return
-        self._writing.add(app)
         try:
             yield True
         finally:
-            self._writing.discard(app)
             lock.release()
 
-    async def _write(self, app: str, allowed: Allowed) -> bool:
+    def _servable(self, app: str, routing: Routing, containers: list[ContainerInfo]) -> bool:
+        """Whether `routing` serves every colour that should take traffic now; log why not."""
+        weights = plan.current_weights(self.store.app_state(app), self.store.active_rollout(app), containers)
+        if unserved := plan.unserved(weights, routing):
+            log.warning(
+                "%s: not rewriting its file: no ready %s container would serve its share (%s)",
+                app,
+                " or ".join(unserved),
+                ", ".join(f"{c} {w}%" for c, w in sorted(weights.items())),
+            )
+            return False
+        return True
+
+    async def _write(self, app: str, *, probed: Allowed) -> bool:
+        """Route the app's containers that are in its file now (read under the lock) or were just probed."""
         with self._holding(app) as held:
             if not held:
                 return False
             containers = await self.containers.list(app=app)
+            allowed = self._trusted(app, containers) | probed
             usable = [c for c in containers if (c.id, c.url) in allowed and not self._suspect(c.id)]
             weights = plan.current_weights(
                 self.store.app_state(app), self.store.active_rollout(app), containers
             )
             routing = plan.routing_for(app=app, weights=weights, containers=usable)
             before = self._file_routing(app)
-            if _canonical(before) == _canonical(routing):
+            if _canonical(before) == _canonical(routing) or not self._servable(app, routing, containers):
                 return True
             took = await self._engine().write_routing(self.config.apps[app], routing)
             log.info(
@@ -251,6 +281,11 @@ class Provider:
         if routing is None:
             log.warning("%s: cannot read its dynamic file; rewriting it", app)
         return routing
+
+
+def _candidates(containers: list[ContainerInfo]) -> list[ContainerInfo]:
+    """Containers that could be servers at all: running, addressable, not unhealthy."""
+    return [c for c in containers if c.running and c.url and c.health != "unhealthy"]
 
 
 def _describe(routing: Routing | None) -> str:

@@ -11,10 +11,11 @@ from .models import AppState, Colour, ContainerInfo, Event, Rollout
 JSON = dict[str, Any]
 
 
-def _time(ts: float | None) -> str | None:
+def iso_time(ts: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC, to the millisecond (every time the CLI and the API show)."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def weights_dict(weights: Mapping[Colour, int]) -> dict[str, int]:
@@ -36,8 +37,8 @@ def rollout_dict(r: Rollout) -> JSON:
         "weights": weights_dict(r.weights),
         "outcome": str(r.outcome) if r.outcome else None,
         "reason": r.reason,
-        "started_at": _time(r.started_at),
-        "ended_at": _time(r.ended_at),
+        "started_at": iso_time(r.started_at),
+        "ended_at": iso_time(r.ended_at),
     }
 
 
@@ -46,7 +47,7 @@ def event_dict(e: Event) -> JSON:
         "seq": e.seq,
         "rollout": e.rollout_id,
         "app": e.app,
-        "at": _time(e.at),
+        "at": iso_time(e.at),
         "state": str(e.phase),
         "step": e.step,
         "weights": weights_dict(e.weights),
@@ -117,7 +118,7 @@ def format_history(rollouts: Iterable[Rollout]) -> str:
         outcome = str(r.outcome) if r.outcome else f"in progress ({r.phase})"
         reason = f"  {r.reason}" if r.reason else ""
         lines.append(
-            f"{_time(r.started_at)}  {r.id}  {r.from_image or '-'} -> {r.to_image}  {outcome}{reason}"
+            f"{iso_time(r.started_at)}  {r.id}  {r.from_image or '-'} -> {r.to_image}  {outcome}{reason}"
         )
     return "\n".join(lines) if lines else "no rollouts yet"
 

@@ -1,7 +1,8 @@
 """Rollouts the service runs in the background: one Engine per rollout over shared adapters.
 
 The API and the scheduler start rollouts here and get their id as soon as it is recorded; the tasks are kept
-(never fire-and-forget), interrupted on shutdown, and awaited within a bound.
+(never fire-and-forget). At shutdown the runner first closes (new starts and aborts are refused with
+ShuttingDown), then asks every rollout it keeps to go back and waits for each, within a bound.
 """
 
 from __future__ import annotations
@@ -13,22 +14,22 @@ from typing import Any
 
 import aiohttp
 
-from . import plan
 from .containers import Containers
-from .engine import Engine
-from .errors import LockedError, TrafficShiftError, UsageError
+from .engine import AbortRequested, Engine
+from .errors import LockedError, NothingToDo, TrafficShiftError, UsageError
 from .models import Config, Rollout
-from .state import AppLock, StateStore
+from .state import AppLock, LockRole, StateStore
 
 log = logging.getLogger("trafficshift.runner")
 
-# A brief hold of the app lock by the service's own provider (re-rendering a file) is not a rollout.
-BUSY_RETRIES = 20
-BUSY_PAUSE = 0.1
+__all__ = ["NothingToDo", "Runner", "ShuttingDown"]
 
 
-class NothingToDo(TrafficShiftError):
-    """The request conflicts with the app's state: nothing to abort, nothing to roll back to (HTTP 409)."""
+class ShuttingDown(TrafficShiftError):
+    """The service is stopping: it starts nothing new (HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the service is shutting down")
 
 
 class Runner:
@@ -41,14 +42,13 @@ class Runner:
         store: StateStore,
         containers: Containers,
         session: aiohttp.ClientSession,
-        provider_busy: Callable[[str], bool] = lambda app: False,
     ) -> None:
         self.config = config
         self.store = store
         self.containers = containers
         self.session = session
-        self._provider_busy = provider_busy
         self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
+        self._closing = False
 
     def engine(self, *, on_created: Callable[[Rollout], None] | None = None) -> Engine:
         return Engine(
@@ -70,13 +70,13 @@ class Runner:
         )
 
     async def rollback(self, *, app: str, now: bool) -> Rollout:
-        self._check_free(app)
-        if plan.rollback_image(self.store.history(app)) is None:
-            raise NothingToDo(f"{app} has no earlier image to roll back to")
+        """Start a rollback; NothingToDo when the app has no earlier image (the engine's check)."""
         return await self._start(app, lambda e: e.rollback(app=app, now=now), what=f"rollback {app}")
 
     def abort(self, *, app: str, reason: str = "aborted through the API") -> Rollout:
         """Start an abort of the app's rollout (running anywhere, or interrupted); return that rollout."""
+        if self._closing:
+            raise ShuttingDown()
         active = self.store.active_rollout(app)
         if active is None:
             raise NothingToDo(f"no rollout of {app} is in progress")
@@ -107,18 +107,9 @@ class Runner:
     async def _start(
         self, app: str, action: Callable[[Engine], Coroutine[Any, Any, Rollout]], *, what: str
     ) -> Rollout:
-        for attempt in range(BUSY_RETRIES + 1):
-            try:
-                return await self._start_once(app, action, what=what)
-            except LockedError:
-                if attempt == BUSY_RETRIES or not self._provider_busy(app):
-                    raise
-            await asyncio.sleep(BUSY_PAUSE)
-        raise AssertionError("unreachable")
-
-    async def _start_once(
-        self, app: str, action: Callable[[Engine], Coroutine[Any, Any, Rollout]], *, what: str
-    ) -> Rollout:
+        """Run `action` as a kept task; return its rollout once recorded, or raise why it was not."""
+        if self._closing:
+            raise ShuttingDown()
         self._check_free(app)
         created: asyncio.Future[Rollout] = asyncio.get_running_loop().create_future()
 
@@ -133,12 +124,16 @@ class Runner:
         await asyncio.wait({created, task}, return_when=asyncio.FIRST_COMPLETED)
         if created.done():
             return created.result()
-        return task.result()  # it failed before recording anything: raise why
+        # It ended before recording anything: raise why (interrupted by the shutdown: say that).
+        if self._closing and not task.cancelled() and isinstance(task.exception(), AbortRequested):
+            raise ShuttingDown()
+        return task.result()
 
     def _check_free(self, app: str) -> None:
         if app not in self.config.apps:
             raise UsageError(f"unknown app {app!r}")
-        if AppLock(self.config.state_dir, app).is_held_elsewhere() or self.store.active_rollout(app):
+        # Held by the provider (one write of the file) is not a conflict: the engine waits that out.
+        if self.store.active_rollout(app) or AppLock(self.config.state_dir, app).holder() is LockRole.ROLLOUT:
             raise LockedError(app)
 
     def _keep(self, task: asyncio.Task[Rollout], engine: Engine, *, what: str) -> None:
@@ -149,29 +144,42 @@ class Runner:
         self._tasks.pop(task, None)
         if task.cancelled():
             log.warning("%s: cancelled; its record says where it stopped", what)
-        elif (exc := task.exception()) is not None:
+        elif isinstance(exc := task.exception(), (LockedError, UsageError, ShuttingDown)):
+            log.info("%s: not started: %s", what, exc)  # the caller was told (409/400/503)
+        elif isinstance(exc, AbortRequested | TrafficShiftError):
             log.error("%s: %s", what, exc)
+        elif exc is not None:
+            log.error("%s: failed unexpectedly", what, exc_info=exc)
         else:
             r = task.result()
             log.info("%s: rollout %s %s%s", what, r.id, r.outcome, f" ({r.reason})" if r.reason else "")
 
     # ------------------------------------------------------------------ stopping
 
-    async def stop(self, *, timeout: float) -> None:  # noqa: ASYNC109
-        """Ask every rollout to go back at its next safe point; cancel what is still running after `timeout`.
+    def close(self) -> None:
+        """Refuse new starts and aborts from now on (ShuttingDown); what runs goes on until `stop`."""
+        self._closing = True
 
-        A cancelled rollout is like one that crashed: its record lets the next start-up finish it.
+    async def stop(self, *, timeout: float) -> None:  # noqa: ASYNC109
+        """Close, ask every rollout to go back at its next safe point, and wait until none is left.
+
+        What is still running after `timeout` is cancelled: like a crash, its record lets the next start-up
+        finish it. Every task kept, also one started while this waits, is interrupted and awaited.
         """
-        for engine in list(self._tasks.values()):
-            engine.interrupt("the service is shutting down")
-        tasks = list(self._tasks)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
+        self.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks:
+            tasks = list(self._tasks)
+            for engine in self._tasks.values():
+                engine.interrupt("the service is shutting down")
+            left = deadline - loop.time()
+            if left <= 0:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks, timeout=5.0)
+                return
+            await asyncio.wait(tasks, timeout=left)
 
 
 async def _closing(engine: Engine, work: Coroutine[Any, Any, Rollout]) -> Rollout:

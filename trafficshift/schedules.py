@@ -1,8 +1,11 @@
 """Durable scheduled cutovers: a `schedules` table in `<state_dir>/state.db`, over its own connection.
 
-A schedule is `pending` until its time comes; then it becomes `started` (with the id of the rollout it
-started), `failed` (the promote could not start, e.g. another rollout ran), or `missed` (its time passed while
-the service was down, beyond `service.schedule_grace`). `cancelled` ones stay listed.
+A schedule is `pending` until its time comes. The scheduler claims it (`firing`, one atomic update, so it
+fires once) and starts its promote; then it becomes `started` (with the id of the rollout it started),
+`failed` (the promote could not start), or `missed` (its time passed while the service was down, beyond
+`service.schedule_grace`). A promote refused because the app is busy puts it back to `pending`, to try again
+while within the grace. `cancelled` ones stay listed. A schedule left `firing` by a crash is settled at the
+next start-up from the rollouts table: never fired a second time once its rollout exists.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .report import iso_time
+from .state import connect
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
     id TEXT PRIMARY KEY, app TEXT NOT NULL, image TEXT NOT NULL, at REAL NOT NULL, at_text TEXT NOT NULL,
@@ -27,6 +33,7 @@ CREATE INDEX IF NOT EXISTS schedules_due ON schedules (state, at);
 
 class ScheduleState(enum.StrEnum):
     PENDING = "pending"
+    FIRING = "firing"
     STARTED = "started"
     FAILED = "failed"
     MISSED = "missed"
@@ -66,15 +73,11 @@ def schedule_dict(s: Schedule) -> dict[str, Any]:
         "image": s.image,
         "at": s.at_text,
         "state": str(s.state),
-        "created_at": _time(s.created_at),
-        "fired_at": _time(s.fired_at),
+        "created_at": iso_time(s.created_at),
+        "fired_at": iso_time(s.fired_at),
         "rollout": s.rollout_id,
         "reason": s.reason,
     }
-
-
-def _time(ts: float | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _from_row(row: sqlite3.Row) -> Schedule:
@@ -96,12 +99,7 @@ class ScheduleStore:
     """Schedules in `<state_dir>/state.db` (the state store's file, its own table and connection)."""
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(state_dir / "state.db", isolation_level=None, timeout=10.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(state_dir, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -133,6 +131,27 @@ class ScheduleStore:
         rows = self._db.execute("SELECT * FROM schedules WHERE state = ? ORDER BY at, id", ("pending",))
         return [_from_row(r) for r in rows.fetchall()]
 
+    def firing(self) -> list[Schedule]:
+        rows = self._db.execute("SELECT * FROM schedules WHERE state = ? ORDER BY at, id", ("firing",))
+        return [_from_row(r) for r in rows.fetchall()]
+
+    def claim(self, schedule_id: str) -> bool:
+        """Pending -> firing, atomically: True for the one caller that may start its promote."""
+        cursor = self._db.execute(
+            "UPDATE schedules SET state = 'firing', fired_at = ? WHERE id = ? AND state = 'pending'",
+            (time.time(), schedule_id),
+        )
+        return bool(cursor.rowcount == 1)
+
+    def unclaim(self, schedule_id: str, *, reason: str) -> bool:
+        """Firing -> pending again (its promote was not started, e.g. the app was busy): try later."""
+        cursor = self._db.execute(
+            "UPDATE schedules SET state = 'pending', fired_at = NULL, reason = ?"
+            " WHERE id = ? AND state = 'firing'",
+            (reason, schedule_id),
+        )
+        return bool(cursor.rowcount == 1)
+
     def settle(
         self,
         schedule_id: str,
@@ -140,12 +159,13 @@ class ScheduleStore:
         state: ScheduleState,
         rollout_id: str | None = None,
         reason: str | None = None,
+        was: ScheduleState = ScheduleState.PENDING,
     ) -> bool:
-        """Move a pending schedule to `state`; False when it was not pending any more (e.g. cancelled)."""
+        """Move a schedule from `was` to `state`; False when it was not in `was` any more (e.g. cancelled)."""
         fired = None if state is ScheduleState.CANCELLED else time.time()
         cursor = self._db.execute(
-            "UPDATE schedules SET state = ?, fired_at = ?, rollout_id = ?, reason = ?"
-            " WHERE id = ? AND state = 'pending'",
-            (state, fired, rollout_id, reason, schedule_id),
+            "UPDATE schedules SET state = ?, fired_at = COALESCE(fired_at, ?), rollout_id = ?, reason = ?"
+            " WHERE id = ? AND state = ?",
+            (state, fired, rollout_id, reason, schedule_id, was),
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)

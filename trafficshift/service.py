@@ -1,9 +1,11 @@
 """`trafficshift serve`: the HTTP API, the Docker-event provider and the scheduler over one set of adapters.
 
 Start-up: interrupted rollouts are aborted, every app's file is reconciled with its live containers, and
-overdue schedules run (within `service.schedule_grace`) or are recorded as missed. SIGTERM/SIGINT: stop
-taking requests, let each running rollout reach a safe point and go back (as the CLI does), exit within
-SHUTDOWN_TIMEOUT; a second signal exits at once.
+overdue schedules run (within `service.schedule_grace`) or are recorded as missed. SIGTERM/SIGINT: refuse
+new rollouts and aborts at once (503, also on open keep-alive connections), close the listener and every
+connection (HTTP_GRACE for requests in flight), then let each running rollout, also one started in that
+grace, reach a safe point and go back (as the CLI does); exit within SHUTDOWN_TIMEOUT. A second signal exits
+at once.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .models import Config
 from .provider import Provider
 from .runner import Runner
 from .scheduler import Scheduler
-from .schedules import ScheduleStore
+from .schedules import Schedule, ScheduleStore
 from .service_metrics import ServiceMetrics
 from .state import StateStore
 
@@ -40,7 +42,7 @@ TOKEN_ENV = "TRAFFICSHIFT_TOKEN"
 # Written when no token is configured (loopback only): the CLI on this host reads it from here.
 GENERATED_TOKEN = "service.token"
 # Rollouts get this long to go back at shutdown; what is left is cancelled (its record lets the next start
-# finish it). HTTP handlers get HTTP_GRACE.
+# finish it). Requests in flight get HTTP_GRACE first (a promote in flight is refused or interrupted).
 SHUTDOWN_TIMEOUT = 30.0
 HTTP_GRACE = 2.0
 
@@ -63,20 +65,28 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-def resolve_token(config: Config, *, listen_host: str) -> tuple[str, str]:
-    """The bearer token and where it came from; refuse a non-loopback address without a configured one."""
+def configured_token(config: Config) -> tuple[str, str] | None:
+    """The token the user chose and where: `$TRAFFICSHIFT_TOKEN`, else `service.token_file`; else None."""
     token = os.environ.get(TOKEN_ENV, "").strip()
     if token:
         return token, f"${TOKEN_ENV}"
     path = config.service.token_file
-    if path is not None:
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"service.token_file: cannot read {path}: {exc.strerror or exc}") from None
-        if not token:
-            raise UsageError(f"service.token_file: {path} is empty")
-        return token, str(path)
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"service.token_file: cannot read {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise UsageError(f"service.token_file: {path} is empty")
+    return token, str(path)
+
+
+def resolve_token(config: Config, *, listen_host: str) -> tuple[str, str]:
+    """The bearer token and where it came from; refuse a non-loopback address without a configured one."""
+    configured = configured_token(config)
+    if configured is not None:
+        return configured
     if not is_loopback(listen_host):
         raise UsageError(
             f"refusing to listen on {listen_host} without a token: the API can start containers;"
@@ -86,6 +96,7 @@ def resolve_token(config: Config, *, listen_host: str) -> tuple[str, str]:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode of open() applies only to a new file: an existing one may be wider
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token, f"{generated} (generated; set ${TOKEN_ENV} or service.token_file to choose one)"
@@ -126,17 +137,12 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
                 session=session,
                 engine=lambda: runner.engine(),
             )
-            runner = Runner(
-                config=config,
-                store=store,
-                containers=containers,
-                session=session,
-                provider_busy=provider.busy,
-            )
+            runner = Runner(config=config, store=store, containers=containers, session=session)
             scheduler = Scheduler(
                 store=schedules,
                 grace=config.service.schedule_grace,
                 start=lambda app, image: runner.promote(app=app, image=image),
+                find_rollout=lambda s: _rollout_of(store, s),
             )
             context = api.Context(
                 store=store,
@@ -155,6 +161,13 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
         await docker.close()
 
 
+def _rollout_of(store: StateStore, schedule: Schedule) -> str | None:
+    """The rollout a schedule left `firing` by a crash had started (its image, since it was claimed)."""
+    since = schedule.fired_at if schedule.fired_at is not None else schedule.at
+    rollout = store.rollout_of(app=schedule.app, image=schedule.image, since=since)
+    return rollout.id if rollout else None
+
+
 async def _run(
     app: web.Application, context: api.Context, provider: Provider, *, host: str, port: int, source: str
 ) -> None:
@@ -162,7 +175,7 @@ async def _run(
     _install_signals(stop)
     web_runner = web.AppRunner(app, shutdown_timeout=HTTP_GRACE)
     await web_runner.setup()
-    site = web.TCPSite(web_runner, host, port, shutdown_timeout=HTTP_GRACE)
+    site = web.TCPSite(web_runner, host, port)
     try:
         await site.start()
     except OSError as exc:
@@ -179,14 +192,17 @@ async def _run(
     try:
         await _until_stopped(stop, background)
     finally:
-        log.info("shutting down: no new requests; rollouts go back at their next safe point")
-        context.shutdown.set()
-        await site.stop()
+        # Refused from here on, also on a keep-alive connection that is still open: a new rollout or abort.
+        context.runner.close()
+        context.shutdown.set()  # event streams end
+        log.info("shutting down: no new rollouts; those running go back at their next safe point")
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await context.runner.stop(timeout=SHUTDOWN_TIMEOUT)
+        # The listener and every connection closed (requests in flight get HTTP_GRACE); only then are the
+        # rollouts stopped, so none can start after that (and `stop` waits for every one it keeps).
         await web_runner.cleanup()
+        await context.runner.stop(timeout=SHUTDOWN_TIMEOUT)
         log.info("stopped")
 
 

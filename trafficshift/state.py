@@ -6,7 +6,9 @@ leaves a record that `status` explains and `abort` or `promote` completes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import enum
 import errno
 import fcntl
 import json
@@ -84,21 +86,29 @@ def _event_from(row: sqlite3.Row) -> Event:
     )
 
 
+def connect(state_dir: Path, schema: str) -> sqlite3.Connection:
+    """A connection to `<state_dir>/state.db` (with `schema` created if need be), rows by column name.
+
+    Autocommit mode: each statement (or explicit transaction) is durable when it returns.
+    """
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(state_dir / "state.db", isolation_level=None, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(schema)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot open the state store in {state_dir} (state_dir): {exc}") from None
+    return db
+
+
 class StateStore:
     """Apps, rollouts and their events, in `<state_dir>/state.db`."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            # autocommit mode: each statement (or explicit transaction) is durable when it returns.
-            self._db = sqlite3.connect(state_dir / "state.db", isolation_level=None, timeout=10.0)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise UsageError(f"cannot open the state store in {state_dir} (state_dir): {exc}") from None
+        self._db = connect(state_dir, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -233,6 +243,14 @@ class StateStore:
         ).fetchone()
         return _rollout_from(row) if row else None
 
+    def rollout_of(self, *, app: str, image: str, since: float) -> Rollout | None:
+        """The first rollout of `app` to `image` started at or after `since` (a schedule's), if any."""
+        row = self._db.execute(
+            "SELECT * FROM rollouts WHERE app = ? AND to_image = ? AND started_at >= ? ORDER BY started_at",
+            (app, image, since),
+        ).fetchone()
+        return _rollout_from(row) if row else None
+
     def rollout(self, rollout_id: str) -> Rollout | None:
         row = self._db.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
         return _rollout_from(row) if row else None
@@ -279,12 +297,14 @@ class StateStore:
         row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
         return int(row[0] or 0)
 
-    def events(self, *, after: int = 0, rollout_id: str | None = None) -> list[Event]:
+    def events(self, *, after: int = 0, rollout_id: str | None = None, limit: int = -1) -> list[Event]:
+        """Events after sequence number `after`, oldest first; at most `limit` of them (-1: all)."""
         if rollout_id is None:
-            rows = self._db.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq", (after,))
+            rows = self._db.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
         else:
             rows = self._db.execute(
-                "SELECT * FROM events WHERE seq > ? AND rollout_id = ? ORDER BY seq", (after, rollout_id)
+                "SELECT * FROM events WHERE seq > ? AND rollout_id = ? ORDER BY seq LIMIT ?",
+                (after, rollout_id, limit),
             )
         return [_event_from(r) for r in rows.fetchall()]
 
@@ -297,12 +317,26 @@ def _flock(kind: int) -> bytes:
     return _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0)  # the whole file; l_pid must be 0 for OFD locks
 
 
+class LockRole(enum.StrEnum):
+    """Who holds an app's lock, as its holder writes it into the lock file (`<pid> <role>`)."""
+
+    ROLLOUT = "rollout"  # a promote, rollback or abort: holds the app for as long as it runs
+    PROVIDER = "provider"  # the service re-rendering the app's file: one write and its confirmation
+
+
+# How often a rollout start looks again while the provider holds the app.
+LOCK_POLL = 0.05
+
+
 class AppLock:
     """One rollout per app across processes: a write lock on `<state_dir>/locks/<app>.lock`.
 
     An open-file-description lock (Linux): like flock it belongs to the open file, so two holders in one
     process conflict too and the kernel drops it when its holder dies (even by kill -9); unlike flock it
     can be *tested* without being taken, so `status` never makes a concurrent promote fail.
+
+    The holder writes `<pid> <role>` into the file: a rollout start waits out the service's provider (a
+    brief hold) but fails at once against another rollout.
     """
 
     def __init__(self, state_dir: Path, app: str) -> None:
@@ -315,7 +349,18 @@ class AppLock:
         if not self.try_acquire():
             raise LockedError(self.app)
 
-    def try_acquire(self) -> bool:
+    async def acquire_waiting(self, *, wait: float, poll: float = LOCK_POLL) -> None:
+        """Take the lock for a rollout: while the provider holds it, wait (up to `wait` seconds) for it.
+
+        LockedError at once when a rollout holds it, or when the provider still holds it after `wait`.
+        """
+        deadline = time.monotonic() + wait
+        while not self.try_acquire():
+            if self.holder() is LockRole.ROLLOUT or time.monotonic() >= deadline:
+                raise LockedError(self.app)
+            await asyncio.sleep(poll)
+
+    def try_acquire(self, role: LockRole = LockRole.ROLLOUT) -> bool:
         """Take the lock if it is free; False when someone else holds it."""
         fd = self._open()
         try:
@@ -326,9 +371,28 @@ class AppLock:
                 return False
             raise
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {role}".encode())
         self._fd = fd
         return True
+
+    def holder(self) -> LockRole | None:
+        """Who holds the lock elsewhere: None when nobody does (or when this object holds it).
+
+        A file that names no role is taken for a rollout (the conservative answer); an empty one is being
+        written by its new holder right now: taken for the provider until it says otherwise (ask again).
+        """
+        if not self.is_held_elsewhere():
+            return None
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace").split()
+        except OSError:
+            return LockRole.ROLLOUT
+        if not text:
+            return LockRole.PROVIDER
+        try:
+            return LockRole(text[-1]) if len(text) > 1 else LockRole.ROLLOUT
+        except ValueError:
+            return LockRole.ROLLOUT
 
     def release(self) -> None:
         if self._fd is not None:
@@ -351,7 +415,8 @@ class AppLock:
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def __enter__(self) -> AppLock:
-        self.acquire()
+        if self._fd is None:  # taken already by `acquire_waiting`
+            self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -70,6 +70,8 @@ def parse_body(raw: bytes, *, required: bool) -> dict[str, Any]:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(None, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad(None, "the body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise bad(None, f"expected a JSON object, got {type(doc).__name__}")
     return doc
@@ -112,6 +114,12 @@ def promote_request(body: Mapping[str, Any]) -> PromoteRequest:
         if seconds > MAX_PAUSE:
             raise bad("pause", f"at most 24h, got {pause}")
     return PromoteRequest(image=image, steps=tuple(steps) if steps is not None else None, pause=seconds)
+
+
+def abort_request(body: Mapping[str, Any]) -> None:
+    """Nothing, or `{}`: an abort takes no parameters (a field is refused rather than ignored)."""
+    for key in body:
+        raise bad(key, "unknown field (an abort takes no fields)")
 
 
 def rollback_request(body: Mapping[str, Any]) -> bool:

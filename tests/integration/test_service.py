@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
+import aiohttp
 import pytest
 
 from tests.support import cli
@@ -18,6 +19,7 @@ from tests.support.load import Load, run_load
 from tests.support.service import ServiceProc, read_sse, run_service
 from tests.support.traefik import TraefikProc
 from trafficshift.openapi import document
+from trafficshift.state import AppLock, LockRole
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 
@@ -240,3 +242,85 @@ async def test_sigterm_ends_a_step_safely_and_a_restart_recovers_a_forced_exit(
         await load.wait_for(requests=load.total + 50)
     assert load.summary().failed == 0, [s for s in load.samples if s.failed][:5]
     assert load.share("v1", since=after) == 1.0
+
+
+async def test_after_sigterm_a_promote_on_an_open_connection_is_refused_and_nothing_is_left_running(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    other = f"{prefix}b"
+    config = cli.write_config(
+        tmp_path / "trafficshift.yml",
+        traefik=traefik,
+        apps={name: {"image": app_images["v1"]} for name in (prefix, other)},
+    )
+    async with run_service(config) as service:
+        for name in (prefix, other):
+            await _deploy(service, name, app_images["v1"])
+        # A rollout that takes a while to go back keeps the service (and its open connections) up.
+        running = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+        await _until_confirmed(service, running)
+        service.process.send_signal(signal.SIGTERM)
+        for _ in range(1000):
+            if "shutting down: no new" in service.log():
+                break
+            await asyncio.sleep(0.005)
+        try:  # on the keep-alive connection the calls above opened
+            status, doc = await service.call("POST", f"/apps/{other}/promote", {"image": app_images["v2"]})
+        except aiohttp.ClientError:
+            status, doc = 0, None  # or the connection is closed already: as good
+        assert status in (0, 503), doc
+        if status == 503:
+            assert "shutting down" in doc["error"]
+        code = await asyncio.wait_for(service.process.wait(), 40)  # no second signal: it exits by itself
+        assert code == 0, service.log()
+        print(f"SIGTERM, then a promote on an open connection: answered {status or 'by closing it'}")
+    for name, colour in ((prefix, "blue"), (other, "blue")):
+        doc = json.loads((await cli.run("status", name, "--json", config=config)).stdout)
+        assert doc["rollout"] is None, doc
+        assert (doc["colour"], doc["weights"]) == (colour, {colour: 100}), doc
+
+
+async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_rollout(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = _config(tmp_path, traefik, prefix, app_images, rollout={"steps": [100], "drain": "0s"})
+    state_dir = tmp_path / "state"
+    async with run_service(config) as service:
+        await _deploy(service, prefix, app_images["v1"])
+        loop = asyncio.get_running_loop()
+        # As the provider holds it for one write + its confirmation (up to 30s with an API, 3s without).
+        held = AppLock(state_dir, prefix)
+        assert held.try_acquire(LockRole.PROVIDER)
+        loop.call_later(2.5, held.release)
+        started = time.monotonic()
+        rollout_id = await _promote(service, prefix, image=app_images["v2"])
+        waited = time.monotonic() - started
+        assert waited >= 2.0, waited
+        assert (await service.wait_rollout(rollout_id))["outcome"] == "done"
+
+        assert held.try_acquire(LockRole.PROVIDER)
+        loop.call_later(2.5, held.release)
+        started = time.monotonic()
+        status, doc = await service.call("POST", f"/apps/{prefix}/rollback", {"now": True})
+        assert status == 202, doc
+        assert time.monotonic() - started >= 2.0
+        assert (await service.wait_rollout(doc["id"]))["outcome"] == "done"
+
+        # The CLI waits too (no exit 4) ...
+        assert held.try_acquire(LockRole.PROVIDER)
+        loop.call_later(2.5, held.release)
+        promoted = await cli.run("promote", prefix, "--image", app_images["v2"], config=config, within=60)
+        assert promoted.code == 0, promoted.stderr
+
+        # ... but a rollout holding the app is a conflict at once.
+        assert held.try_acquire(LockRole.ROLLOUT)
+        try:
+            started = time.monotonic()
+            status, doc = await service.call("POST", f"/apps/{prefix}/promote", {"image": app_images["v1"]})
+            assert status == 409, doc
+            blocked = await cli.run("promote", prefix, "--image", app_images["v1"], config=config, within=15)
+            assert blocked.code == 4, blocked.stderr
+            assert time.monotonic() - started < 5
+        finally:
+            held.release()
+    print(f"promote waited {waited:.2f}s for the provider's hold of 2.5s")

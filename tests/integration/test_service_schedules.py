@@ -49,7 +49,7 @@ async def _until_settled(service: ServiceProc, schedule_id: str, *, within: floa
     async with asyncio.timeout(within):
         while True:
             schedule = (await _schedules(service))[schedule_id]
-            if schedule["state"] != "pending":
+            if schedule["state"] not in ("pending", "firing"):
                 return schedule
             await asyncio.sleep(0.05)
 

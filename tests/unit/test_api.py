@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,14 +16,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from trafficshift import api
 from trafficshift.config import parse_config_text
-from trafficshift.containers import Containers
-from trafficshift.models import AppState, Colour, Outcome, Phase, Rollout
+from trafficshift.containers import ContainerError, Containers
+from trafficshift.errors import ImageError, LockedError, UnreachableError
+from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
 from trafficshift.openapi import document
-from trafficshift.runner import Runner
+from trafficshift.runner import Runner, ShuttingDown
 from trafficshift.scheduler import Scheduler
 from trafficshift.schedules import ScheduleStore
 from trafficshift.service_metrics import ServiceMetrics
 from trafficshift.state import StateStore
+from trafficshift.traefik import TraefikApiError
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -191,3 +194,107 @@ def test_the_openapi_document_lists_exactly_the_routes_of_the_app() -> None:
                 assert "401" in op["responses"], (method, path)
             if "requestBody" in op:
                 assert {"400", "413"} <= set(op["responses"]), (method, path)
+
+
+async def test_the_bearer_scheme_is_case_insensitive(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    for header in (f"bearer {TOKEN}", f"BEARER {TOKEN}", f"Bearer  {TOKEN} "):
+        assert (await client.get("/schedules", headers={"Authorization": header})).status == 200, header
+    assert (await client.get("/schedules", headers={"Authorization": f"Basic {TOKEN}"})).status == 401
+
+
+def _raise(exc: BaseException) -> Any:
+    async def start(**kwargs: Any) -> Rollout:
+        raise exc
+
+    return start
+
+
+@pytest.mark.parametrize(
+    ("route", "exc", "status", "field"),
+    [
+        ("promote", ImageError("image web:9 is not on this host"), 400, "image"),
+        ("rollback", ImageError("image web:0 is not on this host"), 502, None),  # not the body's image
+        ("promote", ContainerError("container web-green-1: port is already allocated"), 502, None),
+        ("rollback", ContainerError("container web-blue-1: no such container"), 502, None),
+        ("promote", TraefikApiError("http://127.0.0.1:8080/api/version: HTTP 500"), 503, None),
+        ("promote", UnreachableError("cannot reach the Docker engine"), 503, None),
+        ("promote", ShuttingDown(), 503, None),
+        ("promote", LockedError("web"), 409, None),
+    ],
+)
+async def test_errors_map_to_their_status(
+    client: TestClient[web.Request, web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+    route: str,
+    exc: Exception,
+    status: int,
+    field: str | None,
+) -> None:
+    monkeypatch.setattr(client.app[api.CONTEXT].runner, route, _raise(exc))
+    body = b'{"image": "web:9"}' if route == "promote" else b""
+    response = await client.post(f"/apps/web/{route}", headers=AUTH, data=body)
+    assert response.status == status
+    assert response.content_type == "application/json"
+    assert await response.json() == {"error": str(exc), "field": field}
+
+
+async def test_an_unexpected_error_is_a_json_500_logged_with_its_traceback(
+    client: TestClient[web.Request, web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(client.app[api.CONTEXT].runner, "promote", _raise(KeyError("bug")))
+    with caplog.at_level(logging.ERROR, logger="trafficshift.api"):
+        response = await client.post("/apps/web/promote", headers=AUTH, data=b'{"image": "web:9"}')
+    assert response.status == 500
+    assert await response.json() == {"error": "internal error: KeyError", "field": None}
+    assert any(r.exc_info is not None and "KeyError" in r.exc_text for r in caplog.records if r.exc_text)
+
+
+async def test_deep_nesting_and_abort_fields_are_400(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    response = await client.post("/apps/web/promote", headers=AUTH, data=b"[" * 5000)
+    assert (response.status, response.content_type) == (400, "application/json")
+    response = await client.post("/apps/web/abort", headers=AUTH, data=b'{"force": true}')
+    assert (response.status, (await response.json())["field"]) == (400, "force")
+
+
+async def test_a_closed_runner_refuses_new_rollouts_and_aborts(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    client.app[api.CONTEXT].runner.close()
+    for route, body in (("promote", b'{"image": "web:2"}'), ("abort", b""), ("rollback", b"")):
+        response = await client.post(f"/apps/web/{route}", headers=AUTH, data=body)
+        assert response.status == 503, route
+        assert "shutting down" in (await response.json())["error"]
+
+
+async def test_events_are_read_in_batches(
+    client: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(client)
+    for _ in range(3):
+        _finished_rollout(store)
+    limits: list[int] = []
+    events = store.events
+
+    def spy(**kwargs: Any) -> list[Event]:
+        limits.append(kwargs.get("limit", -1))
+        return events(**kwargs)
+
+    monkeypatch.setattr(store, "events", spy)
+    monkeypatch.setattr(api, "SSE_BATCH", 4)
+    response = await client.get("/events?after=0", headers=AUTH)
+    text = ""
+    async with asyncio.timeout(5):
+        while len(re.findall(r"^id: ", text, re.M)) < store.last_event_seq():
+            text += (await response.content.readany()).decode()
+    response.close()
+    assert [int(i) for i in re.findall(r"^id: (\d+)$", text, re.M)] == list(
+        range(1, store.last_event_seq() + 1)
+    )
+    assert limits
+    assert set(limits) == {4}

@@ -146,3 +146,14 @@ def test_rollback_image_is_the_image_before_the_last_completed_promote() -> None
 def test_cleaning_is_past_the_point_of_return() -> None:
     assert Phase.CLEANING not in plan.ABORTABLE
     assert Phase.DRAINING in plan.ABORTABLE
+
+
+def test_unserved_names_each_weighted_colour_without_a_server() -> None:
+    blue = _container(Colour.BLUE)
+    routing = plan.routing_for(app="web", weights={Colour.BLUE: 50, Colour.GREEN: 50}, containers=[blue])
+    assert plan.unserved({Colour.BLUE: 50, Colour.GREEN: 50}, routing) == [Colour.GREEN]
+    assert plan.unserved({Colour.BLUE: 100, Colour.GREEN: 0}, routing) == []  # weight 0 needs no server
+    empty = plan.routing_for(app="web", weights={Colour.GREEN: 100}, containers=[blue])
+    assert empty.routes == ()  # written, this would delete the app's file
+    assert plan.unserved({Colour.GREEN: 100}, empty) == [Colour.GREEN]
+    assert plan.unserved({}, empty) == []  # nothing deployed: no file is right

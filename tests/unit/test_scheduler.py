@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import time
 from pathlib import Path
 
 import pytest
 
+from trafficshift.errors import LockedError
 from trafficshift.models import Colour, Phase, Rollout
-from trafficshift.scheduler import Decision, Scheduler, decide, next_wake
+from trafficshift.scheduler import POLL, Decision, Scheduler, decide, next_wake
 from trafficshift.schedules import Schedule, ScheduleState, ScheduleStore
 
 GRACE = 600.0
@@ -104,4 +107,110 @@ async def test_tick_runs_due_schedules_once_records_missed_and_failed(tmp_path: 
     assert "in progress" in (states[refused.id].reason or "")
     assert states[later.id].state is ScheduleState.PENDING
     assert not scheduler.firing(due.id)
+    store.close()
+
+
+async def _settle_tasks() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_busy_app_leaves_a_due_schedule_pending_until_the_grace_runs_out(tmp_path: Path) -> None:
+    store = ScheduleStore(tmp_path)
+    now = time.time()
+    busy = store.add(app="web", image="v2:1", at=dt.datetime.fromtimestamp(now - 1, dt.UTC))
+    stuck = store.add(app="api", image="v2:1", at=dt.datetime.fromtimestamp(now - 1, dt.UTC))
+    refusals = {"web": 2, "api": 1000}
+    started: list[str] = []
+
+    async def start(app: str, image: str) -> Rollout:
+        started.append(app)
+        if refusals[app] > 0:
+            refusals[app] -= 1
+            raise LockedError(app)  # e.g. the recovery abort at start-up holds the app
+        return _rollout("r9")
+
+    scheduler = Scheduler(store=store, grace=30, start=start)
+    for tick in range(3):
+        scheduler.tick(store.pending(), now=now + tick)
+        await _settle_tasks()
+    got = {s.id: s for s in store.all()}
+    assert (got[busy.id].state, got[busy.id].rollout_id) == (ScheduleState.STARTED, "r9")
+    assert got[stuck.id].state is ScheduleState.PENDING  # still within the grace: tried again next tick
+    assert started.count("api") == 3
+
+    scheduler.tick(store.pending(), now=now + 60)  # the grace has passed
+    await _settle_tasks()
+    failed = store.get(stuck.id)
+    assert failed is not None
+    assert failed.state is ScheduleState.FAILED
+    assert "in progress" in (failed.reason or "")
+    assert "grace" in (failed.reason or "")
+    store.close()
+
+
+def test_a_grace_below_the_poll_interval_still_runs_a_schedule_the_loop_reaches_late(tmp_path: Path) -> None:
+    store = ScheduleStore(tmp_path)
+
+    async def start(app: str, image: str) -> Rollout:
+        return _rollout("r1")
+
+    assert Scheduler(store=store, grace=0, start=start).grace == POLL
+    at = 1000.0
+    assert (
+        decide(at=at, now=at + 0.3, grace=Scheduler(store=store, grace=0, start=start).grace) is Decision.RUN
+    )
+    store.close()
+
+
+async def test_a_schedule_is_claimed_once_and_a_crash_while_firing_does_not_fire_it_again(
+    tmp_path: Path,
+) -> None:
+    store = ScheduleStore(tmp_path)
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    created = store.add(app="web", image="v2:1", at=at)
+    lost = store.add(app="web", image="v3:1", at=at)
+    assert store.claim(created.id)
+    assert not store.claim(created.id)  # a second tick, or a second service: not again
+    assert store.claim(lost.id)
+    store.close()  # killed while both were firing: one had created its rollout, the other had not
+
+    reopened = ScheduleStore(tmp_path)
+    fired: list[str] = []
+
+    async def start(app: str, image: str) -> Rollout:
+        fired.append(image)
+        return _rollout("r-new")
+
+    def find_rollout(schedule: Schedule) -> str | None:
+        return "r-before" if schedule.image == "v2:1" else None
+
+    scheduler = Scheduler(store=reopened, grace=GRACE, start=start, find_rollout=find_rollout)
+    scheduler.recover()
+    scheduler.tick(reopened.pending(), now=time.time())
+    await _settle_tasks()
+    got = {s.id: s for s in reopened.all()}
+    assert (got[created.id].state, got[created.id].rollout_id) == (ScheduleState.STARTED, "r-before")
+    assert (got[lost.id].state, got[lost.id].rollout_id) == (ScheduleState.STARTED, "r-new")
+    assert fired == ["v3:1"]
+    reopened.close()
+
+
+async def test_a_bug_while_firing_is_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ScheduleStore(tmp_path)
+    due = store.add(app="web", image="v2:1", at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+
+    async def start(app: str, image: str) -> Rollout:
+        return None  # type: ignore[return-value]  # a bug: no rollout
+
+    scheduler = Scheduler(store=store, grace=GRACE, start=start)
+    with caplog.at_level(logging.ERROR, logger="trafficshift.scheduler"):
+        scheduler.tick(store.pending(), now=time.time())
+        await _settle_tasks()
+    assert any(r.exc_info is not None for r in caplog.records)
+    got = store.get(due.id)
+    assert got is not None
+    assert got.state is ScheduleState.FAILED
     store.close()

@@ -81,3 +81,17 @@ def test_on_loopback_without_a_token_one_is_generated_for_this_host_only(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_generated_token(config.state_dir) == token
     assert resolve_token(config, listen_host="127.0.0.1")[0] != token  # a new one each start
+
+
+def test_a_generated_token_file_that_existed_with_a_wider_mode_is_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    config = _config(tmp_path)
+    path = config.state_dir / "service.token"
+    config.state_dir.mkdir(parents=True)
+    path.write_text("old\n")
+    path.chmod(0o644)  # e.g. left by an older version, or copied with the folder
+    token, _ = resolve_token(config, listen_host="127.0.0.1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_generated_token(config.state_dir) == token

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import multiprocessing.synchronize
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from trafficshift.errors import LockedError, UsageError
 from trafficshift.models import AppState, Colour, Outcome, Phase
-from trafficshift.state import AppLock, StateStore
+from trafficshift.state import AppLock, LockRole, StateStore
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 
@@ -130,3 +131,54 @@ def test_an_unusable_state_folder_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("a file where the folder should be")
     with pytest.raises(UsageError, match=r"cannot open the state store in .*state \(state_dir\)"):
         StateStore(blocker)
+
+
+def test_the_holder_names_its_role_and_a_rollout_waits_out_only_the_provider(tmp_path: Path) -> None:
+    provider = AppLock(tmp_path, "web")
+    assert provider.try_acquire(LockRole.PROVIDER)
+    assert AppLock(tmp_path, "web").holder() is LockRole.PROVIDER
+    assert provider.holder() is None  # its own hold is not "elsewhere"
+
+    async def start_while_the_provider_writes() -> float:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, provider.release)  # one write + confirm, then it lets go
+        lock = AppLock(tmp_path, "web")
+        started = loop.time()
+        await lock.acquire_waiting(wait=5.0)
+        took = loop.time() - started
+        assert AppLock(tmp_path, "web").holder() is LockRole.ROLLOUT
+        lock.release()
+        return took
+
+    assert 0.25 <= asyncio.run(start_while_the_provider_writes()) < 2.0
+
+    rollout = AppLock(tmp_path, "web")
+    assert rollout.try_acquire()  # a rollout by default
+
+    async def start_while_a_rollout_runs() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(LockedError):
+            await AppLock(tmp_path, "web").acquire_waiting(wait=5.0)
+        return loop.time() - started
+
+    assert asyncio.run(start_while_a_rollout_runs()) < 0.1  # at once, as the CLI's exit 4
+    rollout.release()
+
+    async def provider_never_lets_go() -> None:
+        held = AppLock(tmp_path, "web")
+        assert held.try_acquire(LockRole.PROVIDER)
+        with pytest.raises(LockedError):
+            await AppLock(tmp_path, "web").acquire_waiting(wait=0.2)
+        held.release()
+
+    asyncio.run(provider_never_lets_go())
+
+
+def test_a_lock_file_without_a_role_is_a_rollout(tmp_path: Path) -> None:
+    lock = AppLock(tmp_path, "web")
+    assert lock.try_acquire(LockRole.PROVIDER)
+    lock.path.write_text("12345")  # as written by a version before roles
+    assert AppLock(tmp_path, "web").holder() is LockRole.ROLLOUT
+    lock.release()
+    assert AppLock(tmp_path, "web").holder() is None

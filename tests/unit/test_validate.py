@@ -10,6 +10,7 @@ import pytest
 from trafficshift.validate import (
     ApiError,
     PromoteRequest,
+    abort_request,
     parse_body,
     promote_request,
     rollback_request,
@@ -119,3 +120,17 @@ def test_schedule_request_refuses(body: dict[str, Any], field: str, why: str) ->
     with pytest.raises(ApiError, match=why) as info:
         schedule_request(body, apps={"web"}, now=NOW)
     assert (info.value.status, info.value.field) == (400, field)
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_crash() -> None:
+    with pytest.raises(ApiError) as info:
+        parse_body(b"[" * 5000 + b"]" * 5000, required=True)
+    assert (info.value.status, info.value.field) == (400, None)
+    assert "nested" in info.value.message
+
+
+def test_an_abort_takes_no_fields() -> None:
+    abort_request({})
+    with pytest.raises(ApiError) as info:
+        abort_request({"reason": "why not"})
+    assert (info.value.status, info.value.field) == (400, "reason")
