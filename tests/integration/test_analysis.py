@@ -11,6 +11,7 @@ import aiodocker
 import pytest
 
 from tests.support import cli
+from tests.support.docker_fixtures import colours_of
 from tests.support.load import Load, run_load
 from tests.support.traefik import TraefikProc
 
@@ -44,11 +45,6 @@ async def _deploy_v1(
 
 def _load(traefik: TraefikProc, app: str) -> Load:
     return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=CONCURRENCY)
-
-
-async def _colours(docker: aiodocker.Docker, app: str) -> set[str]:
-    containers = await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={app}"]})
-    return {c["Labels"]["trafficshift.colour"] for c in containers}
 
 
 def _green_weights(result: cli.Result) -> set[int]:
@@ -95,7 +91,7 @@ async def test_erroring_version_is_rolled_back_within_the_first_step(
     print(f"\ndetection {detection:.2f}s: {len(failed)} failed of {len(during)} (bound {bound})")
 
     assert load.share("v1", since=after) == 1.0
-    assert await _colours(docker, prefix) == {"blue"}
+    assert set(await colours_of(docker, prefix)) == {"blue"}
     latest = (await _history(config, prefix))[0]
     assert latest["outcome"] == "failed"
     assert "error rate" in latest["reason"]
@@ -118,7 +114,7 @@ async def test_slow_version_trips_the_latency_threshold(
     assert max(_green_weights(result)) == FIRST_STEP
     assert load.summary().failed == 0
     assert load.share("v1", since=after) == 1.0
-    assert await _colours(docker, prefix) == {"blue"}
+    assert set(await colours_of(docker, prefix)) == {"blue"}
     assert "p95" in (await _history(config, prefix))[0]["reason"]
 
 
@@ -145,7 +141,7 @@ async def test_good_version_passes_every_step(
         assert requests >= 5, message  # judged on figures, not on health alone
         assert "5xx rate 0.000" in message, message
     assert load.share("v2", since=after) == 1.0
-    assert await _colours(docker, prefix) == {"green"}
+    assert set(await colours_of(docker, prefix)) == {"green"}
 
 
 async def test_unreadable_metrics_exit_3_before_anything_changes(
@@ -161,5 +157,5 @@ async def test_unreadable_metrics_exit_3_before_anything_changes(
     result = await cli.run("promote", prefix, config=config)
     assert result.code == 3, result.stderr
     assert "metrics" in result.stderr
-    assert await _colours(docker, prefix) == set()
+    assert set(await colours_of(docker, prefix)) == set()
     assert not (traefik.dynamic_dir / f"{prefix}.yml").exists()

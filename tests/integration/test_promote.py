@@ -11,19 +11,11 @@ import aiodocker
 import pytest
 
 from tests.support import cli
+from tests.support.docker_fixtures import colours_of
 from tests.support.load import Load, run_load, summarize
 from tests.support.traefik import TraefikProc
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
-
-
-async def _colours(docker: aiodocker.Docker, app: str) -> dict[str, set[str]]:
-    """Image of each colour's containers of the app, read from Docker (labels per the contract)."""
-    found: dict[str, set[str]] = {}
-    for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={app}"]}):
-        labels = c["Labels"]
-        found.setdefault(labels["trafficshift.colour"], set()).add(labels["trafficshift.image"])
-    return found
 
 
 async def _deploy_v1(
@@ -45,7 +37,7 @@ async def test_first_deploy_then_gradual_promote_loses_no_request(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
     config = await _deploy_v1(tmp_path, traefik, prefix, app_images)
-    assert await _colours(docker, prefix) == {"blue": {app_images["v1"]}}
+    assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
 
     async with _load(traefik, prefix) as load:
         await load.wait_for(requests=50)
@@ -62,7 +54,7 @@ async def test_first_deploy_then_gradual_promote_loses_no_request(
     seen = [w for i, w in enumerate(green_weights) if w is not None and (i == 0 or w != green_weights[i - 1])]
     assert seen == [10, 50, 100]
     assert result.events()[-1]["state"] == "done"
-    assert await _colours(docker, prefix) == {"green": {app_images["v2"]}}
+    assert await colours_of(docker, prefix) == {"green": {app_images["v2"]}}
     assert load.share("v2", since=after) == 1.0
 
     history = await cli.run("history", prefix, "--json", config=config)
@@ -89,7 +81,7 @@ async def test_never_ready_image_rolls_back_and_loses_no_request(
     assert "ready" in result.stderr
     assert load.summary().failed == 0
     assert set(s.body for s in load.samples) == {"v1"}
-    assert await _colours(docker, prefix) == {"blue": {app_images["v1"]}}
+    assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
 
 
 async def test_missing_image_exits_1_and_changes_nothing(
@@ -102,7 +94,7 @@ async def test_missing_image_exits_1_and_changes_nothing(
     assert "absent" in result.stderr
     assert "Traceback" not in result.stderr
     assert (traefik.dynamic_dir / f"{prefix}.yml").read_text() == before
-    assert await _colours(docker, prefix) == {"blue": {app_images["v1"]}}
+    assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
 
 
 async def _kill_mid_shift(config: Path, app: str, image: str) -> None:
@@ -143,7 +135,7 @@ async def test_kill_9_mid_shift_then_abort_or_resume(
     want = "v1" if then == "abort" else "v2"
     assert load.share(want, since=after) == 1.0
     expected = {"blue": {app_images["v1"]}} if then == "abort" else {"green": {app_images["v2"]}}
-    assert await _colours(docker, prefix) == expected
+    assert await colours_of(docker, prefix) == expected
 
 
 async def test_second_promote_of_the_same_app_exits_4(

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.support import cli
+from tests.support.docker_fixtures import colours_of
 from tests.support.images import build_traefik_image
 from tests.support.load import Load, run_load
 from tests.support.traefik import TraefikProc, static_config
@@ -171,11 +172,7 @@ async def test_sigterm_or_abort_from_another_shell_goes_back_to_the_old_colour(
     assert "aborted" in result.stderr
     assert load.summary().failed == 0
     assert load.share("v1", since=after) == 1.0
-    labels = [
-        c["Labels"]
-        for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={prefix}"]})
-    ]
-    assert {lb["trafficshift.colour"] for lb in labels} == {"blue"}
+    assert set(await colours_of(docker, prefix)) == {"blue"}
     history = json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
     assert history[0]["outcome"] == "aborted"
 
@@ -249,11 +246,7 @@ async def test_a_new_replica_that_crashes_mid_step_rolls_the_promote_back(
     assert result.code == 1, result.stderr
     assert f"{prefix}-green-1" in result.stderr
     assert load.share("v1", since=after) == 1.0
-    labels = [
-        c["Labels"]
-        for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={prefix}"]})
-    ]
-    assert {lb["trafficshift.colour"] for lb in labels} == {"blue"}
+    assert set(await colours_of(docker, prefix)) == {"blue"}
     # Only requests in flight on the crashed replica (10% of the traffic, 2 replicas) may fail.
     assert load.summary().failed <= 8
 
@@ -280,8 +273,4 @@ async def test_abort_takes_over_when_the_promote_it_follows_dies(
     assert "aborted" in result.stdout
     assert load.summary().failed == 0
     assert load.share("v1", since=after) == 1.0
-    labels = [
-        c["Labels"]
-        for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={prefix}"]})
-    ]
-    assert {lb["trafficshift.colour"] for lb in labels} == {"blue"}
+    assert set(await colours_of(docker, prefix)) == {"blue"}

@@ -83,3 +83,12 @@ async def docker_network(docker: aiodocker.Docker, prefix: str) -> str:
     name = f"{prefix}-net"
     await docker.networks.create({"Name": name, "Driver": "bridge"})
     return name
+
+
+async def colours_of(docker: aiodocker.Docker, app: str) -> dict[str, set[str]]:
+    """The app's containers as Docker has them: colour -> images (labels per the contract)."""
+    found: dict[str, set[str]] = {}
+    for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={app}"]}):
+        labels = c["Labels"]
+        found.setdefault(labels["trafficshift.colour"], set()).add(labels["trafficshift.image"])
+    return found
