@@ -17,21 +17,17 @@ import aiohttp
 
 from . import judge, plan, report, webhooks
 from .containers import Containers
-from .dynamic import read_routing, write_dynamic
+from .dynamic import read_routing
 from .errors import NothingToDo, NotReady, RolloutStuck, TrafficShiftError, UsageError
 from .metrics import scrape
 from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
-from .readiness import has_died, wait_ready
-from .render import render_dynamic
+from .publish import CONFIRM_TIMEOUT, publish_routing
+from .readiness import check_alive, wait_ready
 from .state import AppLock, StateStore
 from .traefik import TraefikApi
 
 T = TypeVar("T")
 
-# How long Traefik may take to show a written file through its API before the step counts as failed.
-CONFIRM_TIMEOUT = 30.0
-# Without an API to confirm through, wait this long after a write: Traefik's default throttle (2s) + margin.
-UNCONFIRMED_WAIT = 3.0
 # How often long waits look for an abort request (from another shell, the API, or a signal).
 POLL = 0.2
 # A rollout start waits this long at most for the service's provider to release the app (one write + confirm).
@@ -281,7 +277,9 @@ class Engine:
                 )
             await self._guarded(r, self._apply(spec, r))
             await self._hold(spec, r, seconds=spec.rollout.drain)
-            await self._check_alive(spec, r)  # the last chance to go back
+            await check_alive(
+                containers=self.containers, app=spec, colour=r.to_colour
+            )  # the last chance to go back
             r = self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
         if old is not None:
             try:  # past the point of return: no abort from here on
@@ -357,23 +355,8 @@ class Engine:
         return await self.write_routing(spec, routing)
 
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
-        """Replace the app's dynamic file with `routing` and wait until Traefik shows it; return the seconds.
-
-        Callers hold the app's lock: the file of an app has one writer at a time.
-        """
-        started = time.monotonic()
-        # No colour with servers left (the first deploy went back): no file, so the route answers 404.
-        text = (
-            render_dynamic(app=spec, routing=routing, entrypoints=self.config.traefik.entrypoints)
-            if routing.routes
-            else None
-        )
-        write_dynamic(dynamic_dir=self.config.traefik.dynamic_dir, app=spec.name, text=text)
-        if self.traefik is not None:
-            await self.traefik.wait_until_applied(routing, timeout=CONFIRM_TIMEOUT)
-        else:
-            await asyncio.sleep(UNCONFIRMED_WAIT)
-        return time.monotonic() - started
+        """Publish `routing` as the app's file, confirmed; the caller holds the app's lock."""
+        return await publish_routing(config=self.config, traefik=self.traefik, spec=spec, routing=routing)
 
     async def _wait_ready(self, spec: AppSpec, r: Rollout) -> list[ContainerInfo]:
         def progress(container: ContainerInfo, text: str) -> None:
@@ -410,30 +393,11 @@ class Engine:
             if now >= next_check:
                 next_check = now + spec.health.interval
                 self._progress(f"{r.phase} {_weights_text(r)}; next in {left:.0f}s")
-                await self._check_alive(spec, r)
+                await check_alive(containers=self.containers, app=spec, colour=r.to_colour)
             await asyncio.sleep(min(POLL, left))
         if watch is not None:
             verdict = await self._guarded(r, watch.finish())
             self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
-
-    async def _check_alive(self, spec: AppSpec, r: Rollout) -> None:
-        """Fail the step when a new container died, or crashed and was restarted by Docker, meanwhile.
-
-        A crash while taking traffic is the clearest verdict on a new version; Docker's restart would
-        hide it (and come back on a new published port that was never seen ready).
-        """
-        for c in await self.containers.list(app=spec.name, colour=r.to_colour):
-            try:
-                # Docker answers inspect only once a restart in progress is through: not worth waiting for.
-                async with asyncio.timeout(max(spec.health.interval, 1.0)):
-                    state = await self.containers.state(name=c.name)
-            except TimeoutError:
-                raise NotReady(f"{c.name} is being restarted by Docker while it was taking traffic") from None
-            if state is None or has_died(state):
-                how = "was restarted by Docker" if state and state.restart_count else "stopped"
-                raise NotReady(f"{c.name} {how} while it was taking traffic")
-            if state.info.health == "unhealthy":
-                raise NotReady(f"{c.name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic")
 
     async def _confirm(self, spec: AppSpec, r: Rollout, *, step: int, weights: Mapping[Colour, int]) -> None:
         """Ask the confirm gate, when there is one, before the new colour's weight goes up."""

@@ -242,3 +242,23 @@ async def probe_ready(
                 await asyncio.sleep(health.interval)
     except TimeoutError:
         return False
+
+
+async def check_alive(*, containers: Containers, app: AppSpec, colour: Colour) -> None:
+    """Raise NotReady when a container of the colour died, or crashed and was restarted, or is unhealthy.
+
+    Used while the colour takes traffic: a crash then is the clearest verdict on a new version, and
+    Docker's restart would hide it (and come back on a new published port that was never seen ready).
+    """
+    for c in await containers.list(app=app.name, colour=colour):
+        try:
+            # Docker answers inspect only once a restart in progress is through: not worth waiting for.
+            async with asyncio.timeout(max(app.health.interval, 1.0)):
+                state = await containers.state(name=c.name)
+        except TimeoutError:
+            raise NotReady(f"{c.name} is being restarted by Docker while it was taking traffic") from None
+        if state is None or has_died(state):
+            how = "was restarted by Docker" if state and state.restart_count else "stopped"
+            raise NotReady(f"{c.name} {how} while it was taking traffic")
+        if state.info.health == "unhealthy":
+            raise NotReady(f"{c.name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic")

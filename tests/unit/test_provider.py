@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-import trafficshift.engine as engine_module
+import trafficshift.publish as publish_module
 from trafficshift.config import parse_config_text
 from trafficshift.dynamic import dynamic_path, read_routing
 from trafficshift.engine import Engine
@@ -55,7 +55,7 @@ def _settle(store: StateStore, colour: Colour, image: str) -> None:
 async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "UNCONFIRMED_WAIT", 0.0)  # no Traefik API here: no wait after writes
+    monkeypatch.setattr(publish_module, "UNCONFIRMED_WAIT", 0.0)  # no Traefik API here: no wait after writes
     config = parse_config_text(
         "traefik:\n  dynamic_dir: ./dyn\napps:\n  web:\n    image: blue:1\n    port: 80\n"
         "    rule: Host(`web`)\n    publish: 127.0.0.1\n    replicas: 2\n",
@@ -110,7 +110,7 @@ async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
 async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "UNCONFIRMED_WAIT", 0.0)
+    monkeypatch.setattr(publish_module, "UNCONFIRMED_WAIT", 0.0)
     config = parse_config_text(
         "traefik:\n  dynamic_dir: ./dyn\napps:\n  web:\n    image: blue:1\n    port: 80\n"
         "    rule: Host(`web`)\n    publish: 127.0.0.1\n",
