@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.factories import BASE_CONFIG
 from trafficshift.config import (
     NODE_BUDGET,
     load_config,
@@ -33,17 +34,7 @@ from trafficshift.models import (
 BASE_DIR = Path("/srv/shift")
 
 # Lines 1-9; app-level additions from app() start on line 10.
-BASE = """\
-traefik:
-  dynamic_dir: ./dynamic
-  metrics_url: http://127.0.0.1:8082/metrics
-apps:
-  web:
-    image: example/web:1.0
-    port: 8080
-    rule: "Host(`web.localhost`)"
-    publish: 127.0.0.1
-"""
+BASE = BASE_CONFIG
 
 CONTRACT_EXAMPLE = """\
 traefik:

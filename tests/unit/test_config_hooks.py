@@ -7,21 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.factories import BASE_CONFIG
 from trafficshift.config import parse_config_text
 from trafficshift.errors import ConfigError
 from trafficshift.models import AnalysisSpec, Config, ConfirmSpec, WebhookSpec
 
-BASE = """\
-traefik:
-  dynamic_dir: ./dynamic
-  metrics_url: http://127.0.0.1:8082/metrics
-apps:
-  web:
-    image: example/web:1.0
-    port: 8080
-    rule: "Host(`web.localhost`)"
-    publish: 127.0.0.1
-"""
+BASE = BASE_CONFIG
 
 
 def parse(text: str, base_dir: Path) -> Config:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.support.factories import make_rollout
 from trafficshift.analysis import Verdict
 from trafficshift.judge import AnalysisFailed, StepWatch, describe, watch_step
-from trafficshift.models import AnalysisSpec, AppSpec, Colour, Config, Phase, Rollout, TraefikSpec
+from trafficshift.models import AnalysisSpec, AppSpec, Colour, Config, Phase, TraefikSpec
 
 SPEC = AnalysisSpec(max_error_rate=0.05, max_p95_latency=0.5, min_requests=10)
 URL = "http://m/metrics"
@@ -141,25 +141,6 @@ def test_describe_gives_the_figures() -> None:
     assert describe(few) == "3 requests, 5xx rate -, p95 - (judged on health alone)"
 
 
-def _rollout(**changes: Any) -> Rollout:
-    values: dict[str, Any] = {
-        "id": "r1",
-        "app": "web",
-        "from_colour": Colour.BLUE,
-        "from_image": "web:1",
-        "to_colour": Colour.GREEN,
-        "to_image": "web:2",
-        "steps": (10, 50, 100),
-        "pause": 1.0,
-        "phase": Phase.SHIFTING,
-        "step": 1,
-        "weights": {Colour.BLUE: 50, Colour.GREEN: 50},
-        "started_at": time.time(),
-        "updated_at": time.time(),
-    }
-    return Rollout(**(values | changes))
-
-
 @pytest.mark.parametrize(
     ("analysis", "metrics_url", "changes", "step"),
     [
@@ -185,5 +166,10 @@ async def test_watch_step_only_where_there_is_something_to_judge(
         state_dir=Path("/x/state"),
         apps={"web": spec},
     )
-    watch = watch_step(config=config, spec=spec, rollout=_rollout(**changes), session=session)
+    watch = watch_step(
+        config=config,
+        spec=spec,
+        rollout=make_rollout(**({"step": 1, "weights": {Colour.BLUE: 50, Colour.GREEN: 50}} | changes)),
+        session=session,
+    )
     assert (watch.step if watch else None) == step

@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.factories import make_rollout
 from trafficshift import plan
-from trafficshift.models import AppState, Colour, ContainerInfo, Outcome, Phase, Rollout
+from trafficshift.models import AppState, Colour, ContainerInfo, Outcome, Phase
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 
@@ -25,26 +26,6 @@ def _container(
         url=url if running else None,
         probe_url=url if running else None,
     )
-
-
-def _rollout(**changes: object) -> Rollout:
-    base: dict[str, object] = dict(
-        id="r1",
-        app="web",
-        from_colour=BLUE,
-        from_image="a:1",
-        to_colour=GREEN,
-        to_image="a:2",
-        steps=(10, 50, 100),
-        pause=1.0,
-        phase=Phase.SHIFTING,
-        step=0,
-        weights={BLUE: 90, GREEN: 10},
-        started_at=0.0,
-        updated_at=0.0,
-    )
-    base.update(changes)
-    return Rollout(**base)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -124,7 +105,7 @@ def test_routing_ignores_colours_without_weight_entry() -> None:
 
 def test_current_weights_prefers_the_rollout_then_the_state_then_labels() -> None:
     state = AppState(app="web", colour=BLUE, image="a:1")
-    assert plan.current_weights(state, _rollout()) == {BLUE: 90, GREEN: 10}
+    assert plan.current_weights(state, make_rollout()) == {BLUE: 90, GREEN: 10}
     assert plan.current_weights(state, None) == {BLUE: 100}
     assert plan.current_weights(AppState(app="web"), None, [_container(GREEN)]) == {GREEN: 100}
     both = [_container(GREEN), _container(BLUE)]
@@ -134,9 +115,9 @@ def test_current_weights_prefers_the_rollout_then_the_state_then_labels() -> Non
 
 def test_rollback_image_is_the_image_before_the_last_completed_promote() -> None:
     history = [
-        _rollout(id="r3", from_image="a:2", to_image="a:3", outcome=Outcome.ABORTED),
-        _rollout(id="r2", from_image="a:1", to_image="a:2", outcome=Outcome.DONE),
-        _rollout(id="r1", from_image=None, to_image="a:1", outcome=Outcome.DONE),
+        make_rollout(id="r3", from_image="a:2", to_image="a:3", outcome=Outcome.ABORTED),
+        make_rollout(id="r2", from_image="a:1", to_image="a:2", outcome=Outcome.DONE),
+        make_rollout(id="r1", from_image=None, to_image="a:1", outcome=Outcome.DONE),
     ]
     assert plan.rollback_image(history) == "a:1"
     assert plan.rollback_image(history[2:]) is None

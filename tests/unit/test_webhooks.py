@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.factories import make_rollout
 from tests.support.hooks import run_receiver
 from trafficshift import webhooks
 from trafficshift.models import (
@@ -20,7 +21,6 @@ from trafficshift.models import (
     ConfirmSpec,
     Event,
     Phase,
-    Rollout,
     TraefikSpec,
     WebhookSpec,
 )
@@ -125,25 +125,6 @@ async def test_unreachable_receiver_is_retried_within_the_timeout(session: aioht
     assert time.monotonic() - started < 1.2
 
 
-def _rollout(**changes: Any) -> Rollout:
-    values: dict[str, Any] = {
-        "id": "r1",
-        "app": "web",
-        "from_colour": Colour.BLUE,
-        "from_image": "web:1",
-        "to_colour": Colour.GREEN,
-        "to_image": "web:2",
-        "steps": (10, 50, 100),
-        "pause": 1.0,
-        "phase": Phase.SHIFTING,
-        "step": 0,
-        "weights": {Colour.BLUE: 90, Colour.GREEN: 10},
-        "started_at": time.time(),
-        "updated_at": time.time(),
-    }
-    return Rollout(**(values | changes))
-
-
 def _event(seq: int, phase: Phase) -> Event:
     return Event(
         seq=seq,
@@ -174,8 +155,8 @@ async def test_notifier_sends_each_transition_to_the_hooks_that_want_it(
     async with run_receiver(secret=SECRET) as receiver:
         only_done = WebhookSpec(url=receiver.url + "/done", secret=SECRET, events=frozenset({"done"}))
         notifier = webhooks.Notifier(config=_config(receiver.url, app_hooks=(only_done,)), session=session)
-        notifier.notify(_event(1, Phase.SHIFTING), _rollout())
-        notifier.notify(_event(2, Phase.DONE), _rollout(phase=Phase.DONE))
+        notifier.notify(_event(1, Phase.SHIFTING), make_rollout())
+        notifier.notify(_event(2, Phase.DONE), make_rollout(phase=Phase.DONE))
         await notifier.aclose()
     assert sorted(r.body["event"]["seq"] for r in receiver.on("/all")) == [1, 2]
     assert [r.body["event"]["state"] for r in receiver.on("/done")] == ["done"]
@@ -207,7 +188,7 @@ async def test_confirm_gate_denies_on_anything_but_2xx(
         gate = ConfirmSpec(url=receiver.url + "/confirm", secret=SECRET, timeout=2, retries=1)
         with pytest.raises(webhooks.ConfirmDenied) as info:
             await webhooks.confirm_step(
-                session=session, gate=gate, rollout=_rollout(), step=1, weights={Colour.GREEN: 50}
+                session=session, gate=gate, rollout=make_rollout(), step=1, weights={Colour.GREEN: 50}
             )
     assert info.value.answered is answered
     assert words in str(info.value)
@@ -223,6 +204,6 @@ async def test_confirm_gate_says_yes_with_a_2xx(session: aiohttp.ClientSession) 
     async with run_receiver(secret=SECRET) as receiver:
         gate = ConfirmSpec(url=receiver.url + "/confirm", secret=SECRET)
         result = await webhooks.confirm_step(
-            session=session, gate=gate, rollout=_rollout(), step=0, weights={Colour.GREEN: 10}
+            session=session, gate=gate, rollout=make_rollout(), step=0, weights={Colour.GREEN: 10}
         )
     assert result.ok
