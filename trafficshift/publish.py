@@ -30,7 +30,8 @@ async def publish_routing(
         if routing.routes
         else None
     )
-    write_dynamic(dynamic_dir=config.traefik.dynamic_dir, app=spec.name, text=text)
+    # Two fsyncs: off the event loop, where the service answers its API and drives other apps meanwhile.
+    await asyncio.to_thread(write_dynamic, dynamic_dir=config.traefik.dynamic_dir, app=spec.name, text=text)
     if traefik is not None:
         await traefik.wait_until_applied(routing, timeout=CONFIRM_TIMEOUT)
     else:

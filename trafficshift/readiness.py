@@ -82,7 +82,11 @@ async def wait_ready(
     session: aiohttp.ClientSession,
     on_progress: ProgressCallback | None = None,
 ) -> list[ContainerInfo]:
-    """Wait until every replica of `colour` is ready and return them fresh; NotReady on death or timeout."""
+    """Wait until every replica of `colour` is ready; NotReady on death or timeout.
+
+    Returns each replica as its last successful probe saw it: its address is one that was seen ready
+    (a restart just after the probe would bring a new, unprobed published port).
+    """
     expected = {container_name(app=app.name, colour=colour, n=n) for n in range(1, app.replicas + 1)}
     infos = [i for i in await containers.list(app=app.name, colour=colour) if i.name in expected]
     missing = sorted(expected - {i.name for i in infos})
@@ -90,7 +94,7 @@ async def wait_ready(
         raise NotReady(f"{app.name} {colour}: containers missing: {', '.join(missing)}")
     # The last thing each probe saw: what a timeout reports.
     progress = {i.name: "not checked yet" for i in infos}
-    ready: set[str] = set()
+    ready: dict[str, ContainerInfo] = {}
 
     def report(info: ContainerInfo, message: str) -> None:
         progress[info.name] = message
@@ -114,7 +118,7 @@ async def wait_ready(
         raise NotReady(
             f"{app.name} {colour}: not ready within {app.health.start_timeout:g}s ({waiting})"
         ) from None
-    return await containers.list(app=app.name, colour=colour)
+    return [ready[i.name] for i in infos]
 
 
 async def _wait_one(
@@ -124,14 +128,15 @@ async def _wait_one(
     info: ContainerInfo,
     session: aiohttp.ClientSession,
     report: ProgressCallback,
-    ready: set[str],
+    ready: dict[str, ContainerInfo],
 ) -> None:
     # Polling would notice a death only at the next interval; Docker's wait API tells at once.
     async with asyncio.TaskGroup() as group:
         watcher = group.create_task(_fail_on_exit(containers=containers, name=info.name))
         try:
-            await _poll(app=app, containers=containers, name=info.name, session=session, report=report)
-            ready.add(info.name)
+            ready[info.name] = await _poll(
+                app=app, containers=containers, name=info.name, session=session, report=report
+            )
         finally:
             watcher.cancel()
 
@@ -143,7 +148,7 @@ async def _poll(
     name: str,
     session: aiohttp.ClientSession,
     report: ProgressCallback,
-) -> None:
+) -> ContainerInfo:
     health = app.health
     streak = 0
     while True:
@@ -158,7 +163,7 @@ async def _poll(
         streak = next_streak(streak, ok=ok)
         report(state.info, f"{detail} ({streak}/{need})")
         if streak >= need:
-            return
+            return state.info
         await asyncio.sleep(health.interval)
 
 

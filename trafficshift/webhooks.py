@@ -185,7 +185,13 @@ class Notifier:
         for hook in wanted:
             task = asyncio.create_task(self._send(hook, encode(TRANSITION, data)), name=f"webhook {hook.url}")
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Delivery]) -> None:
+        self._tasks.discard(task)
+        # Nobody awaits a delivery: a bug in one must reach the log, not vanish with the task.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("webhook delivery %s crashed", task.get_name(), exc_info=exc)
 
     async def _send(self, hook: WebhookSpec, body: bytes) -> Delivery:
         result = await deliver(
