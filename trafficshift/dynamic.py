@@ -53,9 +53,12 @@ def write_dynamic(*, dynamic_dir: Path, app: str, text: str | None) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp_name = tempfile.mkstemp(
-        dir=_staging_dir(dynamic_dir), prefix=f"{_TEMP_PREFIX}{app}.", suffix=_TEMP_SUFFIX
-    )
+    staging = _staging_dir(dynamic_dir)
+    # The app's file has one writer at a time (its lock): a temp file of the app found here was left by
+    # a writer that was killed mid-write.
+    for leftover in staging.glob(f"{_TEMP_PREFIX}{app}.*{_TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=staging, prefix=f"{_TEMP_PREFIX}{app}.", suffix=_TEMP_SUFFIX)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -160,3 +160,17 @@ def test_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
     assert int(reads) > 100
     assert all_files(watched.parent / STAGING_DIR_NAME) == []
     assert os.listdir(watched) == ["web.yml"]
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    dynamic_dir = tmp_path / "dynamic"
+    write_dynamic(dynamic_dir=dynamic_dir, app="web", text="a: 1\n")
+    staging = tmp_path / STAGING_DIR_NAME
+    leftover = staging / ".web.abc123.tmp"
+    leftover.write_text("half a fi")
+    other_app = staging / ".web-2.abc123.tmp"  # another app's writer may be at work: not ours to touch
+    other_app.write_text("b: 2\n")
+    write_dynamic(dynamic_dir=dynamic_dir, app="web", text="a: 2\n")
+    assert not leftover.exists()
+    assert other_app.exists()
+    assert sorted(p.name for p in staging.iterdir()) == [".web-2.abc123.tmp"]
