@@ -11,13 +11,16 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__, plan, report
 from .config import load_config, resolve_config_path
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .errors import TrafficShiftError, UsageError
 from .models import Config, Event, Outcome, Rollout
+
+if TYPE_CHECKING:
+    from .client import Client
 
 EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE = 0, 1, 2
 
@@ -54,13 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="image to deploy (default: the config's image)")
     p.add_argument("--steps", type=_steps_arg, help="percentages on the new colour, e.g. 10,50,100")
     p.add_argument("--pause", type=_duration_arg, help="time held at each step, e.g. 5s")
+    _local_flag(p)
 
     p = add("abort", "stop a rollout in progress: all traffic back to the old colour", json_flag)
     p.add_argument("app")
+    _local_flag(p)
 
     p = add("rollback", "after a completed promote, promote the previous image again", json_flag)
     p.add_argument("app")
     p.add_argument("--now", action="store_true", help="all traffic at once instead of gradually")
+    _local_flag(p)
 
     p = add("status", "live colour, image, weights, containers and any rollout", json_flag)
     p.add_argument("app", nargs="?")
@@ -80,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--at", help="ISO 8601 time with offset, e.g. 2026-12-01T03:00:00+01:00")
     p.add_argument("--json", action="store_true", help="print data as JSON")
     return parser
+
+
+def _local_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="run it in this process even while `trafficshift serve` runs for this config",
+    )
 
 
 def _steps_arg(text: str) -> tuple[int, ...]:
@@ -176,6 +190,35 @@ async def _run_rollout(
     return _outcome_code(rollout, command=args.command, as_json=args.json, took=time.monotonic() - started)
 
 
+async def _run_in_service(config: Config, args: argparse.Namespace, service: Client) -> int:
+    """The rollout in the running service, followed here: same output and exit codes as a local run."""
+    from .remote import run_in_service
+
+    body: dict[str, Any] | None = None
+    if args.command == "promote":
+        body = {"image": args.image or config.apps[args.app].image}
+        if args.steps is not None:
+            body["steps"] = list(args.steps)
+        if args.pause is not None:
+            body["pause"] = format_duration(args.pause)
+    elif args.command == "rollback":
+        body = {"now": args.now}
+    printer = Printer(as_json=args.json)
+    started = time.monotonic()
+    rollout = await run_in_service(
+        config,
+        service,
+        command=args.command,
+        app=args.app,
+        body=body,
+        on_event=printer.event,
+        on_progress=printer.progress,
+        install_signals=_install_signal_handlers,
+    )
+    printer.close()
+    return _outcome_code(rollout, command=args.command, as_json=args.json, took=time.monotonic() - started)
+
+
 def _install_signal_handlers(interrupt: Callable[[str], None]) -> None:
     """First SIGINT/SIGTERM: abort at the next safe point. A second one: exit at once."""
     loop = asyncio.get_running_loop()
@@ -249,6 +292,11 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"unknown app {app!r} (apps in {config.path.name}: {known})")
     if command == "check":
         return EXIT_OK
+    if command in ("promote", "abort", "rollback") and not args.local:
+        from .client import running_service
+
+        if (service := running_service(config)) is not None:
+            return asyncio.run(_run_in_service(config, args, service))
     if command == "promote":
         return asyncio.run(
             _run_rollout(

@@ -1,6 +1,7 @@
-"""The CLI's HTTP client for a running `trafficshift serve` (the `schedule` commands).
+"""The CLI's HTTP client for a running `trafficshift serve` (`schedule`; promote, abort and rollback in it).
 
-URL: `$TRAFFICSHIFT_URL`, else `http://<service.listen>` from the config. Token: `$TRAFFICSHIFT_TOKEN`, else
+URL: `$TRAFFICSHIFT_URL`, else `http://<service.listen>` from the config (`schedule`), else the service that
+recorded itself in `<state_dir>/service.json` (`running_service`). Token: `$TRAFFICSHIFT_TOKEN`, else
 `service.token_file`, else the token the service generated in the state folder.
 """
 
@@ -17,10 +18,12 @@ from typing import Any, TextIO
 from .errors import TrafficShiftError, UnreachableError, UsageError
 from .models import Config
 from .schedules import parse_at
-from .service import TOKEN_ENV, configured_token, read_generated_token
+from .service import SERVICE_FILE, TOKEN_ENV, configured_token, read_generated_token
 
 URL_ENV = "TRAFFICSHIFT_URL"
 TIMEOUT = 30.0
+# How long `GET /healthz` of a recorded service may take before the record counts as stale.
+HEALTH_TIMEOUT = 1.0
 
 
 class ServiceError(TrafficShiftError):
@@ -33,13 +36,23 @@ class Client:
     token: str | None
 
     @classmethod
-    def from_config(cls, config: Config) -> Client:
-        url = os.environ.get(URL_ENV) or f"http://{config.service.listen}"
+    def from_config(cls, config: Config, *, url: str | None = None) -> Client:
+        url = url or os.environ.get(URL_ENV) or f"http://{config.service.listen}"
         configured = configured_token(config)
         token = configured[0] if configured else read_generated_token(config.state_dir)
         return cls(url=url.rstrip("/"), token=token)
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def healthy(self) -> bool:
+        """Whether `GET /healthz` answers 200 within HEALTH_TIMEOUT."""
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=HEALTH_TIMEOUT) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError, TimeoutError, ValueError):
+            return False
+
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = TIMEOUT
+    ) -> Any:
         """Send one request; return the decoded JSON answer, or raise the matching project error."""
         data = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"}
@@ -49,16 +62,59 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raise _error(exc.code, exc.read()) from None
+            raise error_of(exc.code, exc.read()) from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UnreachableError(f"cannot reach the service at {self.url}: {reason}") from None
 
 
-def _error(status: int, raw: bytes) -> TrafficShiftError:
+class Conflict(UsageError):
+    """The service answered 409: the app is busy, or there is nothing to do (the caller tells which)."""
+
+
+def running_service(config: Config) -> Client | None:
+    """The service that runs promote, abort and rollback for this config, or None: run them here.
+
+    `$TRAFFICSHIFT_URL`, when set, names it: it must answer (else exit 3). Otherwise the service recorded
+    in `<state_dir>/service.json` while it listens; a record whose process is gone or whose `/healthz`
+    does not answer within HEALTH_TIMEOUT is stale (a killed service): None.
+    """
+    explicit = os.environ.get(URL_ENV, "").strip()
+    if explicit:
+        client = Client.from_config(config, url=explicit)
+        if not client.healthy():
+            raise UnreachableError(
+                f"cannot reach the service at {client.url} (${URL_ENV}); unset it or pass --local"
+            )
+        return client
+    try:
+        doc = json.loads((config.state_dir / SERVICE_FILE).read_text(encoding="utf-8"))
+        pid, url = int(doc["pid"]), str(doc["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _alive(pid):
+        return None
+    client = Client.from_config(config, url=url)
+    return client if client.healthy() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists (another user's)
+    except (OSError, OverflowError):
+        return False
+    return pid > 0
+
+
+def error_of(status: int, raw: bytes) -> TrafficShiftError:
+    """The project error for an error answer of the service (its `{"error", "field"}` document)."""
     try:
         doc = json.loads(raw)
         message = str(doc.get("error") or doc)
@@ -68,8 +124,13 @@ def _error(status: int, raw: bytes) -> TrafficShiftError:
     text = f"{field}: {message}" if field else message
     if status == 401:
         return UsageError(f"the service refused the token ({message}); set ${TOKEN_ENV}")
+    if status == 409:
+        return Conflict(message)
     if status < 500:
         return UsageError(f"HTTP {status}: {text}")
+    if status == 503:
+        # Docker or Traefik unreachable, or the service is stopping: it started nothing.
+        return UnreachableError(f"the service cannot do it now (HTTP 503): {text}")
     return ServiceError(f"the service failed (HTTP {status}): {text}")
 
 

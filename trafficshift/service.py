@@ -1,18 +1,21 @@
 """`trafficshift serve`: the HTTP API, the Docker-event provider and the scheduler over one set of adapters.
 
 Start-up: interrupted rollouts are aborted, every app's file is reconciled with its live containers, and
-overdue schedules run (within `service.schedule_grace`) or are recorded as missed. SIGTERM/SIGINT: refuse
-new rollouts and aborts at once (503, also on open keep-alive connections), close the listener and every
-connection (HTTP_GRACE for requests in flight), then let each running rollout, also one started in that
-grace, reach a safe point and go back (as the CLI does); exit within SHUTDOWN_TIMEOUT. A second signal exits
-at once.
+overdue schedules run (within `service.schedule_grace`) or are recorded as missed. While it listens, the
+service records itself in `<state_dir>/service.json` (the CLI then runs rollouts in it). SIGTERM/SIGINT:
+refuse new rollouts and aborts at once (503, also on open keep-alive connections), close the listener and
+every connection (HTTP_GRACE for requests in flight), then let each running rollout, also one started in
+that grace, reach a safe point and go back (as the CLI does); exit within SHUTDOWN_TIMEOUT. A second signal
+exits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -41,6 +44,9 @@ log = logging.getLogger("trafficshift.service")
 TOKEN_ENV = "TRAFFICSHIFT_TOKEN"
 # Written when no token is configured (loopback only): the CLI on this host reads it from here.
 GENERATED_TOKEN = "service.token"
+# `{"pid", "url", "started_at"}` while the service listens: the CLI on this host finds it here and runs
+# promote, abort and rollback through it.
+SERVICE_FILE = "service.json"
 # Rollouts get this long to go back at shutdown; what is left is cancelled (its record lets the next start
 # finish it). Requests in flight get HTTP_GRACE first (a promote in flight is refused or interrupted).
 SHUTDOWN_TIMEOUT = 30.0
@@ -107,6 +113,32 @@ def read_generated_token(state_dir: Path) -> str | None:
         return (state_dir / GENERATED_TOKEN).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+
+
+def service_url(host: str, port: int) -> str:
+    """The URL a client on this host reaches the listener at (a wildcard address as loopback)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def write_service_file(state_dir: Path, *, url: str) -> Path:
+    """Record this process as the service of `state_dir` (replaced atomically); return the file's path."""
+    path = state_dir / SERVICE_FILE
+    doc = {"pid": os.getpid(), "url": url, "started_at": dt.datetime.now(dt.UTC).isoformat()}
+    temp = path.with_name(f".{SERVICE_FILE}.{os.getpid()}")
+    temp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+    return path
+
+
+def remove_service_file(path: Path) -> None:
+    """Remove the record, unless another service of the same state folder has replaced it since."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
 
 
 def configure_logging() -> None:
@@ -182,14 +214,16 @@ async def _run(
         await web_runner.cleanup()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
-    context.runner.recover()
-    background = [
-        asyncio.create_task(provider.run(), name="provider"),
-        asyncio.create_task(context.scheduler.run(), name="scheduler"),
-    ]
-    shown = f"[{host}]" if ":" in host else host
-    log.info("listening on http://%s:%d (token from %s)", shown, port, source)
+    record = write_service_file(context.runner.config.state_dir, url=service_url(host, port))
+    background: list[asyncio.Task[None]] = []
     try:
+        context.runner.recover()
+        background += [
+            asyncio.create_task(provider.run(), name="provider"),
+            asyncio.create_task(context.scheduler.run(), name="scheduler"),
+        ]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("listening on http://%s:%d (token from %s)", shown, port, source)
         await _until_stopped(stop, background)
     finally:
         # Refused from here on, also on a keep-alive connection that is still open: a new rollout or abort.
@@ -203,6 +237,7 @@ async def _run(
         # rollouts stopped, so none can start after that (and `stop` waits for every one it keeps).
         await web_runner.cleanup()
         await context.runner.stop(timeout=SHUTDOWN_TIMEOUT)
+        remove_service_file(record)
         log.info("stopped")
 
 

@@ -183,7 +183,9 @@ async def test_token_body_validation_and_conflicts(
         rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")
         status, doc = await service.call("POST", url, {"image": app_images["v2"]})
         assert status == 409, doc
-        blocked = await cli.run("promote", prefix, "--image", app_images["v2"], config=config, within=15)
+        blocked = await cli.run(
+            "promote", prefix, "--image", app_images["v2"], config=config, within=15, env=service.cli_env
+        )
         assert blocked.code == 4, blocked.stderr
         await _until_confirmed(service, rollout_id)
         status, doc = await service.call("POST", f"/apps/{prefix}/abort")
@@ -192,9 +194,18 @@ async def test_token_body_validation_and_conflicts(
         status, doc = await service.call("POST", f"/apps/{prefix}/abort")
         assert status == 409, doc
 
-        # The other way round: a CLI promote holds the app, the API answers 409 and can abort it.
+        # The other way round: a CLI promote run here (--local) holds the app, the API answers 409 and can
+        # abort it.
         proc = await cli.start(
-            "promote", prefix, "--image", app_images["v2"], "--pause", "30s", "--json", config=config
+            "promote",
+            prefix,
+            "--image",
+            app_images["v2"],
+            "--pause",
+            "30s",
+            "--json",
+            "--local",
+            config=config,
         )
         assert proc.stdout is not None
         await proc.stdout.readline()
@@ -306,11 +317,16 @@ async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_ro
         assert time.monotonic() - started >= 2.0
         assert (await service.wait_rollout(doc["id"]))["outcome"] == "done"
 
-        # The CLI waits too (no exit 4) ...
-        assert held.try_acquire(LockRole.PROVIDER)
-        loop.call_later(2.5, held.release)
-        promoted = await cli.run("promote", prefix, "--image", app_images["v2"], config=config, within=60)
-        assert promoted.code == 0, promoted.stderr
+        # The CLI waits too (no exit 4), run here or through the service ...
+        for where in (["--local"], []):
+            assert held.try_acquire(LockRole.PROVIDER)
+            loop.call_later(2.5, held.release)
+            image = app_images["v2" if where else "v1"]
+            promoted = await cli.run(
+                "promote", prefix, "--image", image, *where, config=config, within=60, env=service.cli_env
+            )
+            assert promoted.code == 0, promoted.stderr
+            assert ("runs in the service" in promoted.stderr) == (not where), promoted.stderr
 
         # ... but a rollout holding the app is a conflict at once.
         assert held.try_acquire(LockRole.ROLLOUT)
@@ -318,8 +334,18 @@ async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_ro
             started = time.monotonic()
             status, doc = await service.call("POST", f"/apps/{prefix}/promote", {"image": app_images["v1"]})
             assert status == 409, doc
-            blocked = await cli.run("promote", prefix, "--image", app_images["v1"], config=config, within=15)
-            assert blocked.code == 4, blocked.stderr
+            for where in (["--local"], []):
+                blocked = await cli.run(
+                    "promote",
+                    prefix,
+                    "--image",
+                    app_images["v1"],
+                    *where,
+                    config=config,
+                    within=15,
+                    env=service.cli_env,
+                )
+                assert blocked.code == 4, blocked.stderr
             assert time.monotonic() - started < 5
         finally:
             held.release()

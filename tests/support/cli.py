@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,18 @@ class Result:
         return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
 
 
-async def start(*args: str, config: Path) -> asyncio.subprocess.Process:
+async def start(*args: str, config: Path, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    """Start the command; `env` adds to (or, with an empty value, removes from) this process's environment."""
+    environment = {**os.environ, **(env or {})}
+    environment = {key: value for key, value in environment.items() if value != ""}
     return await asyncio.create_subprocess_exec(
-        str(BIN), *args, "-c", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        str(BIN),
+        *args,
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
     )
 
 
@@ -50,8 +60,8 @@ async def wait_for_line(proc: asyncio.subprocess.Process, needle: bytes, *, with
     raise AssertionError(f"{needle!r} never printed")
 
 
-async def run(*args: str, config: Path, within: float = 120) -> Result:
-    return await finish(await start(*args, config=config), within=within)
+async def run(*args: str, config: Path, within: float = 120, env: dict[str, str] | None = None) -> Result:
+    return await finish(await start(*args, config=config, env=env), within=within)
 
 
 def write_config(

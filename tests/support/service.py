@@ -31,6 +31,11 @@ class ServiceProc:
     session: aiohttp.ClientSession
     headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def cli_env(self) -> dict[str, str]:
+        """What a CLI run needs to go through this service: its token (it finds the URL in service.json)."""
+        return {"TRAFFICSHIFT_TOKEN": self.token}
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -1,0 +1,146 @@
+"""promote, abort and rollback through the running service of this config, followed to their end.
+
+The service owns the app while it runs (`client.running_service`): the CLI asks it (POST, 202 with the
+rollout id) and then follows that rollout in the shared state folder, as a local `abort` follows a rollout
+another process drives: its events as they are recorded, its outcome when it ends. The service keeps
+driving it whatever happens to the CLI, so the CLI's first signal asks the service to abort (as a local
+promote goes back on a signal) and a second one exits at once. A rollout the service stops driving without
+ending it (the service killed, or stuck) is reported with exit 5 once its lock has been free for
+DRIVER_GRACE: `status` explains it, and `promote` or `abort` carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from .client import Client, Conflict
+from .errors import LockedError, NothingToDo, RolloutStuck, TrafficShiftError
+from .models import Config, Event, Rollout
+from .state import AppLock, StateStore
+
+POLL = 0.2
+# How long a rollout may stay active with nobody holding its app's lock before the CLI stops following it.
+DRIVER_GRACE = 2.0
+# A promote is answered once its rollout is recorded: after the image is pulled, which may take a while.
+START_TIMEOUT = 900.0
+
+Interrupt = Callable[[str], None]
+
+
+async def run_in_service(
+    config: Config,
+    client: Client,
+    *,
+    command: str,
+    app: str,
+    body: dict[str, Any] | None,
+    on_event: Callable[[Event], None],
+    on_progress: Callable[[str], None],
+    install_signals: Callable[[Interrupt], None],
+) -> Rollout:
+    """Start `command` (promote, abort, rollback) of `app` in the service; return the rollout as it ended."""
+    store = StateStore(config.state_dir)
+    try:
+        cursor = store.last_event_seq()  # this run's events only, as a local run prints them
+        asked: list[str] = []  # a signal's reason, once the rollout was asked to go back
+        started: list[str] = []
+        aborts: list[asyncio.Task[None]] = []
+
+        def interrupt(reason: str) -> None:
+            asked.append(reason)
+            if started and command != "abort":  # an abort goes back already
+                aborts.append(asyncio.create_task(_ask_abort(client, app)))
+
+        install_signals(interrupt)
+        rollout_id = await _start(client, store, command=command, app=app, body=body)
+        started.append(rollout_id)
+        print(
+            f"trafficshift: rollout {rollout_id} runs in the service at {client.url}; following it",
+            file=sys.stderr,
+            flush=True,
+        )
+        if asked and command != "abort":  # a signal while the service was starting it
+            aborts.append(asyncio.create_task(_ask_abort(client, app)))
+        rollout = await _follow(
+            store,
+            AppLock(config.state_dir, app),
+            rollout_id,
+            cursor=cursor,
+            url=client.url,
+            on_event=on_event,
+            on_progress=on_progress,
+        )
+        await asyncio.gather(*aborts, return_exceptions=True)
+        return rollout
+    finally:
+        store.close()
+
+
+async def _start(
+    client: Client, store: StateStore, *, command: str, app: str, body: dict[str, Any] | None
+) -> str:
+    """POST the command; its rollout id, or the error a local run would raise (409 told apart by state)."""
+    path = f"/apps/{urllib.parse.quote(app, safe='')}/{command}"
+    try:
+        answer = await asyncio.to_thread(client.call, "POST", path, body, timeout=START_TIMEOUT)
+    except Conflict as exc:
+        # promote: always a rollout in the way; abort: nothing to abort; rollback: either, as the state says.
+        busy = store.active_rollout(app) is not None or AppLock(store.state_dir, app).is_held_elsewhere()
+        if command == "promote" or (command == "rollback" and busy):
+            raise LockedError(app) from None
+        raise NothingToDo(str(exc)) from None
+    return str(answer["id"])
+
+
+async def _ask_abort(client: Client, app: str) -> None:
+    path = f"/apps/{urllib.parse.quote(app, safe='')}/abort"
+    try:
+        await asyncio.to_thread(client.call, "POST", path)
+    except Conflict:
+        pass  # it has ended meanwhile: its outcome says how
+    except TrafficShiftError as exc:
+        print(f"trafficshift: could not ask the service to abort: {exc}", file=sys.stderr, flush=True)
+
+
+async def _follow(
+    store: StateStore,
+    lock: AppLock,
+    rollout_id: str,
+    *,
+    cursor: int,
+    url: str,
+    on_event: Callable[[Event], None],
+    on_progress: Callable[[str], None],
+) -> Rollout:
+    """Print the rollout's events until it ends; RolloutStuck when nobody drives it any more."""
+    unheld_since: float | None = None
+    while True:
+        rollout = store.rollout(rollout_id)
+        for event in store.events(after=cursor, rollout_id=rollout_id):
+            cursor = event.seq
+            on_event(event)
+        if rollout is None:
+            raise TrafficShiftError(
+                f"rollout {rollout_id} runs in the service at {url}, which keeps its state in another"
+                f" folder than {store.state_dir}: follow it there (GET /rollouts/{rollout_id})"
+            )
+        if not rollout.active:
+            return rollout
+        if lock.is_held_elsewhere():
+            unheld_since = None
+        elif unheld_since is None:
+            unheld_since = time.monotonic()
+        elif time.monotonic() - unheld_since >= DRIVER_GRACE:
+            raise RolloutStuck(
+                f"rollout {rollout_id} of {rollout.app} stopped in {rollout.phase}: the service at {url}"
+                f" no longer drives it (see its log); `trafficshift status {rollout.app}` explains it,"
+                f" `trafficshift promote {rollout.app}` or `trafficshift abort {rollout.app}` carries on"
+            )
+        weights = " ".join(f"{c}={w}%" for c, w in sorted(rollout.weights.items()))
+        on_progress(f"{rollout.phase} {weights} (in the service)")
+        await asyncio.sleep(POLL)
