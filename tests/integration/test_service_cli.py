@@ -145,3 +145,32 @@ async def test_a_stale_service_record_means_a_local_run(
     assert unreachable.code == 3, unreachable.stderr
     assert "--local" in unreachable.stderr
     assert await colours_of(docker, prefix) == {"green": {app_images["v1"]}}
+
+
+async def test_a_service_killed_while_the_cli_follows_its_rollout_exits_5(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = _config(tmp_path, traefik, prefix, app_images)
+    assert (await cli.run("promote", prefix, config=config)).code == 0
+    async with run_service(config) as service:
+        proc = await cli.start(
+            "promote",
+            prefix,
+            "--image",
+            app_images["v2"],
+            "--pause",
+            "30s",
+            "--json",
+            config=config,
+            env=service.cli_env,
+        )
+        await cli.wait_for_line(proc, b"confirmed")
+        service.process.kill()
+        stuck = await cli.finish(proc, within=15)
+    assert stuck.code == 5, stuck.stderr
+    assert "no longer drives it" in stuck.stderr
+    # Its record is stale now: the CLI runs the abort itself.
+    aborted = await cli.run("abort", prefix, config=config)
+    assert aborted.code == 0, aborted.stderr
+    assert "runs in the service" not in aborted.stderr
+    assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
