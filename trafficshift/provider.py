@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -24,10 +24,11 @@ import aiohttp
 from . import plan
 from .containers import LABEL_APP, Containers
 from .dynamic import read_routing
-from .engine import Engine
 from .models import Config, ContainerInfo, Routing
+from .publish import publish_routing
 from .readiness import probe_ready
 from .state import AppLock, LockRole, StateStore
+from .traefik import TraefikApi
 
 log = logging.getLogger("trafficshift.provider")
 
@@ -61,14 +62,14 @@ class Provider:
         docker: aiodocker.Docker,
         containers: Containers,
         session: aiohttp.ClientSession,
-        engine: Callable[[], Engine],
+        traefik: TraefikApi | None,
     ) -> None:
         self.config = config
         self.store = store
         self.docker = docker
         self.containers = containers
         self.session = session
-        self._engine = engine
+        self._traefik = traefik
         self._dirty = {app: asyncio.Event() for app in config.apps}
         # Deaths seen per container id, and how many of them a successful probe has cleared since.
         self._died: dict[str, int] = {}
@@ -209,7 +210,7 @@ class Provider:
             routing = Routing(app=app, routes=tuple(routes))
             if not self._servable(app, routing, await self.containers.list(app=app)):
                 return True
-            took = await self._engine().write_routing(self.config.apps[app], routing)
+            took = await self._publish(app, routing)
             log.info("%s: dropped %s (died); confirmed in %.2fs", app, ", ".join(sorted(dead)), took)
             return True
 
@@ -265,7 +266,7 @@ class Provider:
             before = self._file_routing(app)
             if _canonical(before) == _canonical(routing) or not self._servable(app, routing, containers):
                 return True
-            took = await self._engine().write_routing(self.config.apps[app], routing)
+            took = await self._publish(app, routing)
             log.info(
                 "%s: dynamic file now routes %s (confirmed in %.2fs; was %s)",
                 app,
@@ -274,6 +275,11 @@ class Provider:
                 _describe(before),
             )
             return True
+
+    async def _publish(self, app: str, routing: Routing) -> float:
+        return await publish_routing(
+            config=self.config, traefik=self._traefik, spec=self.config.apps[app], routing=routing
+        )
 
     def _file_routing(self, app: str) -> Routing | None:
         """What the app's file routes now (no routes when there is no file); None when it is unreadable."""

@@ -38,6 +38,7 @@ from .scheduler import Scheduler
 from .schedules import Schedule, ScheduleStore
 from .service_metrics import ServiceMetrics
 from .state import StateStore
+from .traefik import TraefikApi
 
 log = logging.getLogger("trafficshift.service")
 
@@ -167,7 +168,9 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
                 docker=docker,
                 containers=containers,
                 session=session,
-                engine=lambda: runner.engine(),
+                traefik=TraefikApi(api_url=config.traefik.api_url, session=session)
+                if config.traefik.api_url
+                else None,
             )
             runner = Runner(config=config, store=store, containers=containers, session=session)
             scheduler = Scheduler(

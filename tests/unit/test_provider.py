@@ -80,7 +80,7 @@ async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
         docker=cast(Any, None),
         containers=cast(Any, containers),
         session=cast(Any, None),
-        engine=lambda: engine,
+        traefik=None,
     )
     probing, rolled = asyncio.Event(), asyncio.Event()
 
@@ -131,7 +131,7 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
         docker=cast(Any, None),
         containers=cast(Any, containers),
         session=cast(Any, None),
-        engine=lambda: engine,
+        traefik=None,
     )
 
     async def probe(app: str, info: ContainerInfo) -> bool:
