@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import cli
 from tests.support.docker_fixtures import colours_of
-from tests.support.load import Load, run_load
+from tests.support.load import Load, load_app
 from tests.support.traefik import TraefikProc
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
@@ -43,10 +43,6 @@ async def _deploy_v1(
     return config
 
 
-def _load(traefik: TraefikProc, app: str) -> Load:
-    return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=CONCURRENCY)
-
-
 def _green_weights(result: cli.Result) -> set[int]:
     return {e["weights"]["green"] for e in result.events() if "green" in e["weights"]}
 
@@ -61,7 +57,7 @@ async def test_erroring_version_is_rolled_back_within_the_first_step(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
     config = await _deploy_v1(tmp_path, traefik, prefix, app_images, pause=LONG_PAUSE, analysis=_analysis())
-    async with _load(traefik, prefix) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix, concurrency=CONCURRENCY) as load:
         await load.wait_for(requests=50)
         result = await cli.run("promote", prefix, "--image", app_images["error_500"], "--json", config=config)
         after = Load.mark()
@@ -103,7 +99,7 @@ async def test_slow_version_trips_the_latency_threshold(
     config = await _deploy_v1(
         tmp_path, traefik, prefix, app_images, pause=LONG_PAUSE, analysis=_analysis(min_requests=3)
     )
-    async with _load(traefik, prefix) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix, concurrency=CONCURRENCY) as load:
         await load.wait_for(requests=50)
         result = await cli.run("promote", prefix, "--image", app_images["slow"], "--json", config=config)
         after = Load.mark()
@@ -122,7 +118,7 @@ async def test_good_version_passes_every_step(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
     config = await _deploy_v1(tmp_path, traefik, prefix, app_images, pause="3s", analysis=_analysis())
-    async with _load(traefik, prefix) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix, concurrency=CONCURRENCY) as load:
         await load.wait_for(requests=50)
         result = await cli.run("promote", prefix, "--image", app_images["v2"], "--json", config=config)
         after = Load.mark()

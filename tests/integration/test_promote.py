@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import cli
 from tests.support.docker_fixtures import colours_of
-from tests.support.load import Load, run_load, summarize
+from tests.support.load import Load, load_app, summarize
 from tests.support.traefik import TraefikProc
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
@@ -29,17 +29,13 @@ async def _deploy_v1(
     return config
 
 
-def _load(traefik: TraefikProc, app: str) -> Load:
-    return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=4)
-
-
 async def test_first_deploy_then_gradual_promote_loses_no_request(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
     config = await _deploy_v1(tmp_path, traefik, prefix, app_images)
     assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
 
-    async with _load(traefik, prefix) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=50)
         assert load.share("v1") == 1.0
         result = await cli.run("promote", prefix, "--image", app_images["v2"], "--json", config=config)
@@ -72,7 +68,7 @@ async def test_never_ready_image_rolls_back_and_loses_no_request(
         app_images,
         health={"path": "/healthz", "interval": "200ms", "healthy_threshold": 2, "start_timeout": "3s"},
     )
-    async with _load(traefik, prefix) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         result = await cli.run("promote", prefix, "--image", app_images["never_ready"], config=config)
         await load.wait_for(requests=load.total + 50)
@@ -115,7 +111,7 @@ async def test_kill_9_mid_shift_then_abort_or_resume(
     app_images: dict[str, str],
 ) -> None:
     config = await _deploy_v1(tmp_path, traefik, prefix, app_images)
-    async with _load(traefik, prefix) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         await _kill_mid_shift(config, prefix, app_images["v2"])
         await load.wait_for(requests=load.total + 50)

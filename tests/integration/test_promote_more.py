@@ -17,7 +17,7 @@ import yaml
 from tests.support import cli
 from tests.support.docker_fixtures import colours_of
 from tests.support.images import build_traefik_image
-from tests.support.load import Load, run_load
+from tests.support.load import Load, load_app
 from tests.support.traefik import TraefikProc, static_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
@@ -110,9 +110,7 @@ async def test_network_mode_with_replicas_behind_a_containerised_traefik(
     assert f"http://{prefix}-blue-1:8080" in text
     assert f"http://{prefix}-blue-2:8080" in text
 
-    async with run_load(
-        url=container_traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4
-    ) as load:
+    async with load_app(web_url=container_traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=50)
         result = await cli.run("promote", prefix, "--image", app_images["v2"], config=config)
         after = Load.mark()
@@ -155,7 +153,7 @@ async def test_sigterm_or_abort_from_another_shell_goes_back_to_the_old_colour(
     app_images: dict[str, str],
 ) -> None:
     config = await _deploy(tmp_path, traefik, prefix, app_images, pause="30s")
-    async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
         await cli.wait_for_line(promote, b"confirmed")
@@ -182,7 +180,7 @@ async def test_rollback_now_returns_to_the_previous_image(
 ) -> None:
     config = await _deploy(tmp_path, traefik, prefix, app_images, pause="500ms")
     assert (await cli.run("promote", prefix, "--image", app_images["v2"], config=config)).code == 0
-    async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         result = await cli.run("rollback", prefix, "--now", "--json", config=config)
         after = Load.mark()
@@ -233,7 +231,7 @@ async def test_a_new_replica_that_crashes_mid_step_rolls_the_promote_back(
         },
     )
     assert (await cli.run("promote", prefix, config=config)).code == 0
-    async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
         await cli.wait_for_line(promote, b"confirmed")
@@ -255,7 +253,7 @@ async def test_abort_takes_over_when_the_promote_it_follows_dies(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
     config = await _deploy(tmp_path, traefik, prefix, app_images, pause="30s")
-    async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
         await cli.wait_for_line(promote, b"confirmed")

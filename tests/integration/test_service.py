@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.support import cli
-from tests.support.load import Load, run_load
+from tests.support.load import Load, load_app
 from tests.support.service import ServiceProc, read_sse, run_service
 from tests.support.traefik import TraefikProc
 from trafficshift.openapi import document
@@ -28,10 +28,6 @@ def _config(tmp_path: Path, traefik: TraefikProc, app: str, images: dict[str, st
     return cli.write_config(
         tmp_path / "trafficshift.yml", traefik=traefik, apps={app: {"image": images["v1"], **spec}}
     )
-
-
-def _load(traefik: TraefikProc, app: str) -> Load:
-    return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=4)
 
 
 async def _promote(service: ServiceProc, app: str, **body: Any) -> str:
@@ -70,7 +66,7 @@ async def test_promote_through_the_api_under_load_streams_every_transition(
             )
         )
         await asyncio.sleep(0.3)  # the stream is open before the promote starts
-        async with _load(traefik, prefix) as load:
+        async with load_app(web_url=traefik.web_url, app=prefix) as load:
             await load.wait_for(requests=30)
             rollout_id = await _promote(
                 service, prefix, image=app_images["v2"], steps=[10, 50, 100], pause="1s"
@@ -221,7 +217,7 @@ async def test_sigterm_ends_a_step_safely_and_a_restart_recovers_a_forced_exit(
 ) -> None:
     config = _config(tmp_path, traefik, prefix, app_images)
     assert (await cli.run("promote", prefix, config=config)).code == 0
-    async with _load(traefik, prefix) as load:
+    async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         async with run_service(config, log_name="first.log") as service:
             rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")

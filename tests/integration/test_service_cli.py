@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import cli
 from tests.support.docker_fixtures import colours_of
-from tests.support.load import Load, run_load
+from tests.support.load import Load, load_app
 from tests.support.service import ServiceProc, run_service
 from tests.support.traefik import TraefikProc, free_port
 
@@ -27,10 +27,6 @@ def _config(tmp_path: Path, traefik: TraefikProc, app: str, images: dict[str, st
     return cli.write_config(
         tmp_path / "trafficshift.yml", traefik=traefik, apps={app: {"image": images["v1"]}}
     )
-
-
-def _load(traefik: TraefikProc, app: str) -> Load:
-    return run_load(url=traefik.web_url + "/", host=f"{app}.localhost", concurrency=4)
 
 
 def _in_service(result: cli.Result, service: ServiceProc) -> str:
@@ -51,7 +47,7 @@ async def test_promote_runs_in_the_service_and_prints_its_events_under_load(
         _in_service(first, service)
         assert "done: " in first.stdout
 
-        async with _load(traefik, prefix) as load:
+        async with load_app(web_url=traefik.web_url, app=prefix) as load:
             await load.wait_for(requests=30)
             result = await cli.run(
                 "promote", prefix, "--image", app_images["v2"], "--json", config=config, env=service.cli_env
@@ -90,7 +86,7 @@ async def test_abort_and_ctrl_c_of_a_rollout_in_the_service_send_traffic_back(
         assert nothing.code == 2, nothing.stderr
         assert f"no rollout of {prefix} is in progress" in nothing.stderr
 
-        async with _load(traefik, prefix) as load:
+        async with load_app(web_url=traefik.web_url, app=prefix) as load:
             await load.wait_for(requests=30)
             args = ("promote", prefix, "--image", app_images["v2"], "--pause", "30s", "--json")
             # `abort` from another shell: abort exits 0, the promote 1.

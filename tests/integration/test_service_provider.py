@@ -13,7 +13,7 @@ import aiodocker
 import pytest
 
 from tests.support import cli
-from tests.support.load import Load, run_load
+from tests.support.load import Load, load_app
 from tests.support.service import run_service
 from tests.support.traefik import TraefikProc
 from trafficshift.render import parse_dynamic
@@ -55,7 +55,7 @@ async def test_a_replica_killed_by_hand_is_routed_around_and_readded_once_ready(
 
     async with (
         run_service(config) as service,
-        run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load,
+        load_app(web_url=traefik.web_url, app=prefix) as load,
     ):
         await load.wait_for(requests=50)
         victim = await docker.containers.get(f"{prefix}-blue-1")

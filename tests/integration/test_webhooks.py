@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import cli
 from tests.support.hooks import run_receiver
-from tests.support.load import Load, run_load
+from tests.support.load import Load, load_app
 from tests.support.traefik import TraefikProc
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
@@ -78,7 +78,7 @@ async def test_a_confirm_hook_that_says_no_stops_the_rollout(
         config = _config(tmp_path, traefik, prefix, app_images["v1"], receiver.url)
         assert (await cli.run("promote", prefix, config=config)).code == 0
         receiver.received.clear()
-        async with run_load(url=traefik.web_url + "/", host=f"{prefix}.localhost", concurrency=4) as load:
+        async with load_app(web_url=traefik.web_url, app=prefix) as load:
             await load.wait_for(requests=20)
             result = await cli.run("promote", prefix, "--image", app_images["v2"], "--json", config=config)
             after = Load.mark()

@@ -223,3 +223,9 @@ class Load:
 def run_load(*, url: str, host: str, concurrency: int = 8, timeout: float = 5.0) -> Load:
     """`async with run_load(...) as load:` runs the load; `load.samples` keeps everything afterwards."""
     return Load(url=url, host=host, concurrency=concurrency, timeout=timeout)
+
+
+def load_app(*, web_url: str, app: str, concurrency: int = 4) -> Load:
+    """Load on an app's router through Traefik's web entrypoint (rule `Host(`<app>.localhost`)`, as
+    tests/support/cli.write_config writes it)."""
+    return run_load(url=web_url + "/", host=f"{app}.localhost", concurrency=concurrency)
