@@ -20,7 +20,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 
 
 def _at(seconds: float) -> str:
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).astimezone().isoformat()
+    # To the millisecond, as the service shows its times: a fire time truncated to the millisecond is
+    # then never shown before a due time that had microseconds.
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    return when.astimezone().isoformat(timespec="milliseconds")
 
 
 async def _schedule_cli(service: ServiceProc, config: Path, *args: str) -> cli.Result:
