@@ -287,12 +287,12 @@ async def test_after_sigterm_a_promote_on_an_open_connection_is_refused_and_noth
         assert (doc["colour"], doc["weights"]) == (colour, {colour: 100}), doc
 
 
-async def _take_as_provider(lock: AppLock) -> None:
-    """Take the app's lock in the provider's role, once the service's own provider lets go of it (it
-    re-renders the app's file after the containers a rollout removed)."""
+async def _take(lock: AppLock, role: LockRole) -> None:
+    """Take the app's lock in `role`, once the service's own provider lets go of it (it re-renders the
+    app's file after the containers a rollout removed)."""
     async with asyncio.timeout(15):
         while True:
-            if lock.try_acquire(LockRole.PROVIDER):
+            if lock.try_acquire(role):
                 return
             await asyncio.sleep(0.05)
 
@@ -307,7 +307,7 @@ async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_ro
         loop = asyncio.get_running_loop()
         # As the provider holds it for one write + its confirmation (up to 30s with an API, 3s without).
         held = AppLock(state_dir, prefix)
-        await _take_as_provider(held)
+        await _take(held, LockRole.PROVIDER)
         loop.call_later(2.5, held.release)
         started = time.monotonic()
         rollout_id = await _promote(service, prefix, image=app_images["v2"])
@@ -315,7 +315,7 @@ async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_ro
         assert waited >= 2.0, waited
         assert (await service.wait_rollout(rollout_id))["outcome"] == "done"
 
-        await _take_as_provider(held)
+        await _take(held, LockRole.PROVIDER)
         loop.call_later(2.5, held.release)
         started = time.monotonic()
         status, doc = await service.call("POST", f"/apps/{prefix}/rollback", {"now": True})
@@ -325,7 +325,7 @@ async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_ro
 
         # The CLI waits too (no exit 4), run here or through the service ...
         for where in (["--local"], []):
-            await _take_as_provider(held)
+            await _take(held, LockRole.PROVIDER)
             loop.call_later(2.5, held.release)
             image = app_images["v2" if where else "v1"]
             promoted = await cli.run(
@@ -335,7 +335,7 @@ async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_ro
             assert ("runs in the service" in promoted.stderr) == (not where), promoted.stderr
 
         # ... but a rollout holding the app is a conflict at once.
-        assert held.try_acquire(LockRole.ROLLOUT)
+        await _take(held, LockRole.ROLLOUT)
         try:
             started = time.monotonic()
             status, doc = await service.call("POST", f"/apps/{prefix}/promote", {"image": app_images["v1"]})
