@@ -25,7 +25,7 @@ import aiohttp
 import yaml
 
 from tests.support.docker_fixtures import remove_prefixed
-from trafficshift.dynamic import write_dynamic
+from trafficshift.traefik.files import write_dynamic
 
 APP_PORT = 8080
 # Label on every container the baselines start, so the emulated Docker provider can find them.

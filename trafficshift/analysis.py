@@ -6,8 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trafficshift.metrics import Bucket, MetricsSnapshot, ServiceMetrics
-from trafficshift.models import AnalysisSpec
+from trafficshift.models import AnalysisSpec, Bucket, MetricsSnapshot, ServiceMetrics
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import __version__, plan, report
-from .config import load_config, resolve_config_path
-from .durations import format_duration, parse_duration
-from .errors import TrafficShiftError, UsageError
-from .models import Config, Event, Outcome, Rollout
+from trafficshift import __version__, plan, report
+from trafficshift.config import load_config, resolve_config_path
+from trafficshift.durations import format_duration, parse_duration
+from trafficshift.errors import TrafficShiftError, UsageError
+from trafficshift.models import Config, Event, Outcome, Rollout
 
 if TYPE_CHECKING:
-    from .client import Client
+    from trafficshift.client import Client
 
 EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE = 0, 1, 2
 
@@ -179,7 +179,7 @@ def _outcome_code(rollout: Rollout, *, command: str, as_json: bool, took: float)
 async def _run_rollout(
     config: Config, args: argparse.Namespace, action: Callable[[Any], Awaitable[Rollout]]
 ) -> int:
-    from .runtime import open_engine
+    from trafficshift.runtime import open_engine
 
     printer = Printer(as_json=args.json)
     started = time.monotonic()
@@ -192,7 +192,7 @@ async def _run_rollout(
 
 async def _run_in_service(config: Config, args: argparse.Namespace, service: Client) -> int:
     """The rollout in the running service, followed here: same output and exit codes as a local run."""
-    from .remote import run_in_service
+    from trafficshift.remote import run_in_service
 
     body: dict[str, Any] | None = None
     if args.command == "promote":
@@ -238,7 +238,7 @@ def _install_signal_handlers(interrupt: Callable[[str], None]) -> None:
 
 
 async def _status(config: Config, args: argparse.Namespace) -> int:
-    from .runtime import open_engine
+    from trafficshift.runtime import open_engine
 
     apps = [args.app] if args.app else sorted(config.apps)
     async with open_engine(config=config) as engine:
@@ -251,8 +251,8 @@ async def _status(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _render(config: Config, args: argparse.Namespace) -> int:
-    from .render import render_dynamic
-    from .runtime import open_engine
+    from trafficshift.runtime import open_engine
+    from trafficshift.traefik.render import render_dynamic
 
     apps = [args.app] if args.app else sorted(config.apps)
     async with open_engine(config=config) as engine:
@@ -269,7 +269,7 @@ async def _render(config: Config, args: argparse.Namespace) -> int:
 
 
 def _history(config: Config, args: argparse.Namespace) -> int:
-    from .state import StateStore
+    from trafficshift.store.rollouts import StateStore
 
     store = StateStore(config.state_dir)
     try:
@@ -293,7 +293,7 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
     if command == "check":
         return EXIT_OK
     if command in ("promote", "abort", "rollback") and not args.local:
-        from .client import running_service
+        from trafficshift.client import running_service
 
         if (service := running_service(config)) is not None:
             return asyncio.run(_run_in_service(config, args, service))
@@ -316,12 +316,12 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
     if command == "history":
         return _history(config, args)
     if command == "serve":
-        from .service import configure_logging, serve
+        from trafficshift.service.app import configure_logging, serve
 
         configure_logging()
         return asyncio.run(serve(config, listen=args.listen))
     if command == "schedule":
-        from .client import schedule_command
+        from trafficshift.client import schedule_command
 
         return schedule_command(
             config, args=args.args, image=args.image, at=args.at, as_json=args.json, out=sys.stdout

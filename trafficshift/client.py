@@ -15,10 +15,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .errors import TrafficShiftError, UnreachableError, UsageError
-from .models import Config
-from .schedules import parse_at
-from .service import SERVICE_FILE, TOKEN_ENV, configured_token, read_generated_token
+from trafficshift.durations import parse_at
+from trafficshift.errors import TrafficShiftError, UnreachableError, UsageError
+from trafficshift.models import Config
+from trafficshift.store.discovery import SERVICE_FILE, TOKEN_ENV, configured_token, read_generated_token
 
 URL_ENV = "TRAFFICSHIFT_URL"
 TIMEOUT = 30.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -38,3 +39,14 @@ def format_duration(seconds: float) -> str:
 def _number(value: float) -> str:
     # Never exponent notation (`1e+06`): parse_duration must read back what this writes.
     return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def parse_at(text: str) -> dt.datetime:
+    """Parse an ISO 8601 time that carries an offset (`2026-12-01T03:00:00+01:00`, `...Z`); ValueError why."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an ISO 8601 time like 2026-12-01T03:00:00+01:00, got {text!r}") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"the time needs an offset (like +01:00 or Z), got {text!r}")
+    return when

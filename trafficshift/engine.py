@@ -15,16 +15,28 @@ from typing import TypeVar
 import aiodocker
 import aiohttp
 
-from . import judge, plan, report, webhooks
-from .containers import Containers
-from .dynamic import read_routing
-from .errors import NothingToDo, NotReady, RolloutStuck, TrafficShiftError, UsageError
-from .metrics import scrape
-from .models import AppSpec, AppState, Colour, Config, ContainerInfo, Event, Outcome, Phase, Rollout, Routing
-from .publish import CONFIRM_TIMEOUT, publish_routing
-from .readiness import check_alive, wait_ready
-from .state import AppLock, StateStore
-from .traefik import TraefikApi
+from trafficshift import judge, plan, report, webhooks
+from trafficshift.containers import Containers
+from trafficshift.errors import NothingToDo, NotReady, RolloutStuck, TrafficShiftError, UsageError
+from trafficshift.models import (
+    AppSpec,
+    AppState,
+    Colour,
+    Config,
+    ContainerInfo,
+    Event,
+    Outcome,
+    Phase,
+    Rollout,
+    Routing,
+)
+from trafficshift.readiness import check_alive, wait_ready
+from trafficshift.store.locks import AppLock
+from trafficshift.store.rollouts import StateStore
+from trafficshift.traefik.api import TraefikApi
+from trafficshift.traefik.files import read_routing
+from trafficshift.traefik.publish import CONFIRM_TIMEOUT, publish_routing
+from trafficshift.traefik.scrape import scrape
 
 T = TypeVar("T")
 

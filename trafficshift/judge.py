@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .analysis import Verdict, judge_step
-from .errors import TrafficShiftError, UnreachableError
-from .metrics import MetricsSnapshot, scrape
-from .models import AnalysisSpec, AppSpec, Colour, Config, Phase, Rollout
+from trafficshift.analysis import Verdict, judge_step
+from trafficshift.errors import TrafficShiftError, UnreachableError
+from trafficshift.models import AnalysisSpec, AppSpec, Colour, Config, MetricsSnapshot, Phase, Rollout
+from trafficshift.traefik.scrape import scrape
 
 # One scrape may not stall a step for long: a late answer is worth less than the next one.
 SCRAPE_TIMEOUT = 3.0

@@ -246,3 +246,40 @@ class Event:
     step: int
     weights: Mapping[Colour, int]
     message: str
+
+
+# Traefik's per-service counters, as the analysis reads them (scraped by traefik/scrape.py).
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One cumulative histogram bucket: `count` requests took at most `le` seconds."""
+
+    le: float
+    count: float
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    """What Traefik counted for one service (e.g. `web-green@file`) since it started."""
+
+    # Status code class ("2xx", "5xx", ...; "other" for a code that is not three digits) -> requests.
+    requests: Mapping[str, float] = field(default_factory=dict)
+    # Cumulative, sorted by `le`, summed over code/method/protocol; the last one is +Inf when present.
+    buckets: tuple[Bucket, ...] = ()
+
+    @property
+    def total(self) -> float:
+        return sum(self.requests.values())
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """All Traefik service counters at one moment (`taken_at` is `time.monotonic()`)."""
+
+    taken_at: float
+    services: Mapping[str, ServiceMetrics] = field(default_factory=dict)
+
+    def service(self, name: str) -> ServiceMetrics:
+        """The metrics of one service; empty when Traefik has not counted a request for it yet."""
+        return self.services.get(name, ServiceMetrics())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
-from .models import AppState, Colour, ColourRoute, ContainerInfo, Phase, Rollout, Routing
+from trafficshift.models import AppState, Colour, ColourRoute, ContainerInfo, Phase, Rollout, Routing
 
 
 def check_steps(steps: Sequence[int]) -> str | None:

@@ -18,10 +18,11 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from .client import Client, Conflict
-from .errors import LockedError, NothingToDo, RolloutStuck, TrafficShiftError
-from .models import Config, Event, Rollout
-from .state import AppLock, StateStore
+from trafficshift.client import Client, Conflict
+from trafficshift.errors import LockedError, NothingToDo, RolloutStuck, TrafficShiftError
+from trafficshift.models import Config, Event, Rollout
+from trafficshift.store.locks import AppLock
+from trafficshift.store.rollouts import StateStore
 
 POLL = 0.2
 # How long a rollout may stay active with nobody holding its app's lock before the CLI stops following it.

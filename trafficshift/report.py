@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .models import AppState, Colour, ContainerInfo, Event, Rollout
+from trafficshift.models import AppState, Colour, ContainerInfo, Event, Rollout
 
 JSON = dict[str, Any]
 

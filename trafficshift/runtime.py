@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import aiodocker
 import aiohttp
 
-from .containers import Containers
-from .engine import Engine, EventSink, ProgressSink
-from .errors import UnreachableError
-from .models import Config
-from .state import StateStore
+from trafficshift.containers import Containers
+from trafficshift.engine import Engine, EventSink, ProgressSink
+from trafficshift.errors import UnreachableError
+from trafficshift.models import Config
+from trafficshift.store.rollouts import StateStore
 
 
 @contextlib.asynccontextmanager

@@ -22,9 +22,9 @@ from typing import Any
 
 import aiohttp
 
-from . import report
-from .errors import TrafficShiftError
-from .models import Colour, Config, ConfirmSpec, Event, Rollout, WebhookSpec
+from trafficshift import report
+from trafficshift.errors import TrafficShiftError
+from trafficshift.models import Colour, Config, ConfirmSpec, Event, Rollout, WebhookSpec
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from tests.support import cli
 from tests.support.load import Load, load_app
 from tests.support.service import ServiceProc, read_sse, run_service
 from tests.support.traefik import TraefikProc
-from trafficshift.openapi import document
-from trafficshift.state import AppLock, LockRole
+from trafficshift.service.openapi import document
+from trafficshift.store.locks import AppLock, LockRole
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 

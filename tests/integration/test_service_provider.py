@@ -16,7 +16,7 @@ from tests.support import cli
 from tests.support.load import Load, load_app
 from tests.support.service import run_service
 from tests.support.traefik import TraefikProc
-from trafficshift.render import parse_dynamic
+from trafficshift.traefik.render import parse_dynamic
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 

@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 
 from tests.support.traefik import TraefikProc, free_port
-from trafficshift.dynamic import write_dynamic
 from trafficshift.errors import StepNotApplied, UnreachableError
 from trafficshift.models import AppSpec, Colour, ColourRoute, HealthSpec, Routing
-from trafficshift.render import render_dynamic
-from trafficshift.traefik import TraefikApi
+from trafficshift.traefik.api import TraefikApi
+from trafficshift.traefik.files import write_dynamic
+from trafficshift.traefik.render import render_dynamic
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 HOST = "web.localhost"

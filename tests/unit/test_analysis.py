@@ -11,8 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trafficshift.analysis import Verdict, histogram_quantile, judge_step, service_delta
-from trafficshift.metrics import Bucket, MetricsSnapshot, ServiceMetrics
-from trafficshift.models import AnalysisSpec
+from trafficshift.models import AnalysisSpec, Bucket, MetricsSnapshot, ServiceMetrics
 
 # Traefik's default histogram bounds.
 BOUNDS = (0.1, 0.3, 1.2, 5.0)

@@ -14,18 +14,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from trafficshift import api
 from trafficshift.config import parse_config_text
 from trafficshift.containers import ContainerError, Containers
 from trafficshift.errors import ImageError, LockedError, UnreachableError
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
-from trafficshift.openapi import document
-from trafficshift.runner import Runner, ShuttingDown
-from trafficshift.scheduler import Scheduler
-from trafficshift.schedules import ScheduleStore
-from trafficshift.service_metrics import ServiceMetrics
-from trafficshift.state import StateStore
-from trafficshift.traefik import TraefikApiError
+from trafficshift.service import routes
+from trafficshift.service.metrics import ServiceMetrics
+from trafficshift.service.openapi import document
+from trafficshift.service.runner import Runner, ShuttingDown
+from trafficshift.service.scheduler import Scheduler
+from trafficshift.store.rollouts import StateStore
+from trafficshift.store.schedules import ScheduleStore
+from trafficshift.traefik.api import TraefikApiError
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -46,7 +46,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
 
     async with aiohttp.ClientSession() as session:
         runner = Runner(config=config, store=store, containers=Containers(cast(Any, None)), session=session)
-        context = api.Context(
+        context = routes.Context(
             store=store,
             schedules=schedules,
             runner=runner,
@@ -54,14 +54,14 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
             metrics=ServiceMetrics(config=config, store=store),
             shutdown=asyncio.Event(),
         )
-        async with TestClient(TestServer(api.build_app(context, token=TOKEN))) as test_client:
+        async with TestClient(TestServer(routes.build_app(context, token=TOKEN))) as test_client:
             yield test_client
     schedules.close()
     store.close()
 
 
 def _store(client: TestClient[web.Request, web.Application]) -> StateStore:
-    return client.app[api.CONTEXT].store
+    return client.app[routes.CONTEXT].store
 
 
 def _finished_rollout(store: StateStore) -> Rollout:
@@ -180,7 +180,7 @@ async def test_events_stream_from_the_store_and_resume_after_last_event_id(
 
 
 def test_the_openapi_document_lists_exactly_the_routes_of_the_app() -> None:
-    app = api.build_app(cast(Any, None), token="x")
+    app = routes.build_app(cast(Any, None), token="x")
     routed = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
@@ -232,7 +232,7 @@ async def test_errors_map_to_their_status(
     status: int,
     field: str | None,
 ) -> None:
-    monkeypatch.setattr(client.app[api.CONTEXT].runner, route, _raise(exc))
+    monkeypatch.setattr(client.app[routes.CONTEXT].runner, route, _raise(exc))
     body = b'{"image": "web:9"}' if route == "promote" else b""
     response = await client.post(f"/apps/web/{route}", headers=AUTH, data=body)
     assert response.status == status
@@ -245,7 +245,7 @@ async def test_an_unexpected_error_is_a_json_500_logged_with_its_traceback(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(client.app[api.CONTEXT].runner, "promote", _raise(KeyError("bug")))
+    monkeypatch.setattr(client.app[routes.CONTEXT].runner, "promote", _raise(KeyError("bug")))
     with caplog.at_level(logging.ERROR, logger="trafficshift.api"):
         response = await client.post("/apps/web/promote", headers=AUTH, data=b'{"image": "web:9"}')
     assert response.status == 500
@@ -265,7 +265,7 @@ async def test_deep_nesting_and_abort_fields_are_400(
 async def test_a_closed_runner_refuses_new_rollouts_and_aborts(
     client: TestClient[web.Request, web.Application],
 ) -> None:
-    client.app[api.CONTEXT].runner.close()
+    client.app[routes.CONTEXT].runner.close()
     for route, body in (("promote", b'{"image": "web:2"}'), ("abort", b""), ("rollback", b"")):
         response = await client.post(f"/apps/web/{route}", headers=AUTH, data=body)
         assert response.status == 503, route
@@ -286,7 +286,7 @@ async def test_events_are_read_in_batches(
         return events(**kwargs)
 
     monkeypatch.setattr(store, "events", spy)
-    monkeypatch.setattr(api, "SSE_BATCH", 4)
+    monkeypatch.setattr(routes, "SSE_BATCH", 4)
     response = await client.get("/events?after=0", headers=AUTH)
     text = ""
     async with asyncio.timeout(5):

@@ -16,7 +16,7 @@ from trafficshift.client import URL_ENV, Conflict, error_of, running_service
 from trafficshift.config import parse_config_text
 from trafficshift.errors import UnreachableError, UsageError
 from trafficshift.models import Config
-from trafficshift.service import SERVICE_FILE, remove_service_file, service_url, write_service_file
+from trafficshift.store.discovery import SERVICE_FILE, remove_service_file, service_url, write_service_file
 
 
 def _config(tmp_path: Path) -> Config:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import trafficshift.dynamic as dynamic
-from trafficshift.dynamic import STAGING_DIR_NAME, dynamic_path, write_dynamic
+import trafficshift.traefik.files as dynamic
+from trafficshift.traefik.files import STAGING_DIR_NAME, dynamic_path, write_dynamic
 
 DOC_A = "http:\n  services:\n    a: {weighted: {services: [{name: a-blue, weight: 100}]}}\n"
 

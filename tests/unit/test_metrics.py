@@ -14,7 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from trafficshift.errors import UnreachableError
-from trafficshift.metrics import Bucket, MetricsSnapshot, ServiceMetrics, parse_metrics, scrape, status_class
+from trafficshift.models import Bucket, MetricsSnapshot, ServiceMetrics
+from trafficshift.traefik.scrape import parse_metrics, scrape, status_class
 
 # Shaped after a real `traefik` 3.7 scrape with `addServicesLabels: true` (plus a second code/method for
 # web-green, and entrypoint/bytes series that must be ignored).

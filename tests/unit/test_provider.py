@@ -8,14 +8,14 @@ from typing import Any, cast
 
 import pytest
 
-import trafficshift.publish as publish_module
+import trafficshift.traefik.publish as publish_module
 from trafficshift.config import parse_config_text
-from trafficshift.dynamic import dynamic_path, read_routing
 from trafficshift.engine import Engine
 from trafficshift.models import AppState, Colour, ContainerInfo, Outcome, Phase, Routing
 from trafficshift.plan import routing_for
-from trafficshift.provider import Provider
-from trafficshift.state import StateStore
+from trafficshift.service.provider import Provider
+from trafficshift.store.rollouts import StateStore
+from trafficshift.traefik.files import dynamic_path, read_routing
 
 
 def _container(colour: Colour, n: int, port: int) -> ContainerInfo:

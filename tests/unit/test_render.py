@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trafficshift.models import AppSpec, Colour, ColourRoute, HealthSpec, Routing
-from trafficshift.render import (
+from trafficshift.traefik.render import (
     RenderCheckError,
     go_duration,
     parse_dynamic,
@@ -135,7 +135,7 @@ def test_output_is_ascii_and_deterministic() -> None:
 
 
 def test_check_catches_a_template_that_lies(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trafficshift.render as render
+    import trafficshift.traefik.render as render
 
     monkeypatch.setattr(render, "expected_document", lambda **_: {"http": {}})
     with pytest.raises(RenderCheckError, match="expected"):

@@ -12,8 +12,8 @@ import pytest
 
 from trafficshift.errors import LockedError
 from trafficshift.models import Colour, Phase, Rollout
-from trafficshift.scheduler import POLL, Decision, Scheduler, decide, next_wake
-from trafficshift.schedules import Schedule, ScheduleState, ScheduleStore
+from trafficshift.service.scheduler import POLL, Decision, Scheduler, decide, next_wake
+from trafficshift.store.schedules import Schedule, ScheduleState, ScheduleStore
 
 GRACE = 600.0
 

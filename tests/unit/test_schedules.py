@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trafficshift.schedules import ScheduleState, ScheduleStore, parse_at, schedule_dict
+from trafficshift.durations import parse_at
+from trafficshift.store.schedules import ScheduleState, ScheduleStore, schedule_dict
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ import pytest
 from trafficshift.config import parse_config_text
 from trafficshift.errors import UsageError
 from trafficshift.models import Config
-from trafficshift.service import TOKEN_ENV, is_loopback, read_generated_token, resolve_token, split_listen
+from trafficshift.service.app import split_listen
+from trafficshift.store.discovery import TOKEN_ENV, is_loopback, read_generated_token, resolve_token
 
 
 @pytest.mark.parametrize(

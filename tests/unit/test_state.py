@@ -9,7 +9,8 @@ import pytest
 
 from trafficshift.errors import LockedError, UsageError
 from trafficshift.models import AppState, Colour, Outcome, Phase
-from trafficshift.state import AppLock, LockRole, StateStore
+from trafficshift.store.locks import AppLock, LockRole
+from trafficshift.store.rollouts import StateStore
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 

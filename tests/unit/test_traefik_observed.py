@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trafficshift.models import Colour, ColourRoute, Routing
-from trafficshift.traefik import ObservedRoute, ObservedRouting
+from trafficshift.traefik.api import ObservedRoute, ObservedRouting
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 A, B = "http://127.0.0.1:1", "http://127.0.0.1:2"

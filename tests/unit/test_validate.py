@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from trafficshift.validate import (
+from trafficshift.service.requests import (
     ApiError,
     PromoteRequest,
     abort_request,

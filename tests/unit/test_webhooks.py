@@ -14,16 +14,7 @@ import pytest
 from tests.support.factories import make_rollout
 from tests.support.hooks import run_receiver
 from trafficshift import webhooks
-from trafficshift.models import (
-    AppSpec,
-    Colour,
-    Config,
-    ConfirmSpec,
-    Event,
-    Phase,
-    TraefikSpec,
-    WebhookSpec,
-)
+from trafficshift.models import AppSpec, Colour, Config, ConfirmSpec, Event, Phase, TraefikSpec, WebhookSpec
 
 SECRET = b"s3cret"
 

@@ -1,0 +1,182 @@
+"""`trafficshift serve`: the HTTP API, the Docker-event provider and the scheduler over one set of adapters.
+
+Start-up: interrupted rollouts are aborted, every app's file is reconciled with its live containers, and
+overdue schedules run (within `service.schedule_grace`) or are recorded as missed. While it listens, the
+service records itself in `<state_dir>/service.json` (the CLI then runs rollouts in it). SIGTERM/SIGINT:
+refuse new rollouts and aborts at once (503, also on open keep-alive connections), close the listener and
+every connection (HTTP_GRACE for requests in flight), then let each running rollout, also one started in
+that grace, reach a safe point and go back (as the CLI does); exit within SHUTDOWN_TIMEOUT. A second signal
+exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+import aiodocker
+import aiohttp
+from aiohttp import web
+
+from trafficshift.config import validate_listen
+from trafficshift.containers import Containers
+from trafficshift.errors import UnreachableError, UsageError
+from trafficshift.models import Config
+from trafficshift.service import routes
+from trafficshift.service.metrics import ServiceMetrics
+from trafficshift.service.provider import Provider
+from trafficshift.service.runner import Runner
+from trafficshift.service.scheduler import Scheduler
+from trafficshift.store.discovery import remove_service_file, resolve_token, service_url, write_service_file
+from trafficshift.store.rollouts import StateStore
+from trafficshift.store.schedules import Schedule, ScheduleStore
+from trafficshift.traefik.api import TraefikApi
+
+log = logging.getLogger("trafficshift.service")
+
+# Rollouts get this long to go back at shutdown; what is left is cancelled (its record lets the next start
+# finish it). Requests in flight get HTTP_GRACE first (a promote in flight is refused or interrupted).
+SHUTDOWN_TIMEOUT = 30.0
+HTTP_GRACE = 2.0
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    if why := validate_listen(listen):
+        raise UsageError(f"--listen: {why}")
+    host, _, port = listen.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def serve(config: Config, *, listen: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code."""
+    host, port = split_listen(listen or config.service.listen)
+    token, source = resolve_token(config, listen_host=host)
+    try:
+        docker = aiodocker.Docker()
+    except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
+        raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
+    store = StateStore(config.state_dir)
+    schedules = ScheduleStore(config.state_dir)
+    try:
+        async with aiohttp.ClientSession() as session:
+            containers = Containers(docker)
+            await containers.ping()
+            provider = Provider(
+                config=config,
+                store=store,
+                docker=docker,
+                containers=containers,
+                session=session,
+                traefik=TraefikApi(api_url=config.traefik.api_url, session=session)
+                if config.traefik.api_url
+                else None,
+            )
+            runner = Runner(config=config, store=store, containers=containers, session=session)
+            scheduler = Scheduler(
+                store=schedules,
+                grace=config.service.schedule_grace,
+                start=lambda app, image: runner.promote(app=app, image=image),
+                find_rollout=lambda s: _rollout_of(store, s),
+            )
+            context = routes.Context(
+                store=store,
+                schedules=schedules,
+                runner=runner,
+                scheduler=scheduler,
+                metrics=ServiceMetrics(config=config, store=store),
+                shutdown=asyncio.Event(),
+            )
+            app = routes.build_app(context, token=token)
+            await _run(app, context, provider, host=host, port=port, source=source)
+            return 0
+    finally:
+        schedules.close()
+        store.close()
+        await docker.close()
+
+
+def _rollout_of(store: StateStore, schedule: Schedule) -> str | None:
+    """The rollout a schedule left `firing` by a crash had started (its image, since it was claimed)."""
+    since = schedule.fired_at if schedule.fired_at is not None else schedule.at
+    rollout = store.rollout_of(app=schedule.app, image=schedule.image, since=since)
+    return rollout.id if rollout else None
+
+
+async def _run(
+    app: web.Application, context: routes.Context, provider: Provider, *, host: str, port: int, source: str
+) -> None:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    web_runner = web.AppRunner(app, shutdown_timeout=HTTP_GRACE)
+    await web_runner.setup()
+    site = web.TCPSite(web_runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await web_runner.cleanup()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    record = write_service_file(context.runner.config.state_dir, url=service_url(host, port))
+    background: list[asyncio.Task[None]] = []
+    try:
+        context.runner.recover()
+        background += [
+            asyncio.create_task(provider.run(), name="provider"),
+            asyncio.create_task(context.scheduler.run(), name="scheduler"),
+        ]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("listening on http://%s:%d (token from %s)", shown, port, source)
+        await _until_stopped(stop, background)
+    finally:
+        # Refused from here on, also on a keep-alive connection that is still open: a new rollout or abort.
+        context.runner.close()
+        context.shutdown.set()  # event streams end
+        log.info("shutting down: no new rollouts; those running go back at their next safe point")
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        # The listener and every connection closed (requests in flight get HTTP_GRACE); only then are the
+        # rollouts stopped, so none can start after that (and `stop` waits for every one it keeps).
+        await web_runner.cleanup()
+        await context.runner.stop(timeout=SHUTDOWN_TIMEOUT)
+        remove_service_file(record)
+        log.info("stopped")
+
+
+async def _until_stopped(stop: asyncio.Event, background: list[asyncio.Task[None]]) -> None:
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([waiter, *background], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    for task in done:
+        if task is not waiter and not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s stopped: %s", task.get_name(), exc)
+            raise exc
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("%s again: exiting now", name)
+            with contextlib.suppress(Exception):
+                logging.shutdown()
+            os._exit(128 + signum)
+        log.info("%s: shutting down (send it again to exit at once)", name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)

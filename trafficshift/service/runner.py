@@ -1,0 +1,191 @@
+"""Rollouts the service runs in the background: one Engine per rollout over shared adapters.
+
+The API and the scheduler start rollouts here and get their id as soon as it is recorded; the tasks are kept
+(never fire-and-forget). At shutdown the runner first closes (new starts and aborts are refused with
+ShuttingDown), then asks every rollout it keeps to go back and waits for each, within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+
+from trafficshift.containers import Containers
+from trafficshift.engine import AbortRequested, Engine
+from trafficshift.errors import LockedError, NothingToDo, TrafficShiftError, UsageError
+from trafficshift.models import Config, Rollout
+from trafficshift.store.locks import AppLock, LockRole
+from trafficshift.store.rollouts import StateStore
+
+log = logging.getLogger("trafficshift.runner")
+
+__all__ = ["NothingToDo", "Runner", "ShuttingDown"]
+
+
+class ShuttingDown(TrafficShiftError):
+    """The service is stopping: it starts nothing new (HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the service is shutting down")
+
+
+class Runner:
+    """Starts promotes, rollbacks and aborts as tasks and keeps them until they end."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: StateStore,
+        containers: Containers,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.containers = containers
+        self.session = session
+        self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
+        self._closing = False
+
+    def engine(self, *, on_created: Callable[[Rollout], None] | None = None) -> Engine:
+        return Engine(
+            config=self.config,
+            store=self.store,
+            containers=self.containers,
+            session=self.session,
+            on_created=on_created,
+        )
+
+    # ------------------------------------------------------------------ starting
+
+    async def promote(
+        self, *, app: str, image: str, steps: tuple[int, ...] | None = None, pause: float | None = None
+    ) -> Rollout:
+        """Start a promote; return its rollout once recorded. LockedError when one of the app runs."""
+        return await self._start(
+            app, lambda e: e.promote(app=app, image=image, steps=steps, pause=pause), what=f"promote {app}"
+        )
+
+    async def rollback(self, *, app: str, now: bool) -> Rollout:
+        """Start a rollback; NothingToDo when the app has no earlier image (the engine's check)."""
+        return await self._start(app, lambda e: e.rollback(app=app, now=now), what=f"rollback {app}")
+
+    def abort(self, *, app: str, reason: str = "aborted through the API") -> Rollout:
+        """Start an abort of the app's rollout (running anywhere, or interrupted); return that rollout."""
+        if self._closing:
+            raise ShuttingDown()
+        active = self.store.active_rollout(app)
+        if active is None:
+            raise NothingToDo(f"no rollout of {app} is in progress")
+        engine = self.engine()
+        task = asyncio.create_task(_closing(engine, engine.abort(app=app, reason=reason)))
+        self._keep(task, engine, what=f"abort {app}")
+        return active
+
+    def recover(self) -> list[Rollout]:
+        """Abort every rollout left interrupted (no live process holds its lock); return them.
+
+        A rollout nobody watched must not gain traffic: it goes back to the old colour (one already past the
+        point of return, removing the old colour, is completed instead, as `abort` always does).
+        """
+        found = []
+        for app in sorted(self.config.apps):
+            active = self.store.active_rollout(app)
+            if active is not None and not AppLock(self.config.state_dir, app).is_held_elsewhere():
+                log.warning(
+                    "rollout %s of %s was interrupted (%s): aborting it", active.id, app, active.phase
+                )
+                found.append(self.abort(app=app, reason="interrupted; aborted by the service at start-up"))
+        return found
+
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def _start(
+        self, app: str, action: Callable[[Engine], Coroutine[Any, Any, Rollout]], *, what: str
+    ) -> Rollout:
+        """Run `action` as a kept task; return its rollout once recorded, or raise why it was not."""
+        if self._closing:
+            raise ShuttingDown()
+        self._check_free(app)
+        created: asyncio.Future[Rollout] = asyncio.get_running_loop().create_future()
+
+        def on_created(rollout: Rollout) -> None:
+            if not created.done():
+                created.set_result(rollout)
+
+        engine = self.engine(on_created=on_created)
+        task = asyncio.create_task(_closing(engine, action(engine)))
+        # Kept at once: should the caller be cancelled while it waits, the rollout still has an owner.
+        self._keep(task, engine, what=what)
+        await asyncio.wait({created, task}, return_when=asyncio.FIRST_COMPLETED)
+        if created.done():
+            return created.result()
+        # It ended before recording anything: raise why (interrupted by the shutdown: say that).
+        if self._closing and not task.cancelled() and isinstance(task.exception(), AbortRequested):
+            raise ShuttingDown()
+        return task.result()
+
+    def _check_free(self, app: str) -> None:
+        if app not in self.config.apps:
+            raise UsageError(f"unknown app {app!r}")
+        # Held by the provider (one write of the file) is not a conflict: the engine waits that out.
+        if self.store.active_rollout(app) or AppLock(self.config.state_dir, app).holder() is LockRole.ROLLOUT:
+            raise LockedError(app)
+
+    def _keep(self, task: asyncio.Task[Rollout], engine: Engine, *, what: str) -> None:
+        self._tasks[task] = engine
+        task.add_done_callback(lambda t: self._done(t, what))
+
+    def _done(self, task: asyncio.Task[Rollout], what: str) -> None:
+        self._tasks.pop(task, None)
+        if task.cancelled():
+            log.warning("%s: cancelled; its record says where it stopped", what)
+        elif isinstance(exc := task.exception(), (LockedError, UsageError, ShuttingDown)):
+            log.info("%s: not started: %s", what, exc)  # the caller was told (409/400/503)
+        elif isinstance(exc, AbortRequested | TrafficShiftError):
+            log.error("%s: %s", what, exc)
+        elif exc is not None:
+            log.error("%s: failed unexpectedly", what, exc_info=exc)
+        else:
+            r = task.result()
+            log.info("%s: rollout %s %s%s", what, r.id, r.outcome, f" ({r.reason})" if r.reason else "")
+
+    # ------------------------------------------------------------------ stopping
+
+    def close(self) -> None:
+        """Refuse new starts and aborts from now on (ShuttingDown); what runs goes on until `stop`."""
+        self._closing = True
+
+    async def stop(self, *, timeout: float) -> None:  # noqa: ASYNC109
+        """Close, ask every rollout to go back at its next safe point, and wait until none is left.
+
+        What is still running after `timeout` is cancelled: like a crash, its record lets the next start-up
+        finish it. Every task kept, also one started while this waits, is interrupted and awaited.
+        """
+        self.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks:
+            tasks = list(self._tasks)
+            for engine in self._tasks.values():
+                engine.interrupt("the service is shutting down")
+            left = deadline - loop.time()
+            if left <= 0:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks, timeout=5.0)
+                return
+            await asyncio.wait(tasks, timeout=left)
+
+
+async def _closing(engine: Engine, work: Coroutine[Any, Any, Rollout]) -> Rollout:
+    """Run a rollout, then let the engine's webhook deliveries in flight finish (bounded by their timeout)."""
+    try:
+        return await work
+    finally:
+        await engine.aclose()

@@ -1,0 +1,39 @@
+"""Publishing an app's routing: render, atomic write, then Traefik's confirmation that it runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from trafficshift.models import AppSpec, Config, Routing
+from trafficshift.traefik.api import TraefikApi
+from trafficshift.traefik.files import write_dynamic
+from trafficshift.traefik.render import render_dynamic
+
+# How long Traefik may take to show a written file through its API before the step counts as failed.
+CONFIRM_TIMEOUT = 30.0
+# Without an API to confirm through, wait this long after a write: Traefik's default throttle (2s) + margin.
+UNCONFIRMED_WAIT = 3.0
+
+
+async def publish_routing(
+    *, config: Config, traefik: TraefikApi | None, spec: AppSpec, routing: Routing
+) -> float:
+    """Replace the app's dynamic file with `routing` and wait until Traefik shows it; return the seconds.
+
+    Callers hold the app's lock: the file of an app has one writer at a time.
+    """
+    started = time.monotonic()
+    # No colour with servers left (the first deploy went back): no file, so the route answers 404.
+    text = (
+        render_dynamic(app=spec, routing=routing, entrypoints=config.traefik.entrypoints)
+        if routing.routes
+        else None
+    )
+    # Two fsyncs: off the event loop, where the service answers its API and drives other apps meanwhile.
+    await asyncio.to_thread(write_dynamic, dynamic_dir=config.traefik.dynamic_dir, app=spec.name, text=text)
+    if traefik is not None:
+        await traefik.wait_until_applied(routing, timeout=CONFIRM_TIMEOUT)
+    else:
+        await asyncio.sleep(UNCONFIRMED_WAIT)
+    return time.monotonic() - started
