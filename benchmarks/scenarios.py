@@ -32,6 +32,7 @@ from benchmarks.harness import render_load_balancer as render_lb
 from tests.support import cli
 from tests.support.load import Load, Sample, run_load, share, summarize
 from tests.support.traefik import TraefikProc, free_port
+from trafficshift.traefik import names
 
 TRAFFICSHIFT, SEED, RECREATE = "trafficshift", "seed", "recreate"
 SCENARIOS = (TRAFFICSHIFT, SEED, RECREATE)
@@ -314,7 +315,7 @@ class WeightWatcher:
     """
 
     def __init__(self, *, api_url: str, app: str, dynamic_dir: Path, poll: float = 0.01) -> None:
-        self.url = f"{api_url}/api/http/services/{app}@file"
+        self.url = f"{api_url}/api/http/services/{names.qualified(names.weighted_service(app))}"
         self.path = dynamic_dir / f"{app}.yml"
         self.poll = poll
         self.applied: list[tuple[dict[str, int], float]] = []

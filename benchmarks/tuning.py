@@ -19,25 +19,34 @@ import yaml
 from benchmarks.harness import write_file
 from tests.support.traefik import run_traefik
 from trafficshift.durations import parse_duration
+from trafficshift.models import Colour
+from trafficshift.traefik import names
 
 THROTTLES = ("0s", "100ms", "200ms", "500ms", "1s", "2s")
 
 
 def _weighted(name: str, weight: int) -> str:
+    """A file of the shape trafficshift writes (names from `names.py`), at `weight`% on green."""
+    service, blue, green = (
+        names.weighted_service(name),
+        names.colour_service(name, Colour.BLUE),
+        names.colour_service(name, Colour.GREEN),
+    )
+    rule = f"Host(`{name}.localhost`)"
     doc = {
         "http": {
-            "routers": {name: {"rule": f"Host(`{name}.localhost`)", "entryPoints": ["web"], "service": name}},
+            "routers": {names.router(name): {"rule": rule, "entryPoints": ["web"], "service": service}},
             "services": {
-                name: {
+                service: {
                     "weighted": {
                         "services": [
-                            {"name": f"{name}-blue", "weight": 100 - weight},
-                            {"name": f"{name}-green", "weight": weight},
+                            {"name": blue, "weight": 100 - weight},
+                            {"name": green, "weight": weight},
                         ]
                     }
                 },
-                f"{name}-blue": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:9"}]}},
-                f"{name}-green": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:9"}]}},
+                blue: {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:9"}]}},
+                green: {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:9"}]}},
             },
         }
     }
@@ -45,12 +54,14 @@ def _weighted(name: str, weight: int) -> str:
 
 
 async def _applied(session: aiohttp.ClientSession, api_url: str, name: str, weight: int) -> bool:
-    async with session.get(f"{api_url}/api/http/services/{name}@file") as response:
+    async with session.get(
+        f"{api_url}/api/http/services/{names.qualified(names.weighted_service(name))}"
+    ) as response:
         if response.status != 200:
             return False
         doc = await response.json()
     weights = {s["name"]: s["weight"] for s in doc["weighted"]["services"]}
-    return weights.get(f"{name}-green") == weight
+    return weights.get(names.colour_service(name, Colour.GREEN)) == weight
 
 
 async def _change(

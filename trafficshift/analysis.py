@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from trafficshift.models import AnalysisSpec, Bucket, MetricsSnapshot, ServiceMetrics
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The judgement of one step; `reason` names the figures whenever the step failed or was not judged."""
-
-    ok: bool
-    requests: int
-    error_rate: float | None
-    p95: float | None
-    reason: str | None = None
+from trafficshift.models import AnalysisSpec, Bucket, MetricsSnapshot, ServiceMetrics, Verdict
 
 
 def service_delta(*, before: ServiceMetrics, after: ServiceMetrics) -> ServiceMetrics:

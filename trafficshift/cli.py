@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from trafficshift import __version__, plan, report
-from trafficshift.config import load_config, resolve_config_path
+from trafficshift.config import load_config, require_app, resolve_config_path
 from trafficshift.durations import format_duration, parse_duration
 from trafficshift.errors import TrafficShiftError, UsageError
 from trafficshift.models import Config, Event, Outcome, Rollout
@@ -286,10 +286,8 @@ def _history(config: Config, args: argparse.Namespace) -> int:
 def _dispatch(config: Config, args: argparse.Namespace) -> int:
     command = args.command
     app = getattr(args, "app", None)
-    if app is not None and app not in config.apps:
-        # Before anything is opened or created: bad input changes nothing.
-        known = ", ".join(sorted(config.apps)) or "none"
-        raise UsageError(f"unknown app {app!r} (apps in {config.path.name}: {known})")
+    if app is not None:
+        require_app(config, app)  # before anything is opened or created: bad input changes nothing
     if command == "check":
         return EXIT_OK
     if command in ("promote", "abort", "rollback") and not args.local:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from trafficshift.durations import parse_at
-from trafficshift.errors import TrafficShiftError, UnreachableError, UsageError
+from trafficshift.errors import Conflict, ServiceError, TrafficShiftError, UnreachableError, UsageError
 from trafficshift.models import Config
 from trafficshift.store.discovery import SERVICE_FILE, TOKEN_ENV, configured_token, read_generated_token
 
@@ -24,10 +24,6 @@ URL_ENV = "TRAFFICSHIFT_URL"
 TIMEOUT = 30.0
 # How long `GET /healthz` of a recorded service may take before the record counts as stale.
 HEALTH_TIMEOUT = 1.0
-
-
-class ServiceError(TrafficShiftError):
-    """The service answered with an error (a 5xx)."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +65,6 @@ class Client:
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UnreachableError(f"cannot reach the service at {self.url}: {reason}") from None
-
-
-class Conflict(UsageError):
-    """The service answered 409: the app is busy, or there is nothing to do (the caller tells which)."""
 
 
 def running_service(config: Config) -> Client | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from trafficshift.errors import ConfigError
+from trafficshift.errors import ConfigError, UnknownApp
 from trafficshift.models import (
     AnalysisSpec,
     AppSpec,
@@ -26,12 +26,14 @@ from trafficshift.models import (
     TraefikSpec,
     WebhookSpec,
 )
+from trafficshift.traefik import names
 from trafficshift.yamlnodes import NODE_BUDGET, Errors, Node, check_graph, compose
 
 __all__ = [
     "NODE_BUDGET",
     "load_config",
     "parse_config_text",
+    "require_app",
     "resolve_config_path",
     "validate_app_name",
     "validate_listen",
@@ -50,6 +52,14 @@ def resolve_config_path(cli_value: str | None) -> Path:
     if cli_value is not None:
         return Path(cli_value)
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def require_app(config: Config, name: str) -> AppSpec:
+    """The app called `name`; UnknownApp (exit 2, HTTP 404) when the config has none by that name."""
+    try:
+        return config.apps[name]
+    except KeyError:
+        raise UnknownApp(name, known=config.apps, source=config.path.name) from None
 
 
 def validate_app_name(name: str) -> str | None:
@@ -155,13 +165,11 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
             root.errors.add(node.key_line, node.path, why)
         elif app := _app(app_name, node, has_metrics=has_metrics, base_dir=base_dir):
             apps[app_name] = app
-        for colour in ("-blue", "-green"):
-            # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
-            # the same service in another file, and Traefik drops both.
-            if app_name.endswith(colour) and (owner := app_name.removesuffix(colour)) in entries:
-                root.errors.add(
-                    node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}"
-                )
+        # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
+        # the same service in another file, and Traefik drops both.
+        owner = next((o for o in entries if names.colour_of_service(o, app_name) is not None), None)
+        if owner is not None:
+            root.errors.add(node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}")
     webhooks = _webhooks(top["webhooks"], base_dir) if "webhooks" in top else ()
     confirm = _confirm(top["confirm"], base_dir) if "confirm" in top else None
     if traefik is None or "dynamic_dir" not in traefik[1] or service is None or state_dir is None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiodocker
 import aiohttp
 
-from trafficshift.errors import ImageError, TrafficShiftError, UnreachableError
+from trafficshift.errors import ContainerError, ImageError, UnreachableError
 from trafficshift.models import AppSpec, Colour, ContainerInfo
 
 LABEL_APP = "trafficshift.app"
@@ -38,10 +38,6 @@ LABEL_SPEC = "trafficshift.spec"
 RESTART_POLICY = "unless-stopped"
 
 T = TypeVar("T")
-
-
-class ContainerError(TrafficShiftError):
-    """Docker refused an operation on a container (name taken, network missing, port in use...)."""
 
 
 @dataclass(frozen=True)

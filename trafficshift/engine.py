@@ -16,8 +16,17 @@ import aiodocker
 import aiohttp
 
 from trafficshift import judge, plan, report, webhooks
+from trafficshift.config import require_app
 from trafficshift.containers import Containers
-from trafficshift.errors import NothingToDo, NotReady, RolloutStuck, TrafficShiftError, UsageError
+from trafficshift.errors import (
+    AbortRequested,
+    ConfirmDenied,
+    NothingToDo,
+    NotReady,
+    RolloutStuck,
+    TrafficShiftError,
+    UsageError,
+)
 from trafficshift.models import (
     AppSpec,
     AppState,
@@ -47,10 +56,6 @@ PROVIDER_WAIT = CONFIRM_TIMEOUT + 5.0
 
 EventSink = Callable[[Event], None]
 ProgressSink = Callable[[str], None]
-
-
-class AbortRequested(TrafficShiftError):
-    """Someone asked the running rollout to go back to the old colour."""
 
 
 class Engine:
@@ -92,11 +97,7 @@ class Engine:
     # ------------------------------------------------------------------ public entry points
 
     def spec(self, app: str) -> AppSpec:
-        try:
-            return self.config.apps[app]
-        except KeyError:
-            known = ", ".join(sorted(self.config.apps)) or "none"
-            raise UsageError(f"unknown app {app!r} (apps in {self.config.path}: {known})") from None
+        return require_app(self.config, app)
 
     def interrupt(self, reason: str) -> None:
         """Ask the rollout running in this process to abort at the next safe point (e.g. on SIGTERM)."""
@@ -232,7 +233,7 @@ class Engine:
             return await self._forward(spec, rollout)
         except AbortRequested as exc:
             outcome, reason = Outcome.ABORTED, str(exc)
-        except webhooks.ConfirmDenied as exc:
+        except ConfirmDenied as exc:
             # A "no" is a decision, as `abort` is; a gate that could not be asked is a failure.
             outcome, reason = (Outcome.ABORTED if exc.answered else Outcome.FAILED), str(exc)
         except asyncio.CancelledError:

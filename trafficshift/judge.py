@@ -12,28 +12,23 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from trafficshift.analysis import Verdict, judge_step
-from trafficshift.errors import TrafficShiftError, UnreachableError
-from trafficshift.models import AnalysisSpec, AppSpec, Colour, Config, MetricsSnapshot, Phase, Rollout
+from trafficshift.analysis import judge_step
+from trafficshift.errors import AnalysisFailed, UnreachableError
+from trafficshift.models import (
+    AnalysisSpec,
+    AppSpec,
+    Colour,
+    Config,
+    MetricsSnapshot,
+    Phase,
+    Rollout,
+    Verdict,
+)
+from trafficshift.traefik import names
 from trafficshift.traefik.scrape import scrape
 
 # One scrape may not stall a step for long: a late answer is worth less than the next one.
 SCRAPE_TIMEOUT = 3.0
-
-
-class AnalysisFailed(TrafficShiftError):
-    """The new colour failed its step's analysis (error rate or p95 over a limit) or could not be judged."""
-
-    def __init__(self, *, service: str, step: str, verdict: Verdict | None, reason: str) -> None:
-        self.service = service
-        self.step = step
-        self.verdict = verdict
-        super().__init__(f"analysis failed at {step}: {service}: {reason}")
-
-
-def service_name(app: str, colour: Colour) -> str:
-    """The Prometheus `service` label of one colour's loadBalancer service (`web-green@file`)."""
-    return f"{app}-{colour}@file"
 
 
 def describe(verdict: Verdict) -> str:
@@ -61,7 +56,7 @@ class StepWatch:
 
     @property
     def service(self) -> str:
-        return service_name(self.app, self.new)
+        return _metrics_label(self.app, self.new)
 
     async def observe(self) -> Verdict | None:
         """Scrape and judge the window so far; None when there is no window yet (or Traefik did not answer).
@@ -78,7 +73,7 @@ class StepWatch:
         if self.start is None:
             self.start = snapshot
             return None
-        baseline = service_name(self.app, self.old) if self.old and self.spec.compare_to_old else None
+        baseline = _metrics_label(self.app, self.old) if self.old and self.spec.compare_to_old else None
         verdict = judge_step(
             before=self.start, after=snapshot, service=self.service, spec=self.spec, baseline_service=baseline
         )
@@ -101,6 +96,11 @@ class StepWatch:
                 reason=f"could not be judged: {self.last_error or 'no metrics window'}",
             )
         return verdict
+
+
+def _metrics_label(app: str, colour: Colour) -> str:
+    """The Prometheus `service` label of one colour's loadBalancer service (`web-green@file`)."""
+    return names.qualified(names.colour_service(app, colour))
 
 
 def watch_step(

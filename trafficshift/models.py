@@ -283,3 +283,14 @@ class MetricsSnapshot:
     def service(self, name: str) -> ServiceMetrics:
         """The metrics of one service; empty when Traefik has not counted a request for it yet."""
         return self.services.get(name, ServiceMetrics())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one step; `reason` names the figures whenever the step failed or was not judged."""
+
+    ok: bool
+    requests: int
+    error_rate: float | None
+    p95: float | None
+    reason: str | None = None

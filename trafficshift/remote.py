@@ -18,8 +18,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from trafficshift.client import Client, Conflict
-from trafficshift.errors import LockedError, NothingToDo, RolloutStuck, TrafficShiftError
+from trafficshift.client import Client
+from trafficshift.errors import Conflict, LockedError, NothingToDo, RolloutStuck, TrafficShiftError
 from trafficshift.models import Config, Event, Rollout
 from trafficshift.store.locks import AppLock
 from trafficshift.store.rollouts import StateStore

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from trafficshift import report
-from trafficshift.errors import TrafficShiftError
+from trafficshift.errors import ConfirmDenied
 from trafficshift.models import Colour, Config, ConfirmSpec, Event, Rollout, WebhookSpec
 
 log = logging.getLogger(__name__)
@@ -38,17 +38,6 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 8.0
 # Enough of an answer to explain a "no" (e.g. "change freeze until Monday").
 ANSWER_CHARS = 300
-
-
-class ConfirmDenied(TrafficShiftError):
-    """The confirm gate did not answer 2xx; `answered` tells a "no" (4xx) from a gate that was not reached."""
-
-    def __init__(self, *, url: str, detail: str, answered: bool) -> None:
-        self.url = url
-        self.detail = detail
-        self.answered = answered
-        how = "said no" if answered else "did not confirm"
-        super().__init__(f"confirm hook {url} {how}: {detail}")
 
 
 def sign(secret: bytes, body: bytes) -> str:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trafficshift.analysis import Verdict, histogram_quantile, judge_step, service_delta
-from trafficshift.models import AnalysisSpec, Bucket, MetricsSnapshot, ServiceMetrics
+from trafficshift.analysis import histogram_quantile, judge_step, service_delta
+from trafficshift.models import AnalysisSpec, Bucket, MetricsSnapshot, ServiceMetrics, Verdict
 
 # Traefik's default histogram bounds.
 BOUNDS = (0.1, 0.3, 1.2, 5.0)

@@ -15,17 +15,23 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from trafficshift.config import parse_config_text
-from trafficshift.containers import ContainerError, Containers
-from trafficshift.errors import ImageError, LockedError, UnreachableError
+from trafficshift.containers import Containers
+from trafficshift.errors import (
+    ContainerError,
+    ImageError,
+    LockedError,
+    ShuttingDown,
+    TraefikApiError,
+    UnreachableError,
+)
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
 from trafficshift.service import routes
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.openapi import document
-from trafficshift.service.runner import Runner, ShuttingDown
+from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import ScheduleStore
-from trafficshift.traefik.api import TraefikApiError
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

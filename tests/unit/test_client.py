@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from trafficshift.client import URL_ENV, Conflict, error_of, running_service
+from trafficshift.client import URL_ENV, error_of, running_service
 from trafficshift.config import parse_config_text
-from trafficshift.errors import UnreachableError, UsageError
+from trafficshift.errors import Conflict, UnreachableError, UsageError
 from trafficshift.models import Config
 from trafficshift.store.discovery import SERVICE_FILE, remove_service_file, service_url, write_service_file
 

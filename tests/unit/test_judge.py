@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 
 from tests.support.factories import make_rollout
-from trafficshift.analysis import Verdict
-from trafficshift.judge import AnalysisFailed, StepWatch, describe, watch_step
-from trafficshift.models import AnalysisSpec, AppSpec, Colour, Config, Phase, TraefikSpec
+from trafficshift.errors import AnalysisFailed
+from trafficshift.judge import StepWatch, describe, watch_step
+from trafficshift.models import AnalysisSpec, AppSpec, Colour, Config, Phase, TraefikSpec, Verdict
 
 SPEC = AnalysisSpec(max_error_rate=0.05, max_p95_latency=0.5, min_requests=10)
 URL = "http://m/metrics"

@@ -9,9 +9,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trafficshift.errors import RenderCheckError
 from trafficshift.models import AppSpec, Colour, ColourRoute, HealthSpec, Routing
 from trafficshift.traefik.render import (
-    RenderCheckError,
     go_duration,
     parse_dynamic,
     quote_yaml,

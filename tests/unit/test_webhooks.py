@@ -14,6 +14,7 @@ import pytest
 from tests.support.factories import make_rollout
 from tests.support.hooks import run_receiver
 from trafficshift import webhooks
+from trafficshift.errors import ConfirmDenied
 from trafficshift.models import AppSpec, Colour, Config, ConfirmSpec, Event, Phase, TraefikSpec, WebhookSpec
 
 SECRET = b"s3cret"
@@ -177,7 +178,7 @@ async def test_confirm_gate_denies_on_anything_but_2xx(
 ) -> None:
     async with run_receiver(secret=SECRET, answer=lambda *_: (status, "change freeze")) as receiver:
         gate = ConfirmSpec(url=receiver.url + "/confirm", secret=SECRET, timeout=2, retries=1)
-        with pytest.raises(webhooks.ConfirmDenied) as info:
+        with pytest.raises(ConfirmDenied) as info:
             await webhooks.confirm_step(
                 session=session, gate=gate, rollout=make_rollout(), step=1, weights={Colour.GREEN: 50}
             )

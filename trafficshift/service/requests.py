@@ -26,6 +26,10 @@ IMAGE_PATTERN = (
 _IMAGE = re.compile(IMAGE_PATTERN)
 MAX_IMAGE = 512
 MAX_PAUSE = 24 * 3600.0
+# The fields of each body, in the order the error for an unknown one lists them.
+PROMOTE_FIELDS = ("image", "steps", "pause")
+ROLLBACK_FIELDS = ("now",)
+SCHEDULE_FIELDS = ("app", "image", "at")
 
 
 class ApiError(Exception):
@@ -93,7 +97,7 @@ def _image(body: Mapping[str, Any]) -> str:
 
 def promote_request(body: Mapping[str, Any]) -> PromoteRequest:
     """`{"image": "...", "steps": [..]?, "pause": "5s"?}`."""
-    _only(body, ("image", "steps", "pause"))
+    _only(body, PROMOTE_FIELDS)
     image = _image(body)
     steps = body.get("steps")
     if steps is not None:
@@ -123,7 +127,7 @@ def abort_request(body: Mapping[str, Any]) -> None:
 
 def rollback_request(body: Mapping[str, Any]) -> bool:
     """`{"now": false}`, optional; returns `now`."""
-    _only(body, ("now",))
+    _only(body, ROLLBACK_FIELDS)
     now = body.get("now", False)
     if not isinstance(now, bool):
         raise bad("now", f"expected true or false, got {now!r}")
@@ -132,7 +136,7 @@ def rollback_request(body: Mapping[str, Any]) -> bool:
 
 def schedule_request(body: Mapping[str, Any], *, apps: Collection[str], now: dt.datetime) -> ScheduleRequest:
     """`{"app", "image", "at"}`: a known app, an image, a time with offset that is still ahead."""
-    _only(body, ("app", "image", "at"))
+    _only(body, SCHEDULE_FIELDS)
     app = body.get("app")
     if app is None:
         raise bad("app", "required")

@@ -19,19 +19,15 @@ from typing import Any
 from aiohttp import web
 
 from trafficshift import report
-from trafficshift.containers import ContainerError
-from trafficshift.errors import (
-    ImageError,
-    LockedError,
-    NothingToDo,
-    TrafficShiftError,
-    UnreachableError,
-    UsageError,
-)
+from trafficshift.config import require_app
+from trafficshift.errors import TrafficShiftError
 from trafficshift.service.metrics import CONTENT_TYPE, ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.requests import (
     MAX_BODY,
+    PROMOTE_FIELDS,
+    ROLLBACK_FIELDS,
+    SCHEDULE_FIELDS,
     ApiError,
     abort_request,
     parse_body,
@@ -39,19 +35,25 @@ from trafficshift.service.requests import (
     rollback_request,
     schedule_request,
 )
-from trafficshift.service.runner import Runner, ShuttingDown
+from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import ScheduleState, ScheduleStore, schedule_dict
-from trafficshift.traefik.api import TraefikApiError
 
 log = logging.getLogger("trafficshift.api")
 
 SSE_POLL = 0.2
 SSE_HEARTBEAT = 15.0
 SSE_BATCH = 500  # events read per query: a stream from `after=0` is sent in batches, not read whole
-# Only these routes take an image from the request: there, an image Docker refuses is the body's fault.
-IMAGE_ROUTES = frozenset({"/apps/{app}/promote", "/schedules"})
+# The fields each route takes from its body: an error about one of them (an image Docker refuses) is the
+# request's fault there (400 naming the field), and the service's or Docker's elsewhere (its own status).
+BODY_FIELDS = {
+    "/apps/{app}/promote": PROMOTE_FIELDS,
+    "/apps/{app}/rollback": ROLLBACK_FIELDS,
+    "/schedules": SCHEDULE_FIELDS,
+}
+# Failures of the service or of Docker are logged; a 4xx is the caller's, a 503 only says "not now".
+LOGGED_STATUSES = frozenset({500, 502})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -111,40 +113,29 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         error = exc
-    except (LockedError, NothingToDo) as exc:
-        error = ApiError(409, str(exc))
-    except ShuttingDown as exc:
-        error = ApiError(503, str(exc))
-    except ImageError as exc:
-        # An image Docker cannot find or pull (or parse) is the request's fault where it names one.
-        if _route(request) in IMAGE_ROUTES:
-            error = ApiError(400, str(exc), field="image")
-        else:
-            log.error("%s %s: %s", request.method, request.path, exc)
-            error = ApiError(502, str(exc))
-    except ContainerError as exc:
-        log.error("%s %s: Docker failed: %s", request.method, request.path, exc)
-        error = ApiError(502, str(exc))
-    except UsageError as exc:
-        error = ApiError(400, str(exc))
-    except (UnreachableError, TraefikApiError) as exc:
-        # Docker or Traefik could not be reached (or answered nonsense) before anything changed.
-        error = ApiError(503, str(exc))
+    except TrafficShiftError as exc:
+        error = _answer(request, exc)
     except web.HTTPRequestEntityTooLarge:
         error = ApiError(413, f"the body is larger than {MAX_BODY} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         error = ApiError(exc.status, exc.reason)
-    except TrafficShiftError as exc:
-        log.error("%s %s: %s", request.method, request.path, exc)
-        error = ApiError(500, str(exc))
     except (asyncio.CancelledError, ConnectionError):
         raise  # the client went away, or the service is stopping
     except Exception as exc:
         log.exception("%s %s: unexpected error", request.method, request.path)
         error = ApiError(500, f"internal error: {type(exc).__name__}")
     return web.json_response(error.body(), status=error.status)
+
+
+def _answer(request: web.Request, exc: TrafficShiftError) -> ApiError:
+    """A project error as an answer: the status its class carries (`errors.py`), or 400 for a body field."""
+    if exc.field is not None and exc.field in BODY_FIELDS.get(_route(request) or "", ()):
+        return ApiError(400, str(exc), field=exc.field)
+    if exc.http_status in LOGGED_STATUSES:
+        log.error("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
+    return ApiError(exc.http_status, str(exc))
 
 
 def _route(request: web.Request) -> str | None:
@@ -160,10 +151,7 @@ def _ctx(request: web.Request) -> Context:
 
 
 def _app_name(request: web.Request) -> str:
-    name = request.match_info["app"]
-    if name not in _ctx(request).runner.config.apps:
-        raise ApiError(404, f"unknown app {name!r}")
-    return name
+    return require_app(_ctx(request).runner.config, request.match_info["app"]).name
 
 
 async def _body(request: web.Request, *, required: bool) -> dict[str, Any]:

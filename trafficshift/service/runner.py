@@ -14,23 +14,22 @@ from typing import Any
 
 import aiohttp
 
+from trafficshift.config import require_app
 from trafficshift.containers import Containers
-from trafficshift.engine import AbortRequested, Engine
-from trafficshift.errors import LockedError, NothingToDo, TrafficShiftError, UsageError
+from trafficshift.engine import Engine
+from trafficshift.errors import (
+    AbortRequested,
+    LockedError,
+    NothingToDo,
+    ShuttingDown,
+    TrafficShiftError,
+    UsageError,
+)
 from trafficshift.models import Config, Rollout
 from trafficshift.store.locks import AppLock, LockRole
 from trafficshift.store.rollouts import StateStore
 
 log = logging.getLogger("trafficshift.runner")
-
-__all__ = ["NothingToDo", "Runner", "ShuttingDown"]
-
-
-class ShuttingDown(TrafficShiftError):
-    """The service is stopping: it starts nothing new (HTTP 503)."""
-
-    def __init__(self) -> None:
-        super().__init__("the service is shutting down")
 
 
 class Runner:
@@ -131,8 +130,7 @@ class Runner:
         return task.result()
 
     def _check_free(self, app: str) -> None:
-        if app not in self.config.apps:
-            raise UsageError(f"unknown app {app!r}")
+        require_app(self.config, app)
         # Held by the provider (one write of the file) is not a conflict: the engine waits that out.
         if self.store.active_rollout(app) or AppLock(self.config.state_dir, app).holder() is LockRole.ROLLOUT:
             raise LockedError(app)

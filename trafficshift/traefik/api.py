@@ -10,14 +10,11 @@ from typing import Any
 
 import aiohttp
 
-from trafficshift.errors import StepNotApplied, TrafficShiftError, UnreachableError
+from trafficshift.errors import StepNotApplied, TraefikApiError, UnreachableError
 from trafficshift.models import Colour, ColourRoute, Routing
+from trafficshift.traefik import names
 
 _REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5)
-
-
-class TraefikApiError(TrafficShiftError):
-    """The Traefik API answered, but not in a way this version of trafficshift understands."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +85,15 @@ class TraefikApi:
 
     async def read_routing(self, app: str) -> ObservedRouting:
         """Return the app's weighted service and its children as Traefik runs them."""
-        weighted_doc = await self._get(f"/api/http/services/{app}@file")
+        weighted = names.qualified(names.weighted_service(app))
+        weighted_doc = await self._get(f"/api/http/services/{weighted}")
         if weighted_doc is None:
             return ObservedRouting(app=app, present=False)
         try:
             children = [(str(c["name"]), int(c["weight"])) for c in weighted_doc["weighted"]["services"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise TraefikApiError(
-                f"{self.api_url}: unexpected answer for {app}@file: {weighted_doc}"
+                f"{self.api_url}: unexpected answer for {weighted}: {weighted_doc}"
             ) from exc
         # gather, not a TaskGroup: a failed read must surface as itself, not as an ExceptionGroup.
         routes = await asyncio.gather(*(self._read_child(app, name, weight) for name, weight in children))
@@ -103,8 +101,8 @@ class TraefikApi:
 
     async def _read_child(self, app: str, name: str, weight: int) -> ObservedRoute:
         # Children come back without `@file`; a child from another provider would carry its own suffix.
-        colour = next((c for c in Colour if name == f"{app}-{c}"), None)
-        qualified = name if "@" in name else f"{name}@file"
+        colour = names.colour_of_service(app, name)
+        qualified = name if "@" in name else names.qualified(name)
         doc = await self._get(f"/api/http/services/{qualified}")
         if doc is None:
             return ObservedRoute(service=name, colour=colour, weight=weight, servers=())
@@ -145,7 +143,9 @@ class TraefikApi:
                             return time.monotonic() - started
                     await asyncio.sleep(poll)
         except TimeoutError:
-            raise StepNotApplied(f"{routing.app}@file", routing, observed) from None
+            raise StepNotApplied(
+                names.qualified(names.weighted_service(routing.app)), routing, observed
+            ) from None
 
     async def _get(self, path: str) -> Any:
         """Return the decoded JSON at `path`, or None for a 404."""

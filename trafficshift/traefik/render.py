@@ -11,22 +11,11 @@ import jinja2
 import yaml
 
 import trafficshift
-from trafficshift.errors import TrafficShiftError
-from trafficshift.models import AppSpec, Colour, ColourRoute, Routing
+from trafficshift.errors import RenderCheckError
+from trafficshift.models import AppSpec, ColourRoute, Routing
+from trafficshift.traefik import names
 
 TEMPLATE = "dynamic.yml.j2"
-
-
-class RenderCheckError(TrafficShiftError):
-    """The rendered file did not parse back to what was asked: a bug, so nothing is written."""
-
-
-def retry_middleware_name(app: str) -> str:
-    return f"{app}-retry"
-
-
-def colour_service_name(app: str, colour: Colour) -> str:
-    return f"{app}-{colour}"
 
 
 def quote_yaml(value: object) -> str:
@@ -109,13 +98,18 @@ def render_dynamic(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]
         _environment()
         .get_template(TEMPLATE)
         .render(
-            app=app.name,
+            router=names.router(app.name),
+            service=names.weighted_service(app.name),
             rule=app.rule,
             entrypoints=list(entrypoints),
-            retry=retry_middleware_name(app.name),
+            retry=names.retry_middleware(app.name),
             health=health,
             routes=[
-                {"service": colour_service_name(app.name, r.colour), "weight": r.weight, "servers": r.servers}
+                {
+                    "service": names.colour_service(app.name, r.colour),
+                    "weight": r.weight,
+                    "servers": r.servers,
+                }
                 for r in routing.routes
             ],
         )
@@ -134,12 +128,11 @@ def _check_input(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) 
         raise ValueError(f"{app.name}: a colour is listed twice: {colours}")
     for route in routing.routes:
         # A child without servers answers 503; the caller lists only colours that have containers.
+        service = names.colour_service(app.name, route.colour)
         if not route.servers:
-            raise ValueError(f"{app.name}-{route.colour}: no servers")
+            raise ValueError(f"{service}: no servers")
         if isinstance(route.weight, bool) or not isinstance(route.weight, int) or route.weight < 0:
-            raise ValueError(
-                f"{app.name}-{route.colour}: weight must be a whole number >= 0: {route.weight!r}"
-            )
+            raise ValueError(f"{service}: weight must be a whole number >= 0: {route.weight!r}")
     if isinstance(entrypoints, str) or not entrypoints:
         raise ValueError(f"{app.name}: entrypoints must be a non-empty list, got {entrypoints!r}")
 
@@ -147,13 +140,14 @@ def _check_input(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) 
 def expected_document(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) -> dict[str, Any]:
     """Return what the rendered file must parse to: the check is independent of the template."""
     name = app.name
-    retry = retry_middleware_name(name)
+    retry = names.retry_middleware(name)
+    weighted_name = names.weighted_service(name)
     weighted: dict[str, Any] = {
         "services": [
-            {"name": colour_service_name(name, r.colour), "weight": r.weight} for r in routing.routes
+            {"name": names.colour_service(name, r.colour), "weight": r.weight} for r in routing.routes
         ]
     }
-    services: dict[str, Any] = {name: {"weighted": weighted}}
+    services: dict[str, Any] = {weighted_name: {"weighted": weighted}}
     for route in routing.routes:
         balancer: dict[str, Any] = {"passHostHeader": True, "servers": [{"url": u} for u in route.servers]}
         if app.health.path is not None:
@@ -162,16 +156,16 @@ def expected_document(*, app: AppSpec, routing: Routing, entrypoints: Sequence[s
                 "interval": go_duration(app.health.interval),
                 "timeout": go_duration(app.health.timeout),
             }
-        services[colour_service_name(name, route.colour)] = {"loadBalancer": balancer}
+        services[names.colour_service(name, route.colour)] = {"loadBalancer": balancer}
     if app.health.path is not None:
         weighted["healthCheck"] = {}
     return {
         "http": {
             "routers": {
-                name: {
+                names.router(name): {
                     "rule": app.rule,
                     "entryPoints": list(entrypoints),
-                    "service": name,
+                    "service": weighted_name,
                     "middlewares": [retry],
                 }
             },
@@ -205,7 +199,9 @@ def parse_dynamic(text: str) -> Routing:
         app, spec = weighted[0]
         routes = []
         for child in spec["services"]:
-            colour = Colour(str(child["name"]).removeprefix(f"{app}-"))
+            colour = names.colour_of_service(app, str(child["name"]))
+            if colour is None:
+                raise ValueError(f"{child['name']!r} is not a colour service of {app!r}")
             servers = tuple(s["url"] for s in services[child["name"]]["loadBalancer"]["servers"])
             routes.append(ColourRoute(colour=colour, weight=int(child["weight"]), servers=servers))
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:

@@ -1,0 +1,43 @@
+"""The names of the Traefik objects trafficshift defines for an app: the one place that spells them.
+
+They are part of the contract (README, "How a promote goes"): dashboards and Prometheus series are labelled
+with them (`web-green@file`), and the config refuses an app whose name would be another app's service.
+Pure: no I/O, so the config, the renderer, the API adapter and the analysis can all ask here.
+"""
+
+from __future__ import annotations
+
+from trafficshift.models import Colour
+
+# Traefik suffixes every object with `@<provider>`; the dynamic files are read by the file provider.
+PROVIDER = "file"
+
+
+def router(app: str) -> str:
+    """The app's router: its rule, entrypoints and middlewares, in front of the weighted service."""
+    return app
+
+
+def weighted_service(app: str) -> str:
+    """The weighted service that splits the app's traffic between its colours."""
+    return app
+
+
+def colour_service(app: str, colour: Colour) -> str:
+    """One colour's loadBalancer service (`web-blue`), a child of the weighted service."""
+    return f"{app}-{colour}"
+
+
+def retry_middleware(app: str) -> str:
+    """The app's retry middleware (connection errors to a container that is shutting down)."""
+    return f"{app}-retry"
+
+
+def qualified(name: str) -> str:
+    """`name` as Traefik's API and metrics show it, with the provider suffix (`web-green@file`)."""
+    return f"{name}@{PROVIDER}"
+
+
+def colour_of_service(app: str, service: str) -> Colour | None:
+    """The colour whose service of `app` is called `service`, or None when it is not one of them."""
+    return next((colour for colour in Colour if service == colour_service(app, colour)), None)
