@@ -22,7 +22,8 @@ from trafficshift.models import Config, Event, Outcome, Rollout
 if TYPE_CHECKING:
     from trafficshift.client import Client
 
-EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE = 0, 1, 2
+# Errors carry their own exit code (errors.py); these are the codes of a rollout that ended.
+EXIT_OK, EXIT_ROLLED_BACK = 0, 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -359,8 +359,7 @@ class Engine:
         if listed is not None:
             # Invariant 1: a server gets traffic only once seen ready: in the file already, or probed by
             # this run. A replica Docker restarted meanwhile (new published port) stays out.
-            trusted = self._seen_ready | {url for route in listed.routes for url in route.servers}
-            containers = [c for c in containers if c.url in trusted]
+            containers = plan.trusted_servers(containers, trusted=self._seen_ready | listed.servers())
         routing = plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
         if unserved := plan.unserved(r.weights, routing):
             # Writing it anyway would send that share nowhere (or delete the file): refuse instead.
@@ -405,7 +404,7 @@ class Engine:
                 await self._guarded(r, watch.observe())
             if now >= next_check:
                 next_check = now + spec.health.interval
-                self._progress(f"{r.phase} {_weights_text(r)}; next in {left:.0f}s")
+                self._progress(f"{r.phase} {report.weights_text(r.weights)}; next in {left:.0f}s")
                 await check_alive(containers=self.containers, app=spec, colour=r.to_colour)
             await asyncio.sleep(min(POLL, left))
         if watch is not None:
@@ -489,10 +488,6 @@ class Engine:
     def _progress(self, text: str) -> None:
         if self._on_progress is not None:
             self._on_progress(text)
-
-
-def _weights_text(r: Rollout) -> str:
-    return " ".join(f"{colour}={weight}%" for colour, weight in sorted(r.weights.items()))
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -172,6 +172,19 @@ class Routing:
 
     def weights(self) -> dict[Colour, int]:
         return {r.colour: r.weight for r in self.routes}
+
+    def servers(self) -> set[str]:
+        """Every server URL the routing lists, of any colour."""
+        return {url for route in self.routes for url in route.servers}
+
+    def canonical(self) -> Routing:
+        """The same routing in one order (colours sorted, each colour's servers sorted).
+
+        Order means nothing to Traefik: two routings route alike exactly when their canonical forms are
+        equal (a file against what the API shows, or against what is about to be written).
+        """
+        routes = (replace(r, servers=tuple(sorted(r.servers))) for r in self.routes)
+        return Routing(app=self.app, routes=tuple(sorted(routes, key=lambda r: r.colour)))
 
 
 # ---------------------------------------------------------------- rollouts

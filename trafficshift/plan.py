@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from trafficshift.models import AppState, Colour, ColourRoute, ContainerInfo, Phase, Rollout, Routing
 
@@ -61,22 +61,35 @@ def current_weights(
     return {running.pop(): 100} if len(running) == 1 else {}
 
 
+def server_url(c: ContainerInfo) -> str | None:
+    """The URL to route a container at, or None when it cannot be a server: stopped, no address, unhealthy."""
+    return c.url if c.running and c.url and c.health != "unhealthy" else None
+
+
+def trusted_servers(containers: Iterable[ContainerInfo], *, trusted: Collection[str]) -> list[ContainerInfo]:
+    """The containers that can be servers and whose URL is `trusted`: in the app's file, or seen ready.
+
+    Invariant 1: any other one, such as a replica Docker restarted on a new published port, waits for a probe.
+    """
+    return [c for c in containers if (url := server_url(c)) is not None and url in trusted]
+
+
 def routing_for(*, app: str, weights: Mapping[Colour, int], containers: Iterable[ContainerInfo]) -> Routing:
-    """The routing for `weights`, with each colour's running, addressable containers as servers.
+    """The routing for `weights` (canonical), with each colour's containers that can be servers.
 
     A colour without a server is left out: Traefik disables a weighted service whose child is missing, and a
     child with no servers would answer 503 for its share.
     """
     servers: dict[Colour, list[str]] = {}
     for c in containers:
-        if c.running and c.url and c.health != "unhealthy":
-            servers.setdefault(c.colour, []).append(c.url)
+        if (url := server_url(c)) is not None:
+            servers.setdefault(c.colour, []).append(url)
     routes = tuple(
-        ColourRoute(colour=colour, weight=weights[colour], servers=tuple(sorted(servers[colour])))
-        for colour in sorted(weights)
+        ColourRoute(colour=colour, weight=weight, servers=tuple(servers[colour]))
+        for colour, weight in weights.items()
         if servers.get(colour)
     )
-    return Routing(app=app, routes=routes)
+    return Routing(app=app, routes=routes).canonical()
 
 
 def unserved(weights: Mapping[Colour, int], routing: Routing) -> list[Colour]:

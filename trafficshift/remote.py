@@ -18,6 +18,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from trafficshift import report
 from trafficshift.client import Client
 from trafficshift.errors import Conflict, LockedError, NothingToDo, RolloutStuck, TrafficShiftError
 from trafficshift.models import Config, Event, Rollout
@@ -142,6 +143,5 @@ async def _follow(
                 f" no longer drives it (see its log); `trafficshift status {rollout.app}` explains it,"
                 f" `trafficshift promote {rollout.app}` or `trafficshift abort {rollout.app}` carries on"
             )
-        weights = " ".join(f"{c}={w}%" for c, w in sorted(rollout.weights.items()))
-        on_progress(f"{rollout.phase} {weights} (in the service)")
+        on_progress(f"{rollout.phase} {report.weights_text(rollout.weights)} (in the service)")
         await asyncio.sleep(POLL)

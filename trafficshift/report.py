@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from trafficshift.models import AppState, Colour, ContainerInfo, Event, Rollout
 
 JSON = dict[str, Any]
+# Colours, or their names as a JSON document gives them.
+ColourKey = TypeVar("ColourKey", bound=str)
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -20,6 +22,11 @@ def iso_time(ts: float | None) -> str | None:
 
 def weights_dict(weights: Mapping[Colour, int]) -> dict[str, int]:
     return {str(colour): weight for colour, weight in sorted(weights.items())}
+
+
+def weights_text(weights: Mapping[ColourKey, int]) -> str:
+    """Weights for people, as every message and progress line shows them: `blue=90% green=10%`."""
+    return " ".join(f"{colour}={weight}%" for colour, weight in sorted(weights.items()))
 
 
 def rollout_dict(r: Rollout) -> JSON:
@@ -91,7 +98,7 @@ def format_status(status: JSON) -> str:
         + (f"{status['colour']} ({status['image']})" if status["colour"] else "not deployed")
     ]
     if status["weights"]:
-        lines.append("  weights:    " + "  ".join(f"{c} {w}%" for c, w in status["weights"].items()))
+        lines.append("  weights:    " + weights_text(status["weights"]))
     for c in status["containers"]:
         state = "running" if c["running"] else "stopped"
         health = f", {c['health']}" if c["health"] else ""
@@ -125,5 +132,5 @@ def format_history(rollouts: Iterable[Rollout]) -> str:
 
 def format_event(e: Event) -> str:
     at = dt.datetime.fromtimestamp(e.at).strftime("%H:%M:%S")
-    weights = " ".join(f"{c}={w}%" for c, w in weights_dict(e.weights).items())
+    weights = weights_text(e.weights)
     return f"{at} {e.app} [{e.phase}] {e.message}" + (f"  ({weights})" if weights else "")

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.factories import make_rollout
-from trafficshift import plan
-from trafficshift.models import AppState, Colour, ContainerInfo, Outcome, Phase
+from trafficshift import plan, report
+from trafficshift.models import AppState, Colour, ColourRoute, ContainerInfo, Outcome, Phase, Routing
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 
@@ -138,3 +140,44 @@ def test_unserved_names_each_weighted_colour_without_a_server() -> None:
     assert empty.routes == ()  # written, this would delete the app's file
     assert plan.unserved({Colour.GREEN: 100}, empty) == [Colour.GREEN]
     assert plan.unserved({}, empty) == []  # nothing deployed: no file is right
+
+
+def test_only_trusted_urls_of_containers_that_can_serve_are_routed() -> None:
+    # Invariant 1: a URL in the file or seen ready is trusted; a restarted replica (new URL) is not.
+    blue, green, stopped = _container(BLUE, 1), _container(GREEN, 1), _container(BLUE, 2, running=False)
+    unhealthy = _container(BLUE, 3, health="unhealthy")
+    everything = {"http://127.0.0.1:30001", "http://127.0.0.1:30101", "http://127.0.0.1:30003"}
+    assert plan.trusted_servers([blue, green, stopped, unhealthy], trusted=everything) == [blue, green]
+    assert plan.trusted_servers([blue, green], trusted={"http://127.0.0.1:30101"}) == [green]
+    assert plan.trusted_servers([blue, green], trusted=set()) == []
+    assert [plan.server_url(c) for c in (blue, stopped, unhealthy)] == ["http://127.0.0.1:30001", None, None]
+
+
+def test_routings_that_differ_only_in_order_are_the_same_canonically() -> None:
+    a = Routing(
+        app="web",
+        routes=(
+            ColourRoute(colour=GREEN, weight=10, servers=("http://b", "http://a")),
+            ColourRoute(colour=BLUE, weight=90, servers=("http://c",)),
+        ),
+    )
+    b = Routing(
+        app="web",
+        routes=(
+            ColourRoute(colour=BLUE, weight=90, servers=("http://c",)),
+            ColourRoute(colour=GREEN, weight=10, servers=("http://a", "http://b")),
+        ),
+    )
+    assert a != b
+    assert a.canonical() == b.canonical() == b
+    assert a.servers() == {"http://a", "http://b", "http://c"}
+    other_weight = Routing(app="web", routes=(replace(b.routes[0], weight=80), b.routes[1]))
+    assert other_weight.canonical() != a.canonical()
+    other_server = Routing(app="web", routes=(b.routes[0], replace(b.routes[1], servers=("http://a",))))
+    assert other_server.canonical() != a.canonical()
+
+
+def test_weights_read_the_same_everywhere() -> None:
+    assert report.weights_text({GREEN: 10, BLUE: 90}) == "blue=90% green=10%"
+    assert report.weights_text({"green": 100}) == "green=100%"  # as a JSON document gives them
+    assert report.weights_text({}) == ""

@@ -21,7 +21,7 @@ from typing import Any
 import aiodocker
 import aiohttp
 
-from trafficshift import plan
+from trafficshift import plan, report
 from trafficshift.containers import LABEL_APP, Containers
 from trafficshift.models import Config, ContainerInfo, Routing
 from trafficshift.readiness import probe_ready
@@ -40,16 +40,6 @@ RECONNECT = 2.0
 EVENTS = ("start", "die", "health_status")
 
 Allowed = set[tuple[str, str | None]]  # (container id, url) pairs that may be servers
-
-
-def _servers(routing: Routing | None) -> set[str]:
-    return {url for route in (routing.routes if routing else ()) for url in route.servers}
-
-
-def _canonical(routing: Routing | None) -> set[tuple[str, int, tuple[str, ...]]] | None:
-    if routing is None:
-        return None
-    return {(str(r.colour), r.weight, tuple(sorted(r.servers))) for r in routing.routes}
 
 
 class Provider:
@@ -161,7 +151,7 @@ class Provider:
         containers = await self.containers.list(app=app)
         self._remember(app, containers)
         trusted = self._trusted(app, containers)
-        new = [c for c in _candidates(containers) if (c.id, c.url) not in trusted]
+        new = [c for c in containers if plan.server_url(c) and (c.id, c.url) not in trusted]
         if not new:
             return True
         deaths = {c.id: self._died.get(c.id, 0) for c in new}
@@ -176,10 +166,9 @@ class Provider:
 
     def _trusted(self, app: str, containers: list[ContainerInfo]) -> Allowed:
         """Containers that may stay routed without a probe: in the app's file now, and not died since."""
-        in_file = _servers(self._file_routing(app))
-        return {
-            (c.id, c.url) for c in _candidates(containers) if c.url in in_file and not self._suspect(c.id)
-        }
+        in_file = self._file_routing(app)
+        servers = plan.trusted_servers(containers, trusted=in_file.servers() if in_file else set())
+        return {(c.id, c.url) for c in servers if not self._suspect(c.id)}
 
     def _remember(self, app: str, containers: list[ContainerInfo]) -> None:
         """Note each container's URL; forget ids Docker no longer lists (removed by a rollout, or by hand)."""
@@ -201,7 +190,7 @@ class Provider:
                 return False
             self._dead[app].clear()
             before = self._file_routing(app)
-            if before is None or not _servers(before) & dead:
+            if before is None or not before.servers() & dead:
                 return True
             routes = []
             for route in before.routes:
@@ -247,7 +236,7 @@ class Provider:
                 "%s: not rewriting its file: no ready %s container would serve its share (%s)",
                 app,
                 " or ".join(unserved),
-                ", ".join(f"{c} {w}%" for c, w in sorted(weights.items())),
+                report.weights_text(weights),
             )
             return False
         return True
@@ -265,7 +254,8 @@ class Provider:
             )
             routing = plan.routing_for(app=app, weights=weights, containers=usable)
             before = self._file_routing(app)
-            if _canonical(before) == _canonical(routing) or not self._servable(app, routing, containers):
+            unchanged = before is not None and before.canonical() == routing.canonical()
+            if unchanged or not self._servable(app, routing, containers):
                 return True
             took = await self._publish(app, routing)
             log.info(
@@ -288,11 +278,6 @@ class Provider:
         if routing is None:
             log.warning("%s: cannot read its dynamic file; rewriting it", app)
         return routing
-
-
-def _candidates(containers: list[ContainerInfo]) -> list[ContainerInfo]:
-    """Containers that could be servers at all: running, addressable, not unhealthy."""
-    return [c for c in containers if c.running and c.url and c.health != "unhealthy"]
 
 
 def _describe(routing: Routing | None) -> str:

@@ -57,11 +57,7 @@ class ObservedRouting:
             return False
         if any(r.colour is None or r.status is None or r.status == "disabled" for r in self.routes):
             return False
-        return _canonical(self.routing()) == _canonical(expected)
-
-
-def _canonical(routing: Routing) -> set[tuple[Colour, int, tuple[str, ...]]]:
-    return {(r.colour, r.weight, tuple(sorted(r.servers))) for r in routing.routes}
+        return self.routing().canonical() == expected.canonical()
 
 
 class TraefikApi:
