@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
 
 import trafficshift
 from trafficshift.errors import TrafficShiftError
 from trafficshift.models import AppSpec, Colour, ColourRoute, Routing
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE = "dynamic.yml.j2"
 
@@ -75,6 +77,10 @@ def go_duration(seconds: float) -> str:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
+    # Imported here: `status` reads dynamic files (parse_dynamic) but never renders one, and Jinja2 costs
+    # every such run start-up time for nothing.
+    import jinja2
+
     # The installed wheel carries the templates inside the package; a source checkout has them at the root.
     package_dir = Path(trafficshift.__file__).parent
     env = jinja2.Environment(
