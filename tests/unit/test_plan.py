@@ -96,7 +96,8 @@ def test_routing_leaves_out_stopped_and_unhealthy_containers() -> None:
 
 
 def test_routing_ignores_colours_without_weight_entry() -> None:
-    # A new colour that is starting has containers but no weight yet: it must not be routed (invariant 1).
+    # A new colour that is starting has containers but no weight yet: it must not be routed, as
+    # invariant 1 (docs/ARCHITECTURE.md) says.
     routing = plan.routing_for(
         app="web", weights={BLUE: 100}, containers=[_container(BLUE), _container(GREEN)]
     )

@@ -101,7 +101,10 @@ def _environment() -> jinja2.Environment:
 
 
 def render_dynamic(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) -> str:
-    """Return the dynamic file for `routing`, parsed back and checked; raises rather than return a bad one."""
+    """Return the dynamic file for `routing`, parsed back and checked; raises rather than return a bad one.
+
+    Half of invariant 3 (docs/ARCHITECTURE.md): no file that was not checked is ever written.
+    """
     _check_input(app=app, routing=routing, entrypoints=entrypoints)
     expected = expected_document(app=app, routing=routing, entrypoints=entrypoints)
     health = None
@@ -188,7 +191,7 @@ def expected_document(*, app: AppSpec, routing: Routing, entrypoints: Sequence[s
 
 
 def _check_output(*, text: str, expected: dict[str, Any], routing: Routing) -> None:
-    if "{{" in text:
+    if "{{" in text:  # invariant 8 (docs/ARCHITECTURE.md)
         raise RenderCheckError(f"{routing.app}: rendered file contains a Go template opening")
     try:
         parsed = yaml.safe_load(text)
