@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -222,6 +221,8 @@ async def _run_in_service(config: Config, args: argparse.Namespace, service: Cli
 
 def _install_signal_handlers(interrupt: Callable[[str], None]) -> None:
     """First SIGINT/SIGTERM: abort at the next safe point. A second one: exit at once."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     seen: list[int] = []
 
@@ -291,6 +292,10 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         require_app(config, app)  # before anything is opened or created: bad input changes nothing
     if command == "check":
         return EXIT_OK
+    # Imported only now: `check` and `--help` run no event loop, and asyncio (with ssl) is about 40% of
+    # the CLI's import time.
+    import asyncio
+
     if command in ("promote", "abort", "rollback") and not args.local:
         from trafficshift.client import running_service
 

@@ -1,7 +1,8 @@
 """The rollout engine: drives a promote through its phases, and back to the old colour when it must.
 
 Every transition is recorded in the state store before the side effect it announces (start containers,
-write the dynamic file, stop containers), so that a crash at any point can be resumed or aborted.
+write the dynamic file, stop containers), so that a crash at any point can be resumed or aborted: invariants
+4 and 6 (docs/ARCHITECTURE.md), which also draws the phases.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class Engine:
         # (to its sinks and webhooks) and of those it follows (to its sinks only: their process notifies).
         self._driving: set[str] = set()
         self._following: set[str] = set()
-        # Server URLs this process has seen ready (besides those already in the file): invariant 1.
+        # Server URLs this process has seen ready (besides those already in the file): invariant 1
+        # (docs/ARCHITECTURE.md).
         self._seen_ready: set[str] = set()
         self._interrupted: str | None = None
 
@@ -295,7 +297,7 @@ class Engine:
             )  # the last chance to go back
             r = self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
         if old is not None:
-            try:  # past the point of return: no abort from here on
+            try:  # past the point of return, no abort from here on: invariant 9 (docs/ARCHITECTURE.md)
                 await self._apply(spec, r)
                 await self.containers.stop_and_remove(
                     app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
@@ -314,8 +316,8 @@ class Engine:
     async def _revert(self, spec: AppSpec, r: Rollout, *, outcome: Outcome, reason: str) -> Rollout:
         """All traffic back to the old colour (confirmed), drain, then the new colour out of the file, gone.
 
-        Invariant 2 of the contract, for the new colour: weight 0 confirmed, drain passed, absent from the
-        file (confirmed), and only then stopped.
+        Invariant 2 (docs/ARCHITECTURE.md) for the new colour: weight 0 confirmed, drain passed, absent
+        from the file (confirmed), and only then stopped.
         """
         self._driving.add(r.id)
         try:
@@ -357,12 +359,14 @@ class Engine:
         containers = await self.containers.list(app=spec.name)
         listed = read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=spec.name)
         if listed is not None:
-            # Invariant 1: a server gets traffic only once seen ready: in the file already, or probed by
-            # this run. A replica Docker restarted meanwhile (new published port) stays out.
+            # Invariant 1 (docs/ARCHITECTURE.md): a server gets traffic only once seen ready: in the file
+            # already, or probed by this run. A replica Docker restarted meanwhile (new published port)
+            # stays out.
             containers = plan.trusted_servers(containers, trusted=self._seen_ready | listed.servers())
         routing = plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
         if unserved := plan.unserved(r.weights, routing):
-            # Writing it anyway would send that share nowhere (or delete the file): refuse instead.
+            # Writing it anyway would send that share nowhere (or delete the file): refuse instead, as
+            # invariant 7 (docs/ARCHITECTURE.md) says.
             raise NotReady(f"no ready {' or '.join(unserved)} container to take its share of {spec.name}")
         return await self.write_routing(spec, routing)
 

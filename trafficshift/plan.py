@@ -78,7 +78,7 @@ def routing_for(*, app: str, weights: Mapping[Colour, int], containers: Iterable
     """The routing for `weights` (canonical), with each colour's containers that can be servers.
 
     A colour without a server is left out: Traefik disables a weighted service whose child is missing, and a
-    child with no servers would answer 503 for its share.
+    child with no servers would answer 503 for its share: invariant 7 (docs/ARCHITECTURE.md).
     """
     servers: dict[Colour, list[str]] = {}
     for c in containers:
@@ -106,7 +106,8 @@ def next_colour(state: AppState) -> Colour:
     return state.colour.other if state.colour else Colour.BLUE
 
 
-# Phases from which a rollout can still go back to the old colour; after these the old one is being removed.
+# Phases from which a rollout can still go back to the old colour; after these the old one is being removed:
+# invariant 9 (docs/ARCHITECTURE.md).
 ABORTABLE = frozenset({Phase.STARTING, Phase.READY, Phase.SHIFTING, Phase.DRAINING, Phase.ABORTING})
 
 

@@ -82,7 +82,7 @@ def check_graph(root: yaml.Node, errors: Errors) -> bool:
             )
             return False
         if isinstance(node, yaml.ScalarNode):
-            if "{{" in node.value:
+            if "{{" in node.value:  # invariant 8 (docs/ARCHITECTURE.md)
                 why = "contains '{{', which Traefik runs as a Go template"
                 errors.add(node.start_mark.line + 1, _trail_path(trail), why)
         elif isinstance(node, yaml.SequenceNode):

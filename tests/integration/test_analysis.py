@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -28,35 +27,24 @@ def _analysis(**overrides: Any) -> dict[str, Any]:
     return defaults | overrides
 
 
-async def _deploy_v1(
-    tmp_path: Path, traefik: TraefikProc, app: str, images: dict[str, str], *, pause: str, **spec: Any
+async def _deploy_judged(
+    tmp_path: Path, traefik: TraefikProc, app: str, *, image: str, pause: str, **analysis: Any
 ) -> Path:
-    rollout = {"steps": [FIRST_STEP, 50, 100], "pause": pause, "drain": "1s", "stop_timeout": "2s"}
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml",
-        traefik=traefik,
-        metrics=True,
-        apps={app: {"image": images["v1"], "rollout": rollout, **spec}},
+    """cli.first_deploy of an app whose steps (from FIRST_STEP) are judged by `_analysis(**analysis)`."""
+    rollout = cli.rollout_policy(steps=[FIRST_STEP, 50, 100], pause=pause)
+    return await cli.first_deploy(
+        tmp_path, traefik, app, image=image, metrics=True, rollout=rollout, analysis=_analysis(**analysis)
     )
-    first = await cli.run("promote", app, config=config)
-    assert first.code == 0, first.stderr
-    return config
 
 
 def _green_weights(result: cli.Result) -> set[int]:
     return {e["weights"]["green"] for e in result.events() if "green" in e["weights"]}
 
 
-async def _history(config: Path, app: str) -> list[dict[str, Any]]:
-    history = await cli.run("history", app, "--json", config=config)
-    rollouts: list[dict[str, Any]] = json.loads(history.stdout)
-    return rollouts
-
-
 async def test_erroring_version_is_rolled_back_within_the_first_step(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy_v1(tmp_path, traefik, prefix, app_images, pause=LONG_PAUSE, analysis=_analysis())
+    config = await _deploy_judged(tmp_path, traefik, prefix, image=app_images["v1"], pause=LONG_PAUSE)
     async with load_app(web_url=traefik.web_url, app=prefix, concurrency=CONCURRENCY) as load:
         await load.wait_for(requests=50)
         result = await cli.run("promote", prefix, "--image", app_images["error_500"], "--json", config=config)
@@ -88,7 +76,7 @@ async def test_erroring_version_is_rolled_back_within_the_first_step(
 
     assert load.share("v1", since=after) == 1.0
     assert set(await colours_of(docker, prefix)) == {"blue"}
-    latest = (await _history(config, prefix))[0]
+    latest = (await cli.run_json("history", prefix, config=config))[0]
     assert latest["outcome"] == "failed"
     assert "error rate" in latest["reason"]
 
@@ -96,8 +84,8 @@ async def test_erroring_version_is_rolled_back_within_the_first_step(
 async def test_slow_version_trips_the_latency_threshold(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy_v1(
-        tmp_path, traefik, prefix, app_images, pause=LONG_PAUSE, analysis=_analysis(min_requests=3)
+    config = await _deploy_judged(
+        tmp_path, traefik, prefix, image=app_images["v1"], pause=LONG_PAUSE, min_requests=3
     )
     async with load_app(web_url=traefik.web_url, app=prefix, concurrency=CONCURRENCY) as load:
         await load.wait_for(requests=50)
@@ -111,13 +99,13 @@ async def test_slow_version_trips_the_latency_threshold(
     assert load.summary().failed == 0
     assert load.share("v1", since=after) == 1.0
     assert set(await colours_of(docker, prefix)) == {"blue"}
-    assert "p95" in (await _history(config, prefix))[0]["reason"]
+    assert "p95" in (await cli.run_json("history", prefix, config=config))[0]["reason"]
 
 
 async def test_good_version_passes_every_step(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy_v1(tmp_path, traefik, prefix, app_images, pause="3s", analysis=_analysis())
+    config = await _deploy_judged(tmp_path, traefik, prefix, image=app_images["v1"], pause="3s")
     async with load_app(web_url=traefik.web_url, app=prefix, concurrency=CONCURRENCY) as load:
         await load.wait_for(requests=50)
         result = await cli.run("promote", prefix, "--image", app_images["v2"], "--json", config=config)
@@ -143,11 +131,8 @@ async def test_good_version_passes_every_step(
 async def test_unreadable_metrics_exit_3_before_anything_changes(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml",
-        traefik=traefik,
-        metrics=True,
-        apps={prefix: {"image": app_images["v1"], "analysis": _analysis()}},
+    config = cli.app_config(
+        tmp_path, traefik, prefix, image=app_images["v1"], metrics=True, analysis=_analysis()
     )
     config.write_text(config.read_text().replace(traefik.metrics_url, traefik.api_url + "/nothing-here"))
     result = await cli.run("promote", prefix, config=config)

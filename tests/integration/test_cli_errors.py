@@ -27,9 +27,7 @@ async def test_bad_config_exits_2_with_file_and_line_and_creates_nothing(tmp_pat
 async def test_unknown_app_and_bad_arguments_exit_2_and_create_nothing(
     tmp_path: Path, traefik: TraefikProc, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={prefix: {"image": app_images["v1"]}}
-    )
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     unknown = await cli.run("promote", "nope", config=config)
     assert unknown.code == 2
     assert "unknown app 'nope'" in unknown.stderr
@@ -42,9 +40,7 @@ async def test_unknown_app_and_bad_arguments_exit_2_and_create_nothing(
 async def test_unreachable_traefik_exits_3_before_anything_changes(
     tmp_path: Path, traefik: TraefikProc, docker: object, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={prefix: {"image": app_images["v1"]}}
-    )
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     text = config.read_text().replace(traefik.api_url, f"http://127.0.0.1:{free_port()}")
     config.write_text(text)
     result = await cli.run("promote", prefix, config=config)
@@ -56,7 +52,7 @@ async def test_unreachable_traefik_exits_3_before_anything_changes(
 async def test_unreachable_docker_exits_3(
     tmp_path: Path, traefik: TraefikProc, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = cli.write_config(tmp_path / "trafficshift.yml", traefik=traefik, apps={prefix: {"image": "a:1"}})
+    config = cli.app_config(tmp_path, traefik, prefix, image="a:1")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     result = await cli.run("promote", prefix, config=config)
     assert result.code == 3, result.stderr

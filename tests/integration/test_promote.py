@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
@@ -18,21 +17,10 @@ from tests.support.traefik import TraefikProc
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 
 
-async def _deploy_v1(
-    tmp_path: Path, traefik: TraefikProc, app: str, images: dict[str, str], **spec: object
-) -> Path:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={app: {"image": images["v1"], **spec}}
-    )
-    first = await cli.run("promote", app, config=config)
-    assert first.code == 0, first.stderr
-    return config
-
-
 async def test_first_deploy_then_gradual_promote_loses_no_request(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy_v1(tmp_path, traefik, prefix, app_images)
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"])
     assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
 
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
@@ -53,19 +41,19 @@ async def test_first_deploy_then_gradual_promote_loses_no_request(
     assert await colours_of(docker, prefix) == {"green": {app_images["v2"]}}
     assert load.share("v2", since=after) == 1.0
 
-    history = await cli.run("history", prefix, "--json", config=config)
-    outcomes = [(r["image"], r["outcome"]) for r in json.loads(history.stdout)]
+    history = await cli.run_json("history", prefix, config=config)
+    outcomes = [(r["image"], r["outcome"]) for r in history]
     assert outcomes == [(app_images["v2"], "done"), (app_images["v1"], "done")]
 
 
 async def test_never_ready_image_rolls_back_and_loses_no_request(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy_v1(
+    config = await cli.first_deploy(
         tmp_path,
         traefik,
         prefix,
-        app_images,
+        image=app_images["v1"],
         health={"path": "/healthz", "interval": "200ms", "healthy_threshold": 2, "start_timeout": "3s"},
     )
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
@@ -83,7 +71,7 @@ async def test_never_ready_image_rolls_back_and_loses_no_request(
 async def test_missing_image_exits_1_and_changes_nothing(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy_v1(tmp_path, traefik, prefix, app_images)
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"])
     before = (traefik.dynamic_dir / f"{prefix}.yml").read_text()
     result = await cli.run("promote", prefix, "--image", f"{prefix}/absent:1", config=config)
     assert result.code == 1
@@ -110,7 +98,7 @@ async def test_kill_9_mid_shift_then_abort_or_resume(
     prefix: str,
     app_images: dict[str, str],
 ) -> None:
-    config = await _deploy_v1(tmp_path, traefik, prefix, app_images)
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"])
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         await _kill_mid_shift(config, prefix, app_images["v2"])
@@ -137,7 +125,7 @@ async def test_kill_9_mid_shift_then_abort_or_resume(
 async def test_second_promote_of_the_same_app_exits_4(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy_v1(tmp_path, traefik, prefix, app_images)
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"])
     first = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
     assert first.stdout is not None
     await first.stdout.readline()  # it holds the lock once it prints its first event

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from dataclasses import dataclass
@@ -126,23 +125,6 @@ async def test_network_mode_with_replicas_behind_a_containerised_traefik(
     assert names == [f"{prefix}-green-1", f"{prefix}-green-2"]
 
 
-async def _deploy(
-    tmp_path: Path, traefik: TraefikProc, prefix: str, images: dict[str, str], pause: str
-) -> Path:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml",
-        traefik=traefik,
-        apps={
-            prefix: {
-                "image": images["v1"],
-                "rollout": {"steps": [10, 50, 100], "pause": pause, "drain": "1s", "stop_timeout": "2s"},
-            }
-        },
-    )
-    assert (await cli.run("promote", prefix, config=config)).code == 0
-    return config
-
-
 @pytest.mark.parametrize("how", ["sigterm", "abort"])
 async def test_sigterm_or_abort_from_another_shell_goes_back_to_the_old_colour(
     how: str,
@@ -152,7 +134,9 @@ async def test_sigterm_or_abort_from_another_shell_goes_back_to_the_old_colour(
     prefix: str,
     app_images: dict[str, str],
 ) -> None:
-    config = await _deploy(tmp_path, traefik, prefix, app_images, pause="30s")
+    config = await cli.first_deploy(
+        tmp_path, traefik, prefix, image=app_images["v1"], rollout=cli.rollout_policy(pause="30s")
+    )
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
@@ -171,14 +155,16 @@ async def test_sigterm_or_abort_from_another_shell_goes_back_to_the_old_colour(
     assert load.summary().failed == 0
     assert load.share("v1", since=after) == 1.0
     assert set(await colours_of(docker, prefix)) == {"blue"}
-    history = json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
+    history = await cli.run_json("history", prefix, config=config)
     assert history[0]["outcome"] == "aborted"
 
 
 async def test_rollback_now_returns_to_the_previous_image(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy(tmp_path, traefik, prefix, app_images, pause="500ms")
+    config = await cli.first_deploy(
+        tmp_path, traefik, prefix, image=app_images["v1"], rollout=cli.rollout_policy(pause="500ms")
+    )
     assert (await cli.run("promote", prefix, "--image", app_images["v2"], config=config)).code == 0
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
@@ -190,22 +176,19 @@ async def test_rollback_now_returns_to_the_previous_image(
     assert load.share("v1", since=after) == 1.0
     steps = {e["step"] for e in result.events() if e["state"] == "shifting"}
     assert steps == {0}  # --now: one step straight to 100%
-    status = json.loads((await cli.run("status", prefix, "--json", config=config)).stdout)
+    status = await cli.run_json("status", prefix, config=config)
     assert (status["colour"], status["image"], status["weights"]) == ("blue", app_images["v1"], {"blue": 100})
 
 
 async def test_abort_of_a_first_deploy_removes_the_file(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml",
-        traefik=traefik,
-        apps={
-            prefix: {
-                "image": app_images["never_ready"],
-                "health": {"path": "/healthz", "start_timeout": "2s"},
-            }
-        },
+    config = cli.app_config(
+        tmp_path,
+        traefik,
+        prefix,
+        image=app_images["never_ready"],
+        health={"path": "/healthz", "start_timeout": "2s"},
     )
     result = await cli.run("promote", prefix, config=config)
     assert result.code == 1
@@ -219,18 +202,14 @@ async def test_abort_of_a_first_deploy_removes_the_file(
 async def test_a_new_replica_that_crashes_mid_step_rolls_the_promote_back(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml",
-        traefik=traefik,
-        apps={
-            prefix: {
-                "image": app_images["v1"],
-                "replicas": 2,
-                "rollout": {"steps": [10, 50, 100], "pause": "30s", "drain": "1s", "stop_timeout": "2s"},
-            }
-        },
+    config = await cli.first_deploy(
+        tmp_path,
+        traefik,
+        prefix,
+        image=app_images["v1"],
+        replicas=2,
+        rollout=cli.rollout_policy(pause="30s"),
     )
-    assert (await cli.run("promote", prefix, config=config)).code == 0
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
@@ -252,7 +231,9 @@ async def test_a_new_replica_that_crashes_mid_step_rolls_the_promote_back(
 async def test_abort_takes_over_when_the_promote_it_follows_dies(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = await _deploy(tmp_path, traefik, prefix, app_images, pause="30s")
+    config = await cli.first_deploy(
+        tmp_path, traefik, prefix, image=app_images["v1"], rollout=cli.rollout_policy(pause="30s")
+    )
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         promote = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import aiodocker
 import aiohttp
@@ -24,23 +22,6 @@ from trafficshift.store.locks import AppLock, LockRole
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 
 
-def _config(tmp_path: Path, traefik: TraefikProc, app: str, images: dict[str, str], **spec: Any) -> Path:
-    return cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={app: {"image": images["v1"], **spec}}
-    )
-
-
-async def _promote(service: ServiceProc, app: str, **body: Any) -> str:
-    status, doc = await service.call("POST", f"/apps/{app}/promote", body)
-    assert status == 202, doc
-    return str(doc["id"])
-
-
-async def _deploy(service: ServiceProc, app: str, image: str) -> None:
-    rollout = await service.wait_rollout(await _promote(service, app, image=image))
-    assert rollout["outcome"] == "done", rollout
-
-
 async def _until_confirmed(service: ServiceProc, rollout_id: str) -> None:
     """Wait until the rollout holds its first confirmed step."""
     async with asyncio.timeout(30):
@@ -54,9 +35,9 @@ async def _until_confirmed(service: ServiceProc, rollout_id: str) -> None:
 async def test_promote_through_the_api_under_load_streams_every_transition(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images)
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     async with run_service(config) as service:
-        await _deploy(service, prefix, app_images["v1"])
+        await service.deploy(prefix, app_images["v1"])
         stream = asyncio.create_task(
             read_sse(
                 service.session,
@@ -68,8 +49,8 @@ async def test_promote_through_the_api_under_load_streams_every_transition(
         await asyncio.sleep(0.3)  # the stream is open before the promote starts
         async with load_app(web_url=traefik.web_url, app=prefix) as load:
             await load.wait_for(requests=30)
-            rollout_id = await _promote(
-                service, prefix, image=app_images["v2"], steps=[10, 50, 100], pause="1s"
+            rollout_id = await service.promote(
+                prefix, image=app_images["v2"], steps=[10, 50, 100], pause="1s"
             )
             events = await asyncio.wait_for(stream, 60)
             after = Load.mark()
@@ -106,12 +87,12 @@ async def test_promote_through_the_api_under_load_streams_every_transition(
         assert rollout["outcome"] == "done"
         assert rollout["image"] == app_images["v2"]
         _, api_status = await service.call("GET", f"/apps/{prefix}")
-        cli_status = json.loads((await cli.run("status", prefix, "--json", config=config)).stdout)
+        cli_status = await cli.run_json("status", prefix, config=config)
         assert api_status == cli_status
         assert api_status["colour"] == "green"
         assert api_status["weights"] == {"green": 100}
         _, api_history = await service.call("GET", f"/apps/{prefix}/history")
-        assert api_history == json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
+        assert api_history == await cli.run_json("history", prefix, config=config)
         _, apps = await service.call("GET", "/apps")
         assert apps == [api_status]
 
@@ -131,7 +112,7 @@ def _concrete(path: str) -> str:
 async def test_token_body_validation_and_conflicts(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images)
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     async with run_service(config) as service:
         # 401 for every documented route but /healthz (and for unknown ones), without or with a wrong token.
         for path, operations in [*document()["paths"].items(), ("/nope", {"get": {}})]:
@@ -175,8 +156,8 @@ async def test_token_body_validation_and_conflicts(
             assert (status, doc["field"]) == (400, field), doc
 
         # 409 while a rollout of the app runs, from the API or from the CLI (exit 4); abort 409 with none.
-        await _deploy(service, prefix, app_images["v1"])
-        rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+        await service.deploy(prefix, app_images["v1"])
+        rollout_id = await service.promote(prefix, image=app_images["v2"], pause="30s")
         status, doc = await service.call("POST", url, {"image": app_images["v2"]})
         assert status == 409, doc
         blocked = await cli.run(
@@ -215,22 +196,22 @@ async def test_token_body_validation_and_conflicts(
 async def test_sigterm_ends_a_step_safely_and_a_restart_recovers_a_forced_exit(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images)
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     assert (await cli.run("promote", prefix, config=config)).code == 0
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         async with run_service(config, log_name="first.log") as service:
-            rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+            rollout_id = await service.promote(prefix, image=app_images["v2"], pause="30s")
             await _until_confirmed(service, rollout_id)
             code, took = await service.stop(signal.SIGTERM)
         assert code == 0, service.log()
         print(f"SIGTERM mid-rollout: exited in {took:.2f}s after going back")
         assert took < 15, took  # revert: confirm, drain 1s, stop 2s
-        history = json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
+        history = await cli.run_json("history", prefix, config=config)
         assert history[0]["outcome"] == "aborted", history[0]
 
         async with run_service(config, log_name="second.log") as service:
-            rollout_id = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+            rollout_id = await service.promote(prefix, image=app_images["v2"], pause="30s")
             await _until_confirmed(service, rollout_id)
             service.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.2)
@@ -262,9 +243,9 @@ async def test_after_sigterm_a_promote_on_an_open_connection_is_refused_and_noth
     )
     async with run_service(config) as service:
         for name in (prefix, other):
-            await _deploy(service, name, app_images["v1"])
+            await service.deploy(name, app_images["v1"])
         # A rollout that takes a while to go back keeps the service (and its open connections) up.
-        running = await _promote(service, prefix, image=app_images["v2"], pause="30s")
+        running = await service.promote(prefix, image=app_images["v2"], pause="30s")
         await _until_confirmed(service, running)
         service.process.send_signal(signal.SIGTERM)
         for _ in range(1000):
@@ -282,7 +263,7 @@ async def test_after_sigterm_a_promote_on_an_open_connection_is_refused_and_noth
         assert code == 0, service.log()
         print(f"SIGTERM, then a promote on an open connection: answered {status or 'by closing it'}")
     for name, colour in ((prefix, "blue"), (other, "blue")):
-        doc = json.loads((await cli.run("status", name, "--json", config=config)).stdout)
+        doc = await cli.run_json("status", name, config=config)
         assert doc["rollout"] is None, doc
         assert (doc["colour"], doc["weights"]) == (colour, {colour: 100}), doc
 
@@ -300,17 +281,19 @@ async def _take(lock: AppLock, role: LockRole) -> None:
 async def test_a_promote_waits_while_the_provider_holds_the_app_but_not_for_a_rollout(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images, rollout={"steps": [100], "drain": "0s"})
+    config = cli.app_config(
+        tmp_path, traefik, prefix, image=app_images["v1"], rollout={"steps": [100], "drain": "0s"}
+    )
     state_dir = tmp_path / "state"
     async with run_service(config) as service:
-        await _deploy(service, prefix, app_images["v1"])
+        await service.deploy(prefix, app_images["v1"])
         loop = asyncio.get_running_loop()
         # As the provider holds it for one write + its confirmation (up to 30s with an API, 3s without).
         held = AppLock(state_dir, prefix)
         await _take(held, LockRole.PROVIDER)
         loop.call_later(2.5, held.release)
         started = time.monotonic()
-        rollout_id = await _promote(service, prefix, image=app_images["v2"])
+        rollout_id = await service.promote(prefix, image=app_images["v2"])
         waited = time.monotonic() - started
         assert waited >= 2.0, waited
         assert (await service.wait_rollout(rollout_id))["outcome"] == "done"

@@ -23,12 +23,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 IN_SERVICE = re.compile(r"rollout (\S+) runs in the service at (\S+); following it")
 
 
-def _config(tmp_path: Path, traefik: TraefikProc, app: str, images: dict[str, str]) -> Path:
-    return cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={app: {"image": images["v1"]}}
-    )
-
-
 def _in_service(result: cli.Result, service: ServiceProc) -> str:
     """The id of the rollout the CLI said runs in `service`; fails when it ran here."""
     found = IN_SERVICE.search(result.stderr)
@@ -40,7 +34,7 @@ def _in_service(result: cli.Result, service: ServiceProc) -> str:
 async def test_promote_runs_in_the_service_and_prints_its_events_under_load(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images)
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     async with run_service(config) as service:
         first = await cli.run("promote", prefix, config=config, env=service.cli_env)
         assert first.code == 0, first.stderr
@@ -78,7 +72,7 @@ async def test_promote_runs_in_the_service_and_prints_its_events_under_load(
 async def test_abort_and_ctrl_c_of_a_rollout_in_the_service_send_traffic_back(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images)
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     async with run_service(config) as service:
         env = service.cli_env
         assert (await cli.run("promote", prefix, config=config, env=env)).code == 0
@@ -117,14 +111,14 @@ async def test_abort_and_ctrl_c_of_a_rollout_in_the_service_send_traffic_back(
     assert load.summary().failed == 0, [s for s in load.samples if s.failed][:5]
     assert load.share("v1", since=after_signal) == 1.0
     assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
-    history = json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
+    history = await cli.run_json("history", prefix, config=config)
     assert [h["outcome"] for h in history[:2]] == ["aborted", "aborted"], history
 
 
 async def test_a_stale_service_record_means_a_local_run(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images)
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     record = tmp_path / "state" / "service.json"
     record.parent.mkdir()
     dead = await asyncio.create_subprocess_exec("true")
@@ -146,7 +140,7 @@ async def test_a_stale_service_record_means_a_local_run(
 async def test_a_service_killed_while_the_cli_follows_its_rollout_exits_5(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = _config(tmp_path, traefik, prefix, app_images)
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     assert (await cli.run("promote", prefix, config=config)).code == 0
     async with run_service(config) as service:
         proc = await cli.start(

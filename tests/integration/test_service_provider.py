@@ -43,12 +43,7 @@ async def _until(predicate: object, *, within: float) -> float:
 async def test_a_replica_killed_by_hand_is_routed_around_and_readded_once_ready(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml",
-        traefik=traefik,
-        apps={prefix: {"image": app_images["v1"], "replicas": 2}},
-    )
-    assert (await cli.run("promote", prefix, config=config)).code == 0
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"], replicas=2)
     file = traefik.dynamic_dir / f"{prefix}.yml"
     before = _servers(file)
     assert len(before) == 2

@@ -60,9 +60,7 @@ async def _until_settled(service: ServiceProc, schedule_id: str, *, within: floa
 async def test_a_schedule_fires_on_time(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={prefix: {"image": app_images["v1"]}}
-    )
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
     async with run_service(config) as service:
         made = await _schedule_cli(service, config, prefix, "--image", app_images["v2"], "--at", _at(3))
         assert made.code == 0, made.stderr
@@ -96,11 +94,9 @@ async def test_a_schedule_fires_on_time(
 async def test_schedules_survive_a_restart_of_the_service(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
-    config = cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={prefix: {"image": app_images["v1"]}}
+    config = cli.app_config(
+        tmp_path, traefik, prefix, image=app_images["v1"], extra={"service": {"schedule_grace": "4s"}}
     )
-    text = config.read_text() + "service:\n  schedule_grace: 4s\n"
-    config.write_text(text)
     started = time.monotonic()
     async with run_service(config, log_name="first.log") as service:
         # Through the API (fast): the first one must not come due before this service is stopped.

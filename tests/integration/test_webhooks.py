@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 SECRET = b"webhook-secret"
 
 
-def _config(tmp_path: Path, traefik: TraefikProc, app: str, image: str, hooks_url: str) -> Path:
+def _hooks(tmp_path: Path, hooks_url: str) -> dict[str, Any]:
+    """The config's `webhooks` and `confirm` sections, both to `hooks_url`, signed with SECRET."""
     secret = tmp_path / "hook-secret"
     secret.write_bytes(SECRET + b"\n")
     hooks = {
@@ -28,9 +28,7 @@ def _config(tmp_path: Path, traefik: TraefikProc, app: str, image: str, hooks_ur
         ],
         "confirm": {"url": f"{hooks_url}/confirm", "secret_file": str(secret), "timeout": "5s", "retries": 1},
     }
-    return cli.write_config(
-        tmp_path / "trafficshift.yml", traefik=traefik, apps={app: {"image": image}}, extra=hooks
-    )
+    return hooks
 
 
 async def test_every_transition_is_delivered_signed_and_retried_and_each_increase_confirmed(
@@ -41,7 +39,9 @@ async def test_every_transition_is_delivered_signed_and_retried_and_each_increas
         return (500, "try again") if path == "/events" and attempt == 1 else (200, "ok")
 
     async with run_receiver(secret=SECRET, answer=answer) as receiver:
-        config = _config(tmp_path, traefik, prefix, app_images["v1"], receiver.url)
+        config = cli.app_config(
+            tmp_path, traefik, prefix, image=app_images["v1"], extra=_hooks(tmp_path, receiver.url)
+        )
         assert (await cli.run("promote", prefix, config=config)).code == 0
         receiver.received.clear()
         result = await cli.run("promote", prefix, "--image", app_images["v2"], "--json", config=config)
@@ -75,7 +75,9 @@ async def test_a_confirm_hook_that_says_no_stops_the_rollout(
         return 200, "ok"
 
     async with run_receiver(secret=SECRET, answer=answer) as receiver:
-        config = _config(tmp_path, traefik, prefix, app_images["v1"], receiver.url)
+        config = cli.app_config(
+            tmp_path, traefik, prefix, image=app_images["v1"], extra=_hooks(tmp_path, receiver.url)
+        )
         assert (await cli.run("promote", prefix, config=config)).code == 0
         receiver.received.clear()
         async with load_app(web_url=traefik.web_url, app=prefix) as load:
@@ -90,7 +92,7 @@ async def test_a_confirm_hook_that_says_no_stops_the_rollout(
     assert max(green) == 10
     assert load.summary().failed == 0
     assert load.share("v1", since=after) == 1.0
-    history = json.loads((await cli.run("history", prefix, "--json", config=config)).stdout)
+    history = await cli.run_json("history", prefix, config=config)
     assert history[0]["outcome"] == "aborted"
     assert "said no: HTTP 403: change freeze until Monday" in history[0]["reason"]
     ended = [r.body for r in receiver.on("/events") if r.body["event"]["state"] == "aborted"]

@@ -64,6 +64,48 @@ async def run(*args: str, config: Path, within: float = 120, env: dict[str, str]
     return await finish(await start(*args, config=config, env=env), within=within)
 
 
+async def run_json(*args: str, config: Path, env: dict[str, str] | None = None) -> Any:
+    """Run a data command (`status`, `history`) with `--json`; it must succeed: its output, decoded."""
+    result = await run(*args, "--json", config=config, env=env)
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def rollout_policy(**overrides: Any) -> dict[str, Any]:
+    """An app's `rollout:` section with the tests' fast timings; `overrides` replace single keys."""
+    return {"steps": [10, 50, 100], "pause": "1s", "drain": "1s", "stop_timeout": "2s"} | overrides
+
+
+def app_config(
+    tmp_path: Path,
+    traefik: TraefikProc,
+    app: str,
+    *,
+    image: str,
+    metrics: bool = False,
+    extra: dict[str, Any] | None = None,
+    **spec: Any,
+) -> Path:
+    """`<tmp_path>/trafficshift.yml` with one app on `image`; `spec` keys replace write_config's defaults."""
+    return write_config(
+        tmp_path / "trafficshift.yml",
+        traefik=traefik,
+        apps={app: {"image": image, **spec}},
+        metrics=metrics,
+        extra=extra,
+    )
+
+
+async def first_deploy(
+    tmp_path: Path, traefik: TraefikProc, app: str, *, image: str, metrics: bool = False, **spec: Any
+) -> Path:
+    """Write app_config and run the app's first deploy (`promote`: blue, 100%), which must succeed."""
+    config = app_config(tmp_path, traefik, app, image=image, metrics=metrics, **spec)
+    first = await run("promote", app, config=config)
+    assert first.code == 0, first.stderr
+    return config
+
+
 def write_config(
     path: Path,
     *,
@@ -81,7 +123,7 @@ def write_config(
         "port": 8080,
         "publish": "127.0.0.1",
         "health": {"path": "/healthz", "interval": "200ms", "healthy_threshold": 2, "start_timeout": "20s"},
-        "rollout": {"steps": [10, 50, 100], "pause": "1s", "drain": "1s", "stop_timeout": "2s"},
+        "rollout": rollout_policy(),
     }
     section: dict[str, Any] = {
         "dynamic_dir": str(dynamic_dir or (traefik.dynamic_dir if traefik else path.parent))

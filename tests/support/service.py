@@ -50,6 +50,17 @@ class ServiceProc:
             except ValueError:
                 return r.status, text
 
+    async def promote(self, app: str, **body: Any) -> str:
+        """`POST /apps/{app}/promote` with `body`; it must be accepted: the rollout's id."""
+        status, doc = await self.call("POST", f"/apps/{app}/promote", body)
+        assert status == 202, doc
+        return str(doc["id"])
+
+    async def deploy(self, app: str, image: str) -> None:
+        """Promote `image` through the API and wait until the rollout is done."""
+        rollout = await self.wait_rollout(await self.promote(app, image=image))
+        assert rollout["outcome"] == "done", rollout
+
     async def wait_rollout(self, rollout_id: str, *, within: float = 60.0) -> dict[str, Any]:
         """Poll `GET /rollouts/{id}` until it has an outcome."""
         async with asyncio.timeout(within):

@@ -98,7 +98,8 @@ def test_routing_leaves_out_stopped_and_unhealthy_containers() -> None:
 
 
 def test_routing_ignores_colours_without_weight_entry() -> None:
-    # A new colour that is starting has containers but no weight yet: it must not be routed (invariant 1).
+    # A new colour that is starting has containers but no weight yet: it must not be routed, as
+    # invariant 1 (docs/ARCHITECTURE.md) says.
     routing = plan.routing_for(
         app="web", weights={BLUE: 100}, containers=[_container(BLUE), _container(GREEN)]
     )
@@ -143,7 +144,8 @@ def test_unserved_names_each_weighted_colour_without_a_server() -> None:
 
 
 def test_only_trusted_urls_of_containers_that_can_serve_are_routed() -> None:
-    # Invariant 1: a URL in the file or seen ready is trusted; a restarted replica (new URL) is not.
+    # Invariant 1 (docs/ARCHITECTURE.md): a URL in the file or seen ready is trusted; a restarted replica
+    # (new URL) is not.
     blue, green, stopped = _container(BLUE, 1), _container(GREEN, 1), _container(BLUE, 2, running=False)
     unhealthy = _container(BLUE, 3, health="unhealthy")
     everything = {"http://127.0.0.1:30001", "http://127.0.0.1:30101", "http://127.0.0.1:30003"}

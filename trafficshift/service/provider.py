@@ -1,11 +1,12 @@
 """Dynamic config from Docker events: each app's file follows its containers between rollouts.
 
 A replica that dies leaves the file at once; one that Docker restarts (with a new published port, or the same
-address on a network) comes back only after trafficshift has probed it ready (invariant 1). The file is
-written under the app's lock, so never while a rollout runs: the app stays marked and is retried after.
-What may be routed is decided under that lock from the file as it is then (probes run without it, and a
-rollout may have rewritten the file meanwhile); a routing that would leave a weighted colour without a
-server is never written.
+address on a network) comes back only after trafficshift has probed it ready: invariant 1
+(docs/ARCHITECTURE.md). The file is written under the app's lock, invariant 5 (docs/ARCHITECTURE.md), so
+never while a rollout runs: the app stays marked and is retried after. What may be routed is decided
+under that lock from the file as it is then (probes run without it, and a rollout may have rewritten the
+file meanwhile); a routing that would leave a weighted colour without a server is never written:
+invariant 7 (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ LOCK_POLL = 0.05
 class AppLock:
     """One rollout per app across processes: a write lock on `<state_dir>/locks/<app>.lock`.
 
+    Invariant 5 (docs/ARCHITECTURE.md): whoever changes an app's containers or file holds it.
+
     An open-file-description lock (Linux): like flock it belongs to the open file, so two holders in one
     process conflict too and the kernel drops it when its holder dies (even by kill -9); unlike flock it
     can be *tested* without being taken, so `status` never makes a concurrent promote fail.

@@ -1,7 +1,8 @@
 """Durable state of apps, rollouts and their events (SQLite from the standard library).
 
 Every rollout transition is committed here before the side effect it announces, so a crash at any point
-leaves a record that `status` explains and `abort` or `promote` completes.
+leaves a record that `status` explains and `abort` or `promote` completes: invariants 6 and 4
+(docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ async def publish_routing(
 ) -> float:
     """Replace the app's dynamic file with `routing` and wait until Traefik shows it; return the seconds.
 
-    Callers hold the app's lock: the file of an app has one writer at a time.
+    Callers hold the app's lock: the file of an app has one writer at a time, invariant 5
+    (docs/ARCHITECTURE.md).
     """
     started = time.monotonic()
     # No colour with servers left (the first deploy went back): no file, so the route answers 404.

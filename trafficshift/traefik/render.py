@@ -5,15 +5,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
 
 import trafficshift
 from trafficshift.errors import RenderCheckError
 from trafficshift.models import AppSpec, ColourRoute, Routing
 from trafficshift.traefik import names
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE = "dynamic.yml.j2"
 
@@ -64,6 +66,10 @@ def go_duration(seconds: float) -> str:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
+    # Imported here: `status` reads dynamic files (parse_dynamic) but never renders one, and Jinja2 costs
+    # every such run start-up time for nothing.
+    import jinja2
+
     # The installed wheel carries the templates inside the package; a source checkout has them at the root.
     package_dir = Path(trafficshift.__file__).parent
     env = jinja2.Environment(
@@ -84,7 +90,10 @@ def _environment() -> jinja2.Environment:
 
 
 def render_dynamic(*, app: AppSpec, routing: Routing, entrypoints: Sequence[str]) -> str:
-    """Return the dynamic file for `routing`, parsed back and checked; raises rather than return a bad one."""
+    """Return the dynamic file for `routing`, parsed back and checked; raises rather than return a bad one.
+
+    Half of invariant 3 (docs/ARCHITECTURE.md): no file that was not checked is ever written.
+    """
     _check_input(app=app, routing=routing, entrypoints=entrypoints)
     expected = expected_document(app=app, routing=routing, entrypoints=entrypoints)
     health = None
@@ -176,7 +185,7 @@ def expected_document(*, app: AppSpec, routing: Routing, entrypoints: Sequence[s
 
 
 def _check_output(*, text: str, expected: dict[str, Any], routing: Routing) -> None:
-    if "{{" in text:
+    if "{{" in text:  # invariant 8 (docs/ARCHITECTURE.md)
         raise RenderCheckError(f"{routing.app}: rendered file contains a Go template opening")
     try:
         parsed = yaml.safe_load(text)

@@ -6,7 +6,6 @@ import time
 from collections import defaultdict
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from trafficshift.errors import UnreachableError
 from trafficshift.models import Bucket, MetricsSnapshot, ServiceMetrics
@@ -27,6 +26,10 @@ def status_class(code: str) -> str:
 
 def parse_metrics(*, text: str, taken_at: float) -> MetricsSnapshot:
     """Read Traefik's Prometheus text into a snapshot; raises ValueError on text that is not Prometheus."""
+    # Imported here: the engine imports this module for analysis, and `status` should not pay for the
+    # Prometheus client at start-up.
+    from prometheus_client.parser import text_string_to_metric_families
+
     requests: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
     buckets: defaultdict[str, defaultdict[float, float]] = defaultdict(lambda: defaultdict(float))
     for family in text_string_to_metric_families(text):
