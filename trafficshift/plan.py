@@ -69,7 +69,8 @@ def server_url(c: ContainerInfo) -> str | None:
 def trusted_servers(containers: Iterable[ContainerInfo], *, trusted: Collection[str]) -> list[ContainerInfo]:
     """The containers that can be servers and whose URL is `trusted`: in the app's file, or seen ready.
 
-    Invariant 1: any other one, such as a replica Docker restarted on a new published port, waits for a probe.
+    Invariant 1 (docs/ARCHITECTURE.md): any other one, such as a replica Docker restarted on a new published
+    port, waits for a probe.
     """
     return [c for c in containers if (url := server_url(c)) is not None and url in trusted]
 
