@@ -435,7 +435,9 @@ def _depends_on(s: Keys) -> tuple[Dependency, ...]:
         condition = d.text("condition") or "service_started"
         if condition not in _CONDITIONS:
             d.fail("condition", f"unknown condition {condition!r}")
-        d.refuse("restart", "trafficshift does not restart the app when a dependency restarts; remove it")
+        # `restart: true` (Compose sets it for `links:` too) restarts the app when `docker compose up`
+        # replaces the dependency; trafficshift has no such moment, so it changes nothing here.
+        d.get("restart")
         required = d.get("required")
         out.append(Dependency(service=name, condition=condition, required=required is not False))
     return tuple(out)
