@@ -61,6 +61,8 @@ REFUSED = [
     ("links: [db]", "services.web.links", "not supported"),
     ("volumes: [/data]", "services.web.volumes[0].source", "anonymous"),
     ("secrets: [{source: token, mode: 0400}]", "services.web.secrets[0].mode", "bind-mounted"),
+    # Compose only warns about a missing secret file; Docker would refuse every container.
+    ("secrets: [token]", "services.web", "token.txt does not exist (to be mounted at /run/secrets/token)"),
 ]
 
 
@@ -119,3 +121,14 @@ async def test_an_unknown_service_names_those_there_are(tmp_path: Path) -> None:
     result = await cli.run("check", config=config)
     assert result.code == 2
     assert f"{where(config)}Compose refused {compose_file(tmp_path)}: no such service: api" in result.stderr
+
+
+async def test_commands_that_start_nothing_work_while_the_compose_file_is_broken(tmp_path: Path) -> None:
+    config = write(tmp_path, SERVICE, env="")  # no TAG: Compose refuses the file
+    history = await cli.run("history", "web", config=config)
+    assert (history.code, history.stderr) == (0, "")
+    # abort reads it, but goes on without it: an abort must not wait for a compose file to be fixed.
+    abort = await cli.run("abort", "web", config=config)
+    assert abort.code == 2, abort.stderr
+    assert f"trafficshift: warning: {where(config)}Compose refused {compose_file(tmp_path)}: " in abort.stderr
+    assert "trafficshift: no rollout of web is in progress" in abort.stderr

