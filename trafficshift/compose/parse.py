@@ -11,20 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from trafficshift.compose.attach import read_files, read_networks, read_volumes
 from trafficshift.compose.reader import Keys, Problems
 from trafficshift.compose.spec import (
     ContainerSpec,
     Dependency,
     Healthcheck,
-    IpamPool,
     Logging,
-    Mount,
-    NetworkAttachment,
-    NetworkResource,
     Resources,
     RestartPolicy,
     Ulimit,
-    VolumeResource,
 )
 
 _RESERVED_LABELS = {
@@ -33,7 +29,6 @@ _RESERVED_LABELS = {
     " (and replace or remove them)",
 }
 _RESTART = {"no", "always", "unless-stopped", "on-failure"}
-_UNSUPPORTED_FALSE = "false is not supported by trafficshift; remove it"
 _CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
@@ -71,8 +66,8 @@ def parse_service(doc: Mapping[str, Any], *, service: str, replicas: int) -> Con
         s.fail(
             "pull_policy", f"{policy!r} is not supported: trafficshift pulls an image only when it is missing"
         )
-    networks, network_resources = _networks(s, doc, problems, service=service)
-    mounts, volumes = _volumes(s, doc, problems)
+    networks, network_resources = read_networks(s, doc, problems, service=service)
+    mounts, volumes = read_volumes(s, doc, problems)
     spec = ContainerSpec(
         project=str(doc.get("name") or ""),
         service=service,
@@ -87,8 +82,8 @@ def parse_service(doc: Mapping[str, Any], *, service: str, replicas: int) -> Con
         labels=_labels(s),
         mounts=(
             *mounts,
-            *_files(s, doc, problems, kind="secrets", base="/run/secrets/"),
-            *_files(s, doc, problems, kind="configs", base="/"),
+            *read_files(s, doc, problems, kind="secrets", base="/run/secrets/"),
+            *read_files(s, doc, problems, kind="configs", base="/"),
         ),
         tmpfs=_tmpfs(s),
         networks=networks,
@@ -166,164 +161,6 @@ def _labels(s: Keys) -> tuple[tuple[str, str], ...]:
             if name.startswith(prefix):
                 s.problems.add(f"{s.at('labels')}.{name}", why)
     return labels
-
-
-def _networks(
-    s: Keys, doc: Mapping[str, Any], problems: Problems, *, service: str
-) -> tuple[tuple[NetworkAttachment, ...], tuple[NetworkResource, ...]]:
-    attached = s.get("networks") or {}
-    if not isinstance(attached, Mapping):
-        s.fail("networks", f"expected a mapping from Compose, got {attached!r}")
-        return (), ()
-    declared = doc.get("networks") or {}
-    # Compose's order: highest priority first, then by name; the first is the primary network.
-    ranked = []
-    for key in attached:
-        keys = problems.keys(attached[key], f"{s.at('networks')}.{key}")
-        ranked.append((-keys.integer("priority"), key, keys))
-    links, resources = [], []
-    for _, key, keys in sorted(ranked):
-        resource = _network_resource(problems.keys(declared.get(key), f"networks.{key}"), key=key)
-        links.append(
-            NetworkAttachment(
-                name=resource.name,
-                # As `docker compose up`: the service's name, then its own aliases, on each network.
-                aliases=(service, *keys.strings("aliases")),
-                ipv4_address=keys.text("ipv4_address"),
-                ipv6_address=keys.text("ipv6_address"),
-            )
-        )
-        resources.append(resource)
-    return tuple(links), tuple(resources)
-
-
-def _network_resource(n: Keys, *, key: str) -> NetworkResource:
-    ipam = n.keys("ipam")
-    pools = tuple(
-        IpamPool(subnet=p.text("subnet"), ip_range=p.text("ip_range"), gateway=p.text("gateway"))
-        for p in ipam.items("config")
-    )
-    if n.get("enable_ipv4") is False:
-        n.fail("enable_ipv4", _UNSUPPORTED_FALSE)
-    return NetworkResource(
-        key=key,
-        name=n.text("name") or key,
-        external=n.flag("external"),
-        driver=n.text("driver"),
-        driver_opts=n.pairs("driver_opts"),
-        internal=n.flag("internal"),
-        attachable=n.flag("attachable"),
-        enable_ipv6=n.flag("enable_ipv6"),
-        labels=n.pairs("labels"),
-        ipam_driver=ipam.text("driver"),
-        ipam_pools=pools,
-    )
-
-
-def _volumes(
-    s: Keys, doc: Mapping[str, Any], problems: Problems
-) -> tuple[tuple[Mount, ...], tuple[VolumeResource, ...]]:
-    declared = doc.get("volumes") or {}
-    mounts: list[Mount] = []
-    resources: dict[str, VolumeResource] = {}
-    for v in s.items("volumes"):
-        kind, target, source, read_only = (
-            v.text("type"),
-            v.text("target"),
-            v.text("source"),
-            v.flag("read_only"),
-        )
-        if kind == "bind":
-            bind = v.keys("bind")
-            create = bind.get("create_host_path")
-            mounts.append(
-                Mount(
-                    type="bind",
-                    target=target,
-                    source=source,
-                    read_only=read_only,
-                    # No `bind:` at all is the short syntax, which creates a missing folder.
-                    create_host_path=create is not False,
-                    propagation=bind.text("propagation"),
-                    selinux=bind.text("selinux"),
-                )
-            )
-        elif kind == "volume":
-            options = v.keys("volume")
-            if not source:
-                v.fail(
-                    "source",
-                    "missing: an anonymous volume would be a new, empty one for each colour; name it under"
-                    " volumes:",
-                )
-                continue
-            resource = _volume_resource(problems.keys(declared.get(source), f"volumes.{source}"), key=source)
-            resources[source] = resource
-            mounts.append(
-                Mount(
-                    type="volume",
-                    target=target,
-                    source=resource.name,
-                    read_only=read_only,
-                    nocopy=options.flag("nocopy"),
-                    subpath=options.text("subpath"),
-                )
-            )
-        elif kind == "tmpfs":
-            options = v.keys("tmpfs")
-            mounts.append(
-                Mount(
-                    type="tmpfs",
-                    target=target,
-                    read_only=read_only,
-                    tmpfs_size=options.integer("size"),
-                    tmpfs_mode=options.integer("mode"),
-                )
-            )
-        else:
-            v.fail("type", f"{kind}: only bind, volume and tmpfs mounts are supported")
-    return tuple(mounts), tuple(resources.values())
-
-
-def _volume_resource(v: Keys, *, key: str) -> VolumeResource:
-    return VolumeResource(
-        key=key,
-        name=v.text("name") or key,
-        external=v.flag("external"),
-        driver=v.text("driver"),
-        driver_opts=v.pairs("driver_opts"),
-        labels=v.pairs("labels"),
-    )
-
-
-def _files(s: Keys, doc: Mapping[str, Any], problems: Problems, *, kind: str, base: str) -> list[Mount]:
-    """Secrets and configs from files: bind-mounted read-only, where Compose mounts them."""
-    declared = doc.get(kind) or {}
-    mounts = []
-    for ref in s.items(kind):
-        name = ref.text("source")
-        for key in ("uid", "gid", "mode"):
-            # Compose cannot apply them to a file it bind-mounts either (it warns and goes on).
-            ref.refuse(key, "cannot be applied to a bind-mounted file (Compose ignores it too); remove it")
-        item = problems.keys(declared.get(name), f"{kind}.{name}")
-        if item.flag("external"):
-            item.fail("external", "external secrets and configs are Swarm's: only file-based ones work")
-        for key in ("environment", "content"):
-            item.refuse(key, "not supported by trafficshift yet: only file-based secrets and configs work")
-        item.get("name")
-        file, target = item.text("file"), ref.text("target") or name
-        if not file:
-            continue
-        mounts.append(
-            Mount(
-                type="bind",
-                target=target if target.startswith("/") else base + target,
-                source=file,
-                read_only=True,
-                create_host_path=False,
-            )
-        )
-    return mounts
 
 
 def _tmpfs(s: Keys) -> tuple[tuple[str, str], ...]:
