@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from trafficshift import __version__, plan, report
 from trafficshift.config import load_config, require_app, resolve_config_path
 from trafficshift.durations import format_duration, parse_duration
-from trafficshift.errors import TrafficShiftError, UsageError
+from trafficshift.errors import ConfigError, TrafficShiftError, UsageError
 from trafficshift.models import Config, Event, Outcome, Rollout
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # Errors carry their own exit code (errors.py); these are the codes of a rollout that ended.
 EXIT_OK, EXIT_ROLLED_BACK = 0, 1
+# Commands that never start a container: they work without reading compose files (even broken ones).
+_NO_COMPOSE = ("status", "render", "history", "schedule")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -333,10 +335,29 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
     raise UsageError(f"unknown command {command}")  # argparse rejects these before here
 
 
+def _load(args: argparse.Namespace) -> Config:
+    """The config, with compose-backed apps' services read through Compose when the command needs them."""
+    path = resolve_config_path(getattr(args, "config", None))
+    if args.command in _NO_COMPOSE:
+        return load_config(path, read_compose=False)
+    if args.command != "abort":
+        return load_config(path)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        # An abort must not wait for a compose file to be fixed: it starts nothing, and the only thing it
+        # takes from the service is the stop grace (stop_grace_period), which falls back to the default.
+        config = load_config(path, read_compose=False)  # raises again when trafficshift.yml is wrong
+        for line in exc.messages:
+            print(f"trafficshift: warning: {line}", file=sys.stderr)
+        print("trafficshift: warning: aborting with the default stop grace of 10s", file=sys.stderr)
+        return config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(resolve_config_path(getattr(args, "config", None)))
+        config = _load(args)
         return _dispatch(config, args)
     except TrafficShiftError as exc:
         for line in str(exc).splitlines():

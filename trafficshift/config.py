@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from trafficshift.compose.resolve import resolve_compose
+from trafficshift.compose.spec import ComposeRef
 from trafficshift.errors import ConfigError, UnknownApp
 from trafficshift.models import (
     AnalysisSpec,
@@ -45,6 +47,10 @@ CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# Compose's rule for project names.
+_PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# With `compose:`, the compose service says these; trafficshift.yml must not say them too.
+_COMPOSE_SAYS = ("image", "environment", "command", "labels")
 
 
 def resolve_config_path(cli_value: str | None) -> Path:
@@ -85,8 +91,12 @@ def validate_listen(value: str) -> str | None:
     return None
 
 
-def load_config(path: Path) -> Config:
-    """Read, validate and return the config at `path`; raise ConfigError listing every problem found."""
+def load_config(path: Path, *, read_compose: bool = True) -> Config:
+    """Read, validate and return the config at `path`; raise ConfigError listing every problem found.
+
+    With `read_compose`, each compose-backed app's service is read through Compose too (commands that
+    start containers need it; `status` or `history` do not, and should work while a compose file is broken).
+    """
     source = _display(path)
     try:
         data = path.read_bytes()
@@ -97,7 +107,8 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{source}:{line}: not UTF-8 (bad byte at offset {exc.start})"]) from None
-    return parse_config_text(text, source=source, base_dir=path.absolute().parent)
+    config = parse_config_text(text, source=source, base_dir=path.absolute().parent)
+    return resolve_compose(config) if read_compose else config
 
 
 def parse_config_text(text: str, *, source: str, base_dir: Path) -> Config:
@@ -239,12 +250,21 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
         "analysis": _analysis,
         "webhooks": lambda n: _webhooks(n, base_dir),
         "confirm": lambda n: _confirm(n, base_dir),
+        "compose": lambda n: _compose(n, base_dir),
     }
-    required = ("image", "port", "rule")
-    got = _section(node, fields, required)
+    got = _section(node, fields, ("port", "rule"))
     if got is None:
         return None
     entries, values = got
+    required: tuple[str, ...] = ("port", "rule")
+    if "compose" in entries:
+        _check_compose_alone(entries)
+        values["image"] = ""  # the compose service's, once Compose has read it
+        required += ("compose",)
+    else:
+        required += ("image",)
+        if "image" not in entries:
+            node.fail("missing required key 'image'")
     if "network" in entries and "publish" in entries:
         entries["publish"].fail("set exactly one of network and publish, not both")
     elif "network" not in entries and "publish" not in entries:
@@ -252,6 +272,52 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
     if "analysis" in entries and not has_metrics:
         entries["analysis"].fail("needs traefik.metrics_url, where analysis reads Traefik's metrics")
     return AppSpec(name=name, **values) if all(key in values for key in required) else None
+
+
+def _check_compose_alone(entries: Mapping[str, Node]) -> None:
+    for key in _COMPOSE_SAYS:
+        if key in entries:
+            where = entries[key]
+            where.errors.add(where.key_line, where.path, f"not with compose: the compose service sets {key}")
+    rollout = entries["rollout"].mapping(None) if "rollout" in entries else None
+    if rollout and "stop_timeout" in rollout:
+        where = rollout["stop_timeout"]
+        why = "not with compose: the compose service's stop_grace_period applies"
+        where.errors.add(where.key_line, where.path, why)
+
+
+def _compose(node: Node, base_dir: Path) -> ComposeRef | None:
+    fields: dict[str, _Convert] = {"file": _compose_files, "service": Node.string, "project": _project}
+    got = _section(node, fields, required=("file", "service"))
+    if got is None or "file" not in got[1] or "service" not in got[1]:
+        return None
+    values = got[1]
+    return ComposeRef(
+        files=tuple(base_dir / name for name in values["file"]),
+        service=values["service"],
+        project=values.get("project"),
+        where=f"{node.errors.source}:{node.key_line}: {node.path}",
+    )
+
+
+def _compose_files(node: Node) -> tuple[str, ...] | None:
+    """One file, or a list: Compose merges them in order (as repeated `-f`), overrides last."""
+    if node.tag != "seq":
+        name = node.string()
+        return None if name is None else (name,)
+    items = node.items() or []
+    if not items:
+        node.fail("must list at least one compose file")
+    names = [item.string() for item in items]
+    return tuple(n for n in names if n) if names and all(names) else None
+
+
+def _project(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and not _PROJECT_NAME.fullmatch(value):
+        node.fail(f"a Compose project name is lowercase letters, digits, - and _, got {value!r}")
+        return None
+    return value
 
 
 def _image(node: Node) -> str | None:

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import aiodocker
 import aiohttp
 
+from trafficshift.compose.body import CreatePlan, create_plan
+from trafficshift.compose.resources import check_prerequisites, ensure_resources
 from trafficshift.errors import ContainerError, ImageError, UnreachableError
 from trafficshift.models import AppSpec, Colour, ContainerInfo
 
@@ -99,6 +101,9 @@ class Containers:
         container with another image or config is replaced.
         """
         image_id = await self.ensure_image(image)
+        if app.container is not None:
+            with _translate(f"volumes and networks of {app.name}"):
+                await ensure_resources(self._docker, app.container)
         wanted = {container_name(app=app.name, colour=colour, n=n) for n in range(1, app.replicas + 1)}
         extra = [c for c in await self._raw_list(app=app.name, colour=colour) if c["Name"] not in wanted]
         await _all(self._stop_remove(c["Id"], app.rollout.stop_timeout) for c in extra)
@@ -106,6 +111,13 @@ class Containers:
             self._start_one(app=app, colour=colour, image=image, image_id=image_id, n=n)
             for n in range(1, app.replicas + 1)
         )
+
+    async def check_needs(self, *, app: AppSpec) -> None:
+        """Raise PrerequisiteMissing (exit 3) when a compose-backed app's depends_on services do not run,
+        or its external networks or volumes do not exist; nothing is started or created."""
+        if app.container is not None:
+            with _translate(f"what {app.name} depends on"):
+                await check_prerequisites(self._docker, app.container)
 
     async def list(self, *, app: str, colour: Colour | None = None) -> builtins.list[ContainerInfo]:
         """The managed containers of `app` (of one colour, or both), running or not, sorted by name."""
@@ -169,7 +181,8 @@ class Containers:
         self, *, app: AppSpec, colour: Colour, image: str, image_id: str, n: int
     ) -> ContainerInfo:
         name = container_name(app=app.name, colour=colour, n=n)
-        config = _config(app=app, colour=colour, image=image)
+        plan = _plan(app=app, colour=colour, image=image)
+        config = plan.config
         existing = await self._inspect_raw(name)
         if existing is not None:
             labels = existing["Config"].get("Labels") or {}
@@ -184,6 +197,11 @@ class Containers:
             await self._stop_remove(existing["Id"], app.rollout.stop_timeout)
         with _translate(f"container {name}"):
             container = await self._docker.containers.create(config, name=name)
+            for network, endpoint in plan.connect:
+                # Before the start, so that the app never runs without one of its networks.
+                await (await self._docker.networks.get(network)).connect(
+                    {"Container": container.id, "EndpointConfig": endpoint}
+                )
             await container.start()
         raw = await self._inspect_raw(name)
         if raw is None:
@@ -225,6 +243,34 @@ class Containers:
                     raise
 
 
+def _plan(*, app: AppSpec, colour: Colour, image: str) -> CreatePlan:
+    """The create body (and networks to connect) of one container of `app`'s colour, with our labels."""
+    if app.container is None:
+        return CreatePlan(config=_config(app=app, colour=colour, image=image))
+    plan = create_plan(
+        app.container,
+        image=image,
+        port=app.port,
+        network=app.network,
+        publish=app.publish,
+        default_restart=RESTART_POLICY,
+    )
+    config = plan.config
+    spec = hashlib.sha256(json.dumps([config, plan.connect], sort_keys=True).encode()).hexdigest()[:16]
+    config["Labels"] = {**config.get("Labels", {}), **_labels(app=app, colour=colour, image=image, spec=spec)}
+    return plan
+
+
+def _labels(*, app: AppSpec, colour: Colour, image: str, spec: str) -> dict[str, str]:
+    return {
+        LABEL_APP: app.name,
+        LABEL_COLOUR: str(colour),
+        LABEL_IMAGE: image,
+        LABEL_PORT: str(app.port),
+        LABEL_SPEC: spec,
+    }
+
+
 def _config(*, app: AppSpec, colour: Colour, image: str) -> dict[str, Any]:
     port = f"{app.port}/tcp"
     host: dict[str, Any] = {"RestartPolicy": {"Name": RESTART_POLICY}}
@@ -242,14 +288,7 @@ def _config(*, app: AppSpec, colour: Colour, image: str) -> dict[str, Any]:
         config["Cmd"] = list(app.command)
     spec = hashlib.sha256(json.dumps([config, dict(app.labels)], sort_keys=True).encode()).hexdigest()[:16]
     # Ours last: a user label can never disguise a container as another app's or colour's.
-    config["Labels"] = {
-        **app.labels,
-        LABEL_APP: app.name,
-        LABEL_COLOUR: str(colour),
-        LABEL_IMAGE: image,
-        LABEL_PORT: str(app.port),
-        LABEL_SPEC: spec,
-    }
+    config["Labels"] = {**app.labels, **_labels(app=app, colour=colour, image=image, spec=spec)}
     return config
 
 

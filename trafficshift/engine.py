@@ -137,6 +137,7 @@ class Engine:
             if spec.analysis is not None and self.config.traefik.metrics_url:
                 await scrape(url=self.config.traefik.metrics_url, session=self.session)  # exit 3 if down
             await self.containers.ensure_image(image)
+            await self.containers.check_needs(app=spec)  # depends_on services run: exit 3 if not
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
             state = self.store.app_state(app)

@@ -182,3 +182,21 @@ class ShuttingDown(TrafficShiftError):
 
     def __init__(self) -> None:
         super().__init__("the service is shutting down")
+
+
+class ComposeError(UsageError):
+    """Compose could not be found, or refused the project: what it said, as it said it (exit 2)."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = tuple(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class ComposeMissing(ComposeError):
+    """No Compose v2 on this host (none at all, or only v1)."""
+
+
+class PrerequisiteMissing(UnreachableError):
+    """Something the app needs outside its colour is not there (a depends_on service, an external network
+    or volume): exit 3, nothing changed. trafficshift does not start it: that is for the user (or Compose).
+    """

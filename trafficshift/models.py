@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from trafficshift.compose.spec import ComposeRef, ContainerSpec
+
 
 class Colour(enum.StrEnum):
     BLUE = "blue"
@@ -92,6 +94,10 @@ class AppSpec:
     # In addition to the config's global webhooks; `confirm` replaces the global gate for this app.
     webhooks: tuple[WebhookSpec, ...] = ()
     confirm: ConfirmSpec | None = None
+    # `compose:` in trafficshift.yml; then `image` and `container` come from the Compose service once it
+    # has been read (compose/resolve.py), and environment/command/labels are empty.
+    compose: ComposeRef | None = None
+    container: ContainerSpec | None = None
 
 
 @dataclass(frozen=True)
