@@ -2,8 +2,8 @@
 
 Each commit to `state.db` waits for an fsync (WAL, `synchronous=FULL`), and some reads scan the event log.
 On the event loop they stall the API, the SSE streams, the Docker-event provider and every other rollout:
-at 200 apps rolling at once, `benchmarks/store_loop.py` measured a p99 loop lag of ~140 ms and stalls of
-0.6-1.3 s with every call on the loop, against ~15 ms and ~55 ms through this module (docs/PERFORMANCE.md).
+at 200 apps rolling at once, `benchmarks/store_loop.py` measured a p99 loop lag of 0.13-1.4 s and stalls of
+up to 3.9 s with every call on the loop (docs/PERFORMANCE.md).
 
 A sqlite3 connection belongs to the thread that opened it, so each connection here has ONE thread that opens
 it, runs every call on it (each transaction whole, in the order the calls were made) and closes it.

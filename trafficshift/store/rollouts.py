@@ -84,8 +84,8 @@ def _event_from(row: sqlite3.Row) -> Event:
 class StateStore:
     """Apps, rollouts and their events, in `<state_dir>/state.db`.
 
-    Blocking, and bound to the thread that opened it: `trafficshift serve` reaches it through
-    `store.aio.AsyncStateStore`, which keeps its commits (each an fsync) off the event loop.
+    Blocking, and bound to the thread that opened it: code on an event loop reaches it through
+    `store.aio.AsyncStateStore`, which keeps its commits (each an fsync) off the loop.
     """
 
     def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
