@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint unit integration demo bench clean
+.PHONY: install test lint unit integration demo bench bench-store clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.cutover
+
+# The state store's latency and the event-loop stall it causes at 200 apps (no Docker; ~5 min).
+bench-store: $(STAMP)
+	$(BIN)/python -m benchmarks.store_loop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

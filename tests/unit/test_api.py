@@ -25,13 +25,14 @@ from trafficshift.errors import (
     UnreachableError,
 )
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
+from trafficshift.service import metrics as metrics_module
 from trafficshift.service import routes
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
+from trafficshift.store.aio import AsyncScheduleStore, AsyncStateStore
 from trafficshift.store.rollouts import StateStore
-from trafficshift.store.schedules import ScheduleStore
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -45,13 +46,20 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
         source="ts.yml",
         base_dir=tmp_path,
     )
-    store, schedules = StateStore(config.state_dir), ScheduleStore(config.state_dir)
+    store, schedules = AsyncStateStore(config.state_dir), AsyncScheduleStore(config.state_dir)
+    engine_store = StateStore(config.state_dir)  # the engines' connection; the tests' too, to record rollouts
 
     async def start(app: str, image: str) -> Rollout:
         raise AssertionError("no schedule is due in these tests")
 
     async with aiohttp.ClientSession() as session:
-        runner = Runner(config=config, store=store, containers=Containers(cast(Any, None)), session=session)
+        runner = Runner(
+            config=config,
+            store=store,
+            engine_store=engine_store,
+            containers=Containers(cast(Any, None)),
+            session=session,
+        )
         context = routes.Context(
             store=store,
             schedules=schedules,
@@ -62,12 +70,14 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
         )
         async with TestClient(TestServer(routes.build_app(context, token=TOKEN))) as test_client:
             yield test_client
-    schedules.close()
-    store.close()
+    engine_store.close()
+    await schedules.aclose()
+    await store.aclose()
 
 
 def _store(client: TestClient[web.Request, web.Application]) -> StateStore:
-    return client.app[routes.CONTEXT].store
+    """A blocking connection to the service's store, for a test to record rollouts with."""
+    return client.app[routes.CONTEXT].runner.engine_store
 
 
 def _finished_rollout(store: StateStore) -> Rollout:
@@ -285,13 +295,14 @@ async def test_events_are_read_in_batches(
     for _ in range(3):
         _finished_rollout(store)
     limits: list[int] = []
-    events = store.events
+    served = client.app[routes.CONTEXT].store
+    events = served.events
 
-    def spy(**kwargs: Any) -> list[Event]:
+    async def spy(**kwargs: Any) -> list[Event]:
         limits.append(kwargs.get("limit", -1))
-        return events(**kwargs)
+        return await events(**kwargs)
 
-    monkeypatch.setattr(store, "events", spy)
+    monkeypatch.setattr(served, "events", spy)
     monkeypatch.setattr(routes, "SSE_BATCH", 4)
     response = await client.get("/events?after=0", headers=AUTH)
     text = ""
@@ -304,3 +315,34 @@ async def test_events_are_read_in_batches(
     )
     assert limits
     assert set(limits) == {4}
+
+
+async def test_a_schedule_claimed_while_its_cancel_waits_for_the_store_is_not_cancelled(
+    client: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"app": "web", "image": "web:2", "at": "2099-01-01T00:00:00+01:00"}
+    schedule_id = (await (await client.post("/schedules", headers=AUTH, json=body)).json())["id"]
+    schedules = client.app[routes.CONTEXT].schedules
+    settle = schedules.settle
+
+    async def scheduler_first(schedule_id: str, **kwargs: Any) -> bool:
+        assert await schedules.claim(schedule_id)  # the scheduler's tick got there first
+        return await settle(schedule_id, **kwargs)
+
+    monkeypatch.setattr(schedules, "settle", scheduler_first)
+    response = await client.delete(f"/schedules/{schedule_id}", headers=AUTH)
+    assert response.status == 409
+    assert "starting its rollout right now" in (await response.json())["error"]
+    assert [s["state"] for s in await (await client.get("/schedules", headers=AUTH)).json()] == ["firing"]
+
+
+async def test_concurrent_scrapes_fold_each_event_once(
+    client: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_module, "FOLD_BATCH", 2)  # several reads of the log per scrape
+    _finished_rollout(_store(client))
+    texts = await asyncio.gather(*(client.get("/metrics", headers=AUTH) for _ in range(5)))
+    for response in texts:
+        text = await response.text()
+        assert 'trafficshift_step_duration_seconds_count{app="web"} 1.0' in text
+        assert 'trafficshift_promote_duration_seconds_count{app="web",outcome="done"} 1.0' in text

@@ -14,6 +14,7 @@ from trafficshift.engine import Engine
 from trafficshift.models import AppState, Colour, ContainerInfo, Outcome, Phase, Routing
 from trafficshift.plan import routing_for
 from trafficshift.service.provider import Provider
+from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.rollouts import StateStore
 from trafficshift.traefik.files import dynamic_path, read_routing
 
@@ -63,6 +64,7 @@ async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
         base_dir=tmp_path,
     )
     store = StateStore(config.state_dir)
+    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
     blue1, blue2_restarted, green1 = (
         _container(Colour.BLUE, 1, 31001),
         _container(Colour.BLUE, 2, 31999),  # Docker restarted it on a new port: probed before it is routed
@@ -76,7 +78,7 @@ async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
     )
     provider = Provider(
         config=config,
-        store=store,
+        store=served,
         docker=cast(Any, None),
         containers=cast(Any, containers),
         session=cast(Any, None),
@@ -105,6 +107,7 @@ async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
     after = read_routing(dynamic_dir=config.traefik.dynamic_dir, app="web")
     assert after == green_only
     store.close()
+    await served.aclose()
 
 
 async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
@@ -118,6 +121,7 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
         base_dir=tmp_path,
     )
     store = StateStore(config.state_dir)
+    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
     blue1 = _container(Colour.BLUE, 1, 31001)
     restarted = _container(Colour.BLUE, 1, 31002)  # the only replica, back on a new port, not ready yet
     containers = FakeContainers([blue1])
@@ -127,7 +131,7 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
     await engine.write_routing(config.apps["web"], before)
     provider = Provider(
         config=config,
-        store=store,
+        store=served,
         docker=cast(Any, None),
         containers=cast(Any, containers),
         session=cast(Any, None),
@@ -144,3 +148,4 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
     assert read_routing(dynamic_dir=config.traefik.dynamic_dir, app="web") == before
     assert isinstance(before, Routing)
     store.close()
+    await served.aclose()

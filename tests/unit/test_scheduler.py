@@ -13,7 +13,8 @@ import pytest
 from trafficshift.errors import LockedError
 from trafficshift.models import Colour, Phase, Rollout
 from trafficshift.service.scheduler import POLL, Decision, Scheduler, decide, next_wake
-from trafficshift.store.schedules import Schedule, ScheduleState, ScheduleStore
+from trafficshift.store.aio import AsyncScheduleStore
+from trafficshift.store.schedules import Schedule, ScheduleState
 
 GRACE = 600.0
 
@@ -78,12 +79,12 @@ def _rollout(rollout_id: str) -> Rollout:
 
 
 async def test_tick_runs_due_schedules_once_records_missed_and_failed(tmp_path: Path) -> None:
-    store = ScheduleStore(tmp_path)
+    store = AsyncScheduleStore(tmp_path)
     now = dt.datetime.now(dt.UTC)
-    due = store.add(app="web", image="v2:1", at=now - dt.timedelta(seconds=5))
-    missed = store.add(app="web", image="v3:1", at=now - dt.timedelta(hours=1))
-    refused = store.add(app="api", image="v2:1", at=now - dt.timedelta(seconds=1))
-    later = store.add(app="web", image="v4:1", at=now + dt.timedelta(hours=1))
+    due = await store.add(app="web", image="v2:1", at=now - dt.timedelta(seconds=5))
+    missed = await store.add(app="web", image="v3:1", at=now - dt.timedelta(hours=1))
+    refused = await store.add(app="api", image="v2:1", at=now - dt.timedelta(seconds=1))
+    later = await store.add(app="web", image="v4:1", at=now + dt.timedelta(hours=1))
     started: list[tuple[str, str]] = []
 
     async def start(app: str, image: str) -> Rollout:
@@ -93,12 +94,12 @@ async def test_tick_runs_due_schedules_once_records_missed_and_failed(tmp_path: 
         return _rollout("r1")
 
     scheduler = Scheduler(store=store, grace=GRACE, start=start)
-    scheduler.tick(store.pending(), now=now.timestamp())
-    scheduler.tick(store.pending(), now=now.timestamp())  # while firing: not started twice
+    await scheduler.tick(await store.pending(), now=now.timestamp())
+    await scheduler.tick(await store.pending(), now=now.timestamp())  # while firing: not started twice
     assert scheduler.firing(due.id)
-    await asyncio.sleep(0.01)
+    await _settle_tasks(scheduler, due.id, refused.id)
 
-    states = {s.id: s for s in store.all()}
+    states = {s.id: s for s in await store.all()}
     assert started == [("web", "v2:1"), ("api", "v2:1")]
     assert (states[due.id].state, states[due.id].rollout_id) == (ScheduleState.STARTED, "r1")
     assert states[missed.id].state is ScheduleState.MISSED
@@ -107,19 +108,23 @@ async def test_tick_runs_due_schedules_once_records_missed_and_failed(tmp_path: 
     assert "in progress" in (states[refused.id].reason or "")
     assert states[later.id].state is ScheduleState.PENDING
     assert not scheduler.firing(due.id)
-    store.close()
+    await store.aclose()
 
 
-async def _settle_tasks() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+async def _settle_tasks(scheduler: Scheduler, *ids: str) -> None:
+    """Wait until none of these schedules is firing (its promote started, refused or failed: recorded)."""
+    for _ in range(1000):  # 5 s at most
+        if not any(scheduler.firing(i) for i in ids):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"still firing after 5 s: {[i for i in ids if scheduler.firing(i)]}")
 
 
 async def test_a_busy_app_leaves_a_due_schedule_pending_until_the_grace_runs_out(tmp_path: Path) -> None:
-    store = ScheduleStore(tmp_path)
+    store = AsyncScheduleStore(tmp_path)
     now = time.time()
-    busy = store.add(app="web", image="v2:1", at=dt.datetime.fromtimestamp(now - 1, dt.UTC))
-    stuck = store.add(app="api", image="v2:1", at=dt.datetime.fromtimestamp(now - 1, dt.UTC))
+    busy = await store.add(app="web", image="v2:1", at=dt.datetime.fromtimestamp(now - 1, dt.UTC))
+    stuck = await store.add(app="api", image="v2:1", at=dt.datetime.fromtimestamp(now - 1, dt.UTC))
     refusals = {"web": 2, "api": 1000}
     started: list[str] = []
 
@@ -132,25 +137,27 @@ async def test_a_busy_app_leaves_a_due_schedule_pending_until_the_grace_runs_out
 
     scheduler = Scheduler(store=store, grace=30, start=start)
     for tick in range(3):
-        scheduler.tick(store.pending(), now=now + tick)
-        await _settle_tasks()
-    got = {s.id: s for s in store.all()}
+        await scheduler.tick(await store.pending(), now=now + tick)
+        await _settle_tasks(scheduler, busy.id, stuck.id)
+    got = {s.id: s for s in await store.all()}
     assert (got[busy.id].state, got[busy.id].rollout_id) == (ScheduleState.STARTED, "r9")
     assert got[stuck.id].state is ScheduleState.PENDING  # still within the grace: tried again next tick
     assert started.count("api") == 3
 
-    scheduler.tick(store.pending(), now=now + 60)  # the grace has passed
-    await _settle_tasks()
-    failed = store.get(stuck.id)
+    await scheduler.tick(await store.pending(), now=now + 60)  # the grace has passed
+    await _settle_tasks(scheduler, stuck.id)
+    failed = await store.get(stuck.id)
     assert failed is not None
     assert failed.state is ScheduleState.FAILED
     assert "in progress" in (failed.reason or "")
     assert "grace" in (failed.reason or "")
-    store.close()
+    await store.aclose()
 
 
-def test_a_grace_below_the_poll_interval_still_runs_a_schedule_the_loop_reaches_late(tmp_path: Path) -> None:
-    store = ScheduleStore(tmp_path)
+async def test_a_grace_below_the_poll_interval_still_runs_a_schedule_the_loop_reaches_late(
+    tmp_path: Path,
+) -> None:
+    store = AsyncScheduleStore(tmp_path)
 
     async def start(app: str, image: str) -> Rollout:
         return _rollout("r1")
@@ -160,57 +167,57 @@ def test_a_grace_below_the_poll_interval_still_runs_a_schedule_the_loop_reaches_
     assert (
         decide(at=at, now=at + 0.3, grace=Scheduler(store=store, grace=0, start=start).grace) is Decision.RUN
     )
-    store.close()
+    await store.aclose()
 
 
 async def test_a_schedule_is_claimed_once_and_a_crash_while_firing_does_not_fire_it_again(
     tmp_path: Path,
 ) -> None:
-    store = ScheduleStore(tmp_path)
+    store = AsyncScheduleStore(tmp_path)
     at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    created = store.add(app="web", image="v2:1", at=at)
-    lost = store.add(app="web", image="v3:1", at=at)
-    assert store.claim(created.id)
-    assert not store.claim(created.id)  # a second tick, or a second service: not again
-    assert store.claim(lost.id)
-    store.close()  # killed while both were firing: one had created its rollout, the other had not
+    created = await store.add(app="web", image="v2:1", at=at)
+    lost = await store.add(app="web", image="v3:1", at=at)
+    assert await store.claim(created.id)
+    assert not await store.claim(created.id)  # a second tick, or a second service: not again
+    assert await store.claim(lost.id)
+    await store.aclose()  # killed while both were firing: one had created its rollout, the other had not
 
-    reopened = ScheduleStore(tmp_path)
+    reopened = AsyncScheduleStore(tmp_path)
     fired: list[str] = []
 
     async def start(app: str, image: str) -> Rollout:
         fired.append(image)
         return _rollout("r-new")
 
-    def find_rollout(schedule: Schedule) -> str | None:
+    async def find_rollout(schedule: Schedule) -> str | None:
         return "r-before" if schedule.image == "v2:1" else None
 
     scheduler = Scheduler(store=reopened, grace=GRACE, start=start, find_rollout=find_rollout)
-    scheduler.recover()
-    scheduler.tick(reopened.pending(), now=time.time())
-    await _settle_tasks()
-    got = {s.id: s for s in reopened.all()}
+    await scheduler.recover()
+    await scheduler.tick(await reopened.pending(), now=time.time())
+    await _settle_tasks(scheduler, created.id, lost.id)
+    got = {s.id: s for s in await reopened.all()}
     assert (got[created.id].state, got[created.id].rollout_id) == (ScheduleState.STARTED, "r-before")
     assert (got[lost.id].state, got[lost.id].rollout_id) == (ScheduleState.STARTED, "r-new")
     assert fired == ["v3:1"]
-    reopened.close()
+    await reopened.aclose()
 
 
 async def test_a_bug_while_firing_is_logged_with_its_traceback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = ScheduleStore(tmp_path)
-    due = store.add(app="web", image="v2:1", at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    store = AsyncScheduleStore(tmp_path)
+    due = await store.add(app="web", image="v2:1", at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
 
     async def start(app: str, image: str) -> Rollout:
         return None  # type: ignore[return-value]  # a bug: no rollout
 
     scheduler = Scheduler(store=store, grace=GRACE, start=start)
     with caplog.at_level(logging.ERROR, logger="trafficshift.scheduler"):
-        scheduler.tick(store.pending(), now=time.time())
-        await _settle_tasks()
+        await scheduler.tick(await store.pending(), now=time.time())
+        await _settle_tasks(scheduler, due.id)
     assert any(r.exc_info is not None for r in caplog.records)
-    got = store.get(due.id)
+    got = await store.get(due.id)
     assert got is not None
     assert got.state is ScheduleState.FAILED
-    store.close()
+    await store.aclose()

@@ -31,9 +31,10 @@ from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.provider import Provider
 from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
+from trafficshift.store.aio import AsyncScheduleStore, AsyncStateStore
 from trafficshift.store.discovery import remove_service_file, resolve_token, service_url, write_service_file
 from trafficshift.store.rollouts import StateStore
-from trafficshift.store.schedules import Schedule, ScheduleStore
+from trafficshift.store.schedules import Schedule
 from trafficshift.traefik.api import TraefikApi
 
 log = logging.getLogger("trafficshift.service")
@@ -65,8 +66,11 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
         docker = aiodocker.Docker()
     except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
         raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
-    store = StateStore(config.state_dir)
-    schedules = ScheduleStore(config.state_dir)
+    # The API, provider, scheduler and metrics reach the store off the loop (each connection on its own
+    # thread); the engines still make their calls on the loop, over a connection of their own.
+    store = AsyncStateStore(config.state_dir)
+    schedules = AsyncScheduleStore(config.state_dir)
+    engine_store = StateStore(config.state_dir)
     try:
         async with aiohttp.ClientSession() as session:
             containers = Containers(docker)
@@ -81,7 +85,9 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
                 if config.traefik.api_url
                 else None,
             )
-            runner = Runner(config=config, store=store, containers=containers, session=session)
+            runner = Runner(
+                config=config, store=store, engine_store=engine_store, containers=containers, session=session
+            )
             scheduler = Scheduler(
                 store=schedules,
                 grace=config.service.schedule_grace,
@@ -100,15 +106,16 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
             await _run(app, context, provider, host=host, port=port, source=source)
             return 0
     finally:
-        schedules.close()
-        store.close()
+        engine_store.close()
+        await schedules.aclose()
+        await store.aclose()
         await docker.close()
 
 
-def _rollout_of(store: StateStore, schedule: Schedule) -> str | None:
+async def _rollout_of(store: AsyncStateStore, schedule: Schedule) -> str | None:
     """The rollout a schedule left `firing` by a crash had started (its image, since it was claimed)."""
     since = schedule.fired_at if schedule.fired_at is not None else schedule.at
-    rollout = store.rollout_of(app=schedule.app, image=schedule.image, since=since)
+    rollout = await store.rollout_of(app=schedule.app, image=schedule.image, since=since)
     return rollout.id if rollout else None
 
 
@@ -129,7 +136,7 @@ async def _run(
     record = write_service_file(context.runner.config.state_dir, url=service_url(host, port))
     background: list[asyncio.Task[None]] = []
     try:
-        context.runner.recover()
+        await context.runner.recover()
         background += [
             asyncio.create_task(provider.run(), name="provider"),
             asyncio.create_task(context.scheduler.run(), name="scheduler"),

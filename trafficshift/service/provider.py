@@ -24,10 +24,10 @@ import aiohttp
 
 from trafficshift import plan, report
 from trafficshift.containers import LABEL_APP, Containers
-from trafficshift.models import Config, ContainerInfo, Routing
+from trafficshift.models import Colour, Config, ContainerInfo, Routing
 from trafficshift.readiness import probe_ready
+from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import AppLock, LockRole
-from trafficshift.store.rollouts import StateStore
 from trafficshift.traefik.api import TraefikApi
 from trafficshift.traefik.files import read_routing
 from trafficshift.traefik.publish import publish_routing
@@ -50,7 +50,7 @@ class Provider:
         self,
         *,
         config: Config,
-        store: StateStore,
+        store: AsyncStateStore,
         docker: aiodocker.Docker,
         containers: Containers,
         session: aiohttp.ClientSession,
@@ -199,7 +199,7 @@ class Provider:
                 if servers:
                     routes.append(replace(route, servers=servers))
             routing = Routing(app=app, routes=tuple(routes))
-            if not self._servable(app, routing, await self.containers.list(app=app)):
+            if not await self._servable(app, routing, await self.containers.list(app=app)):
                 return True
             took = await self._publish(app, routing)
             log.info("%s: dropped %s (died); confirmed in %.2fs", app, ", ".join(sorted(dead)), took)
@@ -229,9 +229,14 @@ class Provider:
         finally:
             lock.release()
 
-    def _servable(self, app: str, routing: Routing, containers: list[ContainerInfo]) -> bool:
+    async def _weights(self, app: str, containers: list[ContainerInfo]) -> dict[Colour, int]:
+        """The weights the store says the app has now (read on the store's thread)."""
+        state, rollout = (await self.store.overview([app]))[app]
+        return plan.current_weights(state, rollout, containers)
+
+    async def _servable(self, app: str, routing: Routing, containers: list[ContainerInfo]) -> bool:
         """Whether `routing` serves every colour that should take traffic now; log why not."""
-        weights = plan.current_weights(self.store.app_state(app), self.store.active_rollout(app), containers)
+        weights = await self._weights(app, containers)
         if unserved := plan.unserved(weights, routing):
             log.warning(
                 "%s: not rewriting its file: no ready %s container would serve its share (%s)",
@@ -250,13 +255,11 @@ class Provider:
             containers = await self.containers.list(app=app)
             allowed = self._trusted(app, containers) | probed
             usable = [c for c in containers if (c.id, c.url) in allowed and not self._suspect(c.id)]
-            weights = plan.current_weights(
-                self.store.app_state(app), self.store.active_rollout(app), containers
-            )
+            weights = await self._weights(app, containers)
             routing = plan.routing_for(app=app, weights=weights, containers=usable)
             before = self._file_routing(app)
             unchanged = before is not None and before.canonical() == routing.canonical()
-            if unchanged or not self._servable(app, routing, containers):
+            if unchanged or not await self._servable(app, routing, containers):
                 return True
             took = await self._publish(app, routing)
             log.info(

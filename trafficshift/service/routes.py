@@ -37,8 +37,8 @@ from trafficshift.service.requests import (
 )
 from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
-from trafficshift.store.rollouts import StateStore
-from trafficshift.store.schedules import ScheduleState, ScheduleStore, schedule_dict
+from trafficshift.store.aio import AsyncScheduleStore, AsyncStateStore
+from trafficshift.store.schedules import ScheduleState, schedule_dict
 
 log = logging.getLogger("trafficshift.api")
 
@@ -61,8 +61,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Context:
     """What the handlers reach: the service's parts (shared, one of each per process)."""
 
-    store: StateStore
-    schedules: ScheduleStore
+    store: AsyncStateStore
+    schedules: AsyncScheduleStore
     runner: Runner
     scheduler: Scheduler
     metrics: ServiceMetrics
@@ -204,7 +204,7 @@ async def promote(request: web.Request) -> web.Response:
 async def abort(request: web.Request) -> web.Response:
     app = _app_name(request)
     abort_request(await _body(request, required=False))
-    return _accepted(_ctx(request).runner.abort(app=app).id)
+    return _accepted((await _ctx(request).runner.abort(app=app)).id)
 
 
 @routes.post("/apps/{app}/rollback")
@@ -217,12 +217,12 @@ async def rollback(request: web.Request) -> web.Response:
 @routes.get("/apps/{app}/history")
 async def history(request: web.Request) -> web.Response:
     app = _app_name(request)
-    return web.json_response([report.rollout_dict(r) for r in _ctx(request).store.history(app)])
+    return web.json_response([report.rollout_dict(r) for r in await _ctx(request).store.history(app)])
 
 
 @routes.get("/rollouts/{id}")
 async def get_rollout(request: web.Request) -> web.Response:
-    rollout = _ctx(request).store.rollout(request.match_info["id"])
+    rollout = await _ctx(request).store.rollout(request.match_info["id"])
     if rollout is None:
         raise ApiError(404, f"no rollout {request.match_info['id']!r}")
     return web.json_response(report.rollout_dict(rollout))
@@ -234,7 +234,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
     start = request.headers.get("Last-Event-ID") or request.query.get("after")
     try:
-        cursor = int(start) if start is not None else ctx.store.last_event_seq()
+        cursor = int(start) if start is not None else await ctx.store.last_event_seq()
     except ValueError:
         raise ApiError(
             400, f"expected an event id (a whole number), got {start!r}", field="Last-Event-ID"
@@ -248,7 +248,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b": stream of rollout transitions\n\n")
         while not ctx.shutdown.is_set():
-            for event in ctx.store.events(after=cursor, limit=SSE_BATCH):
+            for event in await ctx.store.events(after=cursor, limit=SSE_BATCH):
                 data = json.dumps(report.event_dict(event))
                 await response.write(f"id: {event.seq}\nevent: rollout\ndata: {data}\n\n".encode())
                 cursor = event.seq
@@ -265,7 +265,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/schedules")
 async def list_schedules(request: web.Request) -> web.Response:
-    return web.json_response([schedule_dict(s) for s in _ctx(request).schedules.all()])
+    return web.json_response([schedule_dict(s) for s in await _ctx(request).schedules.all()])
 
 
 @routes.post("/schedules")
@@ -274,7 +274,7 @@ async def add_schedule(request: web.Request) -> web.Response:
     wanted = schedule_request(
         await _body(request, required=True), apps=ctx.runner.config.apps, now=dt.datetime.now(dt.UTC)
     )
-    schedule = ctx.schedules.add(app=wanted.app, image=wanted.image, at=wanted.at)
+    schedule = await ctx.schedules.add(app=wanted.app, image=wanted.image, at=wanted.at)
     ctx.scheduler.wake()
     log.info("schedule %s: %s -> %s at %s", schedule.id, schedule.app, schedule.image, schedule.at_text)
     return web.json_response({"id": schedule.id, **schedule_dict(schedule)}, status=201)
@@ -284,22 +284,26 @@ async def add_schedule(request: web.Request) -> web.Response:
 async def cancel_schedule(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     schedule_id = request.match_info["id"]
-    schedule = ctx.schedules.get(schedule_id)
+    schedule = await ctx.schedules.get(schedule_id)
     if schedule is None:
         raise ApiError(404, f"no schedule {schedule_id!r}")
     if ctx.scheduler.firing(schedule_id):
         raise ApiError(409, f"schedule {schedule_id} is starting its rollout right now")
-    if not ctx.schedules.settle(
+    if not await ctx.schedules.settle(
         schedule_id, state=ScheduleState.CANCELLED, reason="cancelled through the API"
     ):
-        raise ApiError(409, f"schedule {schedule_id} is {schedule.state}, not pending")
+        # Read again: the scheduler may have claimed it while the settle waited for the store's thread.
+        now = await ctx.schedules.get(schedule_id) or schedule
+        if now.state is ScheduleState.FIRING:
+            raise ApiError(409, f"schedule {schedule_id} is starting its rollout right now")
+        raise ApiError(409, f"schedule {schedule_id} is {now.state}, not pending")
     ctx.scheduler.wake()
-    cancelled = ctx.schedules.get(schedule_id)
+    cancelled = await ctx.schedules.get(schedule_id)
     assert cancelled is not None
     return web.json_response(schedule_dict(cancelled))
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = _ctx(request).metrics.render()
+    body = await _ctx(request).metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -3,6 +3,9 @@
 The API and the scheduler start rollouts here and get their id as soon as it is recorded; the tasks are kept
 (never fire-and-forget). At shutdown the runner first closes (new starts and aborts are refused with
 ShuttingDown), then asks every rollout it keeps to go back and waits for each, within a bound.
+
+The runner's own reads go through the async store (off the loop). Each Engine still gets the blocking
+`engine_store`, whose calls run on the loop, until the engine awaits AsyncStateStore itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from trafficshift.errors import (
     UsageError,
 )
 from trafficshift.models import Config, Rollout
+from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import AppLock, LockRole
 from trafficshift.store.rollouts import StateStore
 
@@ -39,12 +43,14 @@ class Runner:
         self,
         *,
         config: Config,
-        store: StateStore,
+        store: AsyncStateStore,
+        engine_store: StateStore,
         containers: Containers,
         session: aiohttp.ClientSession,
     ) -> None:
         self.config = config
         self.store = store
+        self.engine_store = engine_store
         self.containers = containers
         self.session = session
         self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
@@ -53,7 +59,7 @@ class Runner:
     def engine(self, *, on_created: Callable[[Rollout], None] | None = None) -> Engine:
         return Engine(
             config=self.config,
-            store=self.store,
+            store=self.engine_store,
             containers=self.containers,
             session=self.session,
             on_created=on_created,
@@ -73,32 +79,34 @@ class Runner:
         """Start a rollback; NothingToDo when the app has no earlier image (the engine's check)."""
         return await self._start(app, lambda e: e.rollback(app=app, now=now), what=f"rollback {app}")
 
-    def abort(self, *, app: str, reason: str = "aborted through the API") -> Rollout:
+    async def abort(self, *, app: str, reason: str = "aborted through the API") -> Rollout:
         """Start an abort of the app's rollout (running anywhere, or interrupted); return that rollout."""
         if self._closing:
             raise ShuttingDown()
-        active = self.store.active_rollout(app)
+        active = await self.store.active_rollout(app)
         if active is None:
             raise NothingToDo(f"no rollout of {app} is in progress")
+        if self._closing:
+            raise ShuttingDown()  # closed while the store was read: start nothing
         engine = self.engine()
         task = asyncio.create_task(_closing(engine, engine.abort(app=app, reason=reason)))
         self._keep(task, engine, what=f"abort {app}")
         return active
 
-    def recover(self) -> list[Rollout]:
+    async def recover(self) -> list[Rollout]:
         """Abort every rollout left interrupted (no live process holds its lock); return them.
 
         A rollout nobody watched must not gain traffic: it goes back to the old colour (one already past the
         point of return, removing the old colour, is completed instead, as `abort` always does).
         """
         found = []
-        for app in sorted(self.config.apps):
-            active = self.store.active_rollout(app)
+        for app, (_, active) in sorted((await self.store.overview(self.config.apps)).items()):
             if active is not None and not AppLock(self.config.state_dir, app).is_held_elsewhere():
                 log.warning(
                     "rollout %s of %s was interrupted (%s): aborting it", active.id, app, active.phase
                 )
-                found.append(self.abort(app=app, reason="interrupted; aborted by the service at start-up"))
+                reason = "interrupted; aborted by the service at start-up"
+                found.append(await self.abort(app=app, reason=reason))
         return found
 
     def running(self) -> int:
@@ -110,7 +118,9 @@ class Runner:
         """Run `action` as a kept task; return its rollout once recorded, or raise why it was not."""
         if self._closing:
             raise ShuttingDown()
-        self._check_free(app)
+        await self._check_free(app)
+        if self._closing:
+            raise ShuttingDown()  # closed while the store was read: start nothing
         created: asyncio.Future[Rollout] = asyncio.get_running_loop().create_future()
 
         def on_created(rollout: Rollout) -> None:
@@ -129,10 +139,13 @@ class Runner:
             raise ShuttingDown()
         return task.result()
 
-    def _check_free(self, app: str) -> None:
+    async def _check_free(self, app: str) -> None:
         require_app(self.config, app)
         # Held by the provider (one write of the file) is not a conflict: the engine waits that out.
-        if self.store.active_rollout(app) or AppLock(self.config.state_dir, app).holder() is LockRole.ROLLOUT:
+        if (
+            await self.store.active_rollout(app)
+            or AppLock(self.config.state_dir, app).holder() is LockRole.ROLLOUT
+        ):
             raise LockedError(app)
 
     def _keep(self, task: asyncio.Task[Rollout], engine: Engine, *, what: str) -> None:

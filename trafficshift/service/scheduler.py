@@ -5,6 +5,7 @@ most `grace` late (so one whose time passed while the service was down still run
 window); later than that it is recorded as missed. The grace is never taken below POLL: the loop itself
 may be that late. A schedule is claimed (`firing`) before its promote starts, so it fires once; a promote
 refused because another rollout holds the app leaves it pending, tried again each tick within the grace.
+The table is reached through the async store (its own thread), never on the loop.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import Awaitable, Callable
 
 from trafficshift.errors import LockedError
 from trafficshift.models import Rollout
-from trafficshift.store.schedules import Schedule, ScheduleState, ScheduleStore
+from trafficshift.store.aio import AsyncScheduleStore
+from trafficshift.store.schedules import Schedule, ScheduleState
 
 log = logging.getLogger("trafficshift.scheduler")
 
@@ -28,7 +30,11 @@ POLL = 1.0
 
 StartPromote = Callable[[str, str], Awaitable[Rollout]]
 # The rollout a schedule left `firing` (by a crash) started, if it got that far: its id, or None.
-FindRollout = Callable[[Schedule], str | None]
+FindRollout = Callable[[Schedule], Awaitable[str | None]]
+
+
+async def _no_rollout(schedule: Schedule) -> str | None:
+    return None
 
 
 class Decision(enum.StrEnum):
@@ -56,10 +62,10 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: ScheduleStore,
+        store: AsyncScheduleStore,
         grace: float,
         start: StartPromote,
-        find_rollout: FindRollout = lambda schedule: None,
+        find_rollout: FindRollout = _no_rollout,
     ) -> None:
         self.store = store
         self.grace = max(grace, POLL)  # 0s (or less than the loop's own delay) would miss every schedule
@@ -78,11 +84,11 @@ class Scheduler:
         return schedule_id in self._firing
 
     async def run(self) -> None:
-        self.recover()
+        await self.recover()
         try:
             while True:
-                pending = self.store.pending()
-                self.tick(pending, now=time.time())
+                pending = await self.store.pending()
+                await self.tick(pending, now=time.time())
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(next_wake(pending=pending, now=time.time())):
@@ -93,50 +99,57 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """Settle schedules a crash left `firing`: by their rollout if it was created, else pending again."""
-        for schedule in self.store.firing():
-            rollout_id = self._find_rollout(schedule)
+        for schedule in await self.store.firing():
+            rollout_id = await self._find_rollout(schedule)
             if rollout_id is not None:
-                self.store.settle(
+                await self.store.settle(
                     schedule.id, state=ScheduleState.STARTED, rollout_id=rollout_id, was=ScheduleState.FIRING
                 )
                 log.info("schedule %s: its rollout %s was started before a restart", schedule.id, rollout_id)
             else:
-                self.store.unclaim(schedule.id, reason="interrupted before its rollout started")
+                await self.store.unclaim(schedule.id, reason="interrupted before its rollout started")
                 log.info("schedule %s: interrupted before its rollout started; pending again", schedule.id)
 
-    def tick(self, pending: list[Schedule], *, now: float) -> None:
+    async def tick(self, pending: list[Schedule], *, now: float) -> None:
         for schedule in pending:
             if schedule.id in self._firing:
                 continue
             decision = decide(at=schedule.at, now=now, grace=self.grace)
             if decision is Decision.RUN:
-                if not self.store.claim(schedule.id):
+                if not await self.store.claim(schedule.id):
                     continue  # cancelled meanwhile, or claimed elsewhere: not ours to fire
-                task = asyncio.create_task(self._fire(schedule))
+                task = asyncio.create_task(self._fire_logged(schedule))
                 self._firing[schedule.id] = task
                 task.add_done_callback(functools.partial(self._fired, schedule))
             elif decision is Decision.MISSED:
-                self._give_up(schedule, now=now)
+                await self._give_up(schedule, now=now)
 
-    def _give_up(self, schedule: Schedule, *, now: float) -> None:
+    async def _give_up(self, schedule: Schedule, *, now: float) -> None:
         late = f"its time passed {now - schedule.at:.0f}s ago, beyond the grace of {self.grace:g}s"
         blocked = self._blocked.pop(schedule.id, None)
         if blocked is not None:
             state, reason = ScheduleState.FAILED, f"{blocked}; {late} (service.schedule_grace)"
         else:
             state, reason = ScheduleState.MISSED, f"{late} (service.schedule_grace)"
-        if self.store.settle(schedule.id, state=state, reason=reason):
+        if await self.store.settle(schedule.id, state=state, reason=reason):
             log.warning(
                 "schedule %s (%s -> %s) %s: %s", schedule.id, schedule.app, schedule.image, state, reason
             )
 
     def _fired(self, schedule: Schedule, task: asyncio.Task[None]) -> None:
         self._firing.pop(schedule.id, None)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+
+    async def _fire_logged(self, schedule: Schedule) -> None:
+        """Fire it; a bug while doing so is logged and the schedule recorded as failed (not left firing)."""
+        try:
+            await self._fire(schedule)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
             log.error("schedule %s: firing it failed unexpectedly", schedule.id, exc_info=exc)
-            self.store.settle(
+            await self.store.settle(
                 schedule.id,
                 state=ScheduleState.FAILED,
                 reason=f"internal error: {exc!r}",
@@ -161,12 +174,12 @@ class Scheduler:
             if schedule.id not in self._blocked:
                 log.info("schedule %s: %s; trying again within the grace", schedule.id, exc)
             self._blocked[schedule.id] = str(exc)
-            self.store.unclaim(schedule.id, reason=f"waiting: {exc}")
+            await self.store.unclaim(schedule.id, reason=f"waiting: {exc}")
             return
         except Exception as exc:
             log.error("schedule %s: could not start: %s", schedule.id, exc)
             self._blocked.pop(schedule.id, None)
-            self.store.settle(
+            await self.store.settle(
                 schedule.id,
                 state=ScheduleState.FAILED,
                 reason=str(exc) or type(exc).__name__,
@@ -174,6 +187,6 @@ class Scheduler:
             )
             return
         self._blocked.pop(schedule.id, None)
-        self.store.settle(
+        await self.store.settle(
             schedule.id, state=ScheduleState.STARTED, rollout_id=rollout.id, was=ScheduleState.FIRING
         )

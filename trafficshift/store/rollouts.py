@@ -83,11 +83,15 @@ def _event_from(row: sqlite3.Row) -> Event:
 
 
 class StateStore:
-    """Apps, rollouts and their events, in `<state_dir>/state.db`."""
+    """Apps, rollouts and their events, in `<state_dir>/state.db`.
 
-    def __init__(self, state_dir: Path) -> None:
+    Blocking, and bound to the thread that opened it: code on an event loop reaches it through
+    `store.aio.AsyncStateStore`, which keeps its commits (each an fsync) off the loop.
+    """
+
+    def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
         self.state_dir = state_dir
-        self._db = connect(state_dir, _SCHEMA)
+        self._db = connect(state_dir, _SCHEMA, query_only=read_only)
 
     def close(self) -> None:
         self._db.close()
