@@ -12,11 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-import aiodocker
-import aiohttp
-
 from trafficshift import judge, plan, report, webhooks
-from trafficshift.containers import Containers
 from trafficshift.errors import NothingToDo, NotReady, RolloutStuck, TrafficShiftError, UsageError
 from trafficshift.models import (
     AppSpec,
@@ -30,13 +26,9 @@ from trafficshift.models import (
     Rollout,
     Routing,
 )
+from trafficshift.ports import Adapters, Lock
 from trafficshift.readiness import check_alive, wait_ready
-from trafficshift.store.locks import AppLock
-from trafficshift.store.rollouts import StateStore
-from trafficshift.traefik.api import TraefikApi
-from trafficshift.traefik.files import read_routing
-from trafficshift.traefik.publish import CONFIRM_TIMEOUT, publish_routing
-from trafficshift.traefik.scrape import scrape
+from trafficshift.traefik.publish import CONFIRM_TIMEOUT
 
 T = TypeVar("T")
 
@@ -54,33 +46,31 @@ class AbortRequested(TrafficShiftError):
 
 
 class Engine:
-    """Rollouts of the apps of one config, over one Docker engine and one Traefik."""
+    """Rollouts of the apps of one config, over its adapters (one container runtime, one Traefik)."""
 
     def __init__(
         self,
         *,
-        config: Config,
-        store: StateStore,
-        containers: Containers,
-        session: aiohttp.ClientSession,
+        adapters: Adapters,
         on_event: EventSink | None = None,
         on_progress: ProgressSink | None = None,
         on_created: Callable[[Rollout], None] | None = None,
     ) -> None:
-        self.config = config
-        self.store = store
-        self.containers = containers
-        self.session = session
-        self.traefik = (
-            TraefikApi(api_url=config.traefik.api_url, session=session) if config.traefik.api_url else None
-        )
+        self.adapters = adapters
+        self.config: Config = adapters.config
+        self.store = adapters.store
+        self.containers = adapters.containers
+        self.routing = adapters.routing
+        self.locks = adapters.locks
+        self.hooks = adapters.notifier
+        self.metrics = adapters.metrics
+        self.session = adapters.http
         self._on_event = on_event
         self._on_progress = on_progress
-        self.hooks = webhooks.Notifier(config=config, session=session)
         # Told which rollout a promote runs (new or resumed) once it is recorded: the API answers 202 with it.
         self._on_created = on_created
         # Only events from now on: history is for `history`, not for this run's output.
-        self._seen_event = store.last_event_seq()
+        self._seen_event = self.store.last_event_seq()
         # The store holds every process's events: this engine reports those of the rollouts it drives
         # (to its sinks and webhooks) and of those it follows (to its sinks only: their process notifies).
         self._driving: set[str] = set()
@@ -112,7 +102,7 @@ class Engine:
     ) -> Rollout:
         """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote."""
         spec = self.spec(app)
-        lock = AppLock(self.config.state_dir, app)
+        lock = self.locks.lock(app)
         # The service's provider holds an app for one write and its confirmation: a start waits that out
         # (LockedError at once only when another rollout holds it).
         await lock.acquire_waiting(wait=PROVIDER_WAIT)
@@ -131,8 +121,8 @@ class Engine:
                 return await self._drive(spec, active)
             image = image or spec.image
             await self.preflight()
-            if spec.analysis is not None and self.config.traefik.metrics_url:
-                await scrape(url=self.config.traefik.metrics_url, session=self.session)  # exit 3 if down
+            if spec.analysis is not None and self.metrics is not None:
+                await self.metrics.scrape()  # exit 3 if down
             await self.containers.ensure_image(image)
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
@@ -158,7 +148,7 @@ class Engine:
         active = self.store.active_rollout(app)
         if active is None:
             raise UsageError(f"no rollout of {app} is in progress")
-        lock = AppLock(self.config.state_dir, app)
+        lock = self.locks.lock(app)
         if not lock.try_acquire():
             # Another process drives it: ask it to go back, and follow it until it has.
             self.store.request_abort(active.id, reason=reason)
@@ -193,8 +183,7 @@ class Engine:
     async def preflight(self) -> None:
         """Reach Docker and Traefik before anything changes (exit 3 when either is down)."""
         await self.containers.ping()
-        if self.traefik is not None:
-            await self.traefik.ping()
+        await self.routing.ping()
 
     async def current_routing(self, app: str) -> Routing:
         """The routing the app's dynamic file should show now, from the store and the live containers."""
@@ -208,7 +197,7 @@ class Engine:
         state = self.store.app_state(app)
         rollout = self.store.active_rollout(app)
         containers = await self.containers.list(app=app)
-        interrupted = rollout is not None and not AppLock(self.config.state_dir, app).is_held_elsewhere()
+        interrupted = rollout is not None and not self.locks.lock(app).is_held_elsewhere()
         return report.app_status(
             state=state,
             weights=plan.current_weights(state, rollout, containers),
@@ -299,7 +288,7 @@ class Engine:
                 await self.containers.stop_and_remove(
                     app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
                 )
-            except (TrafficShiftError, aiodocker.DockerError) as exc:
+            except TrafficShiftError as exc:
                 raise RolloutStuck(
                     f"rollout {r.id} failed while removing {old} ({_describe(exc)});"
                     f" run `trafficshift promote {spec.name}` to complete it"
@@ -319,7 +308,7 @@ class Engine:
         self._driving.add(r.id)
         try:
             r = await self._take_back(spec, r, reason=reason)
-        except (TrafficShiftError, aiodocker.DockerError) as exc:
+        except TrafficShiftError as exc:
             raise RolloutStuck(
                 f"rollout {r.id} could not go back to {r.from_colour or 'nothing'} ({_describe(exc)});"
                 f" fix the cause, then run `trafficshift abort {spec.name}` again"
@@ -354,7 +343,7 @@ class Engine:
     async def _apply(self, spec: AppSpec, r: Rollout) -> float:
         """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken."""
         containers = await self.containers.list(app=spec.name)
-        listed = read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=spec.name)
+        listed = self.routing.read(spec.name)
         if listed is not None:
             # Invariant 1: a server gets traffic only once seen ready: in the file already, or probed by
             # this run. A replica Docker restarted meanwhile (new published port) stays out.
@@ -368,7 +357,7 @@ class Engine:
 
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
         """Publish `routing` as the app's file, confirmed; the caller holds the app's lock."""
-        return await publish_routing(config=self.config, traefik=self.traefik, spec=spec, routing=routing)
+        return await self.routing.publish(spec=spec, routing=routing)
 
     async def _wait_ready(self, spec: AppSpec, r: Rollout) -> list[ContainerInfo]:
         def progress(container: ContainerInfo, text: str) -> None:
@@ -390,7 +379,7 @@ class Engine:
         With analysis, the new colour's metrics are judged from the start of the hold every
         `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once.
         """
-        watch = judge.watch_step(config=self.config, spec=spec, rollout=r, session=self.session)
+        watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
         deadline = time.monotonic() + seconds
@@ -417,9 +406,7 @@ class Engine:
         if gate is None or weights.get(new, 0) <= r.weights.get(new, 0):
             return  # e.g. a resumed step: its weights were confirmed before the crash
         self._progress(f"asking {gate.url} to confirm {weights[new]}% on {new}")
-        confirm = webhooks.confirm_step(
-            session=self.session, gate=gate, rollout=r, step=step, weights=weights
-        )
+        confirm = self.hooks.confirm(gate=gate, rollout=r, step=step, weights=weights)
         await self._guarded(r, confirm)
         self._advance(r, message=f"{gate.url} approved {weights[new]}% on {new}")
 
@@ -443,7 +430,7 @@ class Engine:
         if reason:
             raise AbortRequested(reason)
 
-    async def _follow(self, spec: AppSpec, rollout_id: str, *, lock: AppLock, reason: str) -> Rollout:
+    async def _follow(self, spec: AppSpec, rollout_id: str, *, lock: Lock, reason: str) -> Rollout:
         """Follow a rollout driven by another process until it ends; finish the abort if that process dies."""
         self._following.add(rollout_id)
         while True:

@@ -18,14 +18,18 @@ from trafficshift.config import parse_config_text
 from trafficshift.containers import ContainerError, Containers
 from trafficshift.errors import ImageError, LockedError, UnreachableError
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
+from trafficshift.ports import Adapters
 from trafficshift.service import routes
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.runner import Runner, ShuttingDown
 from trafficshift.service.scheduler import Scheduler
+from trafficshift.store.locks import FileLocks
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import ScheduleStore
 from trafficshift.traefik.api import TraefikApiError
+from trafficshift.traefik.publish import TraefikPublisher
+from trafficshift.webhooks import Notifier
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -45,7 +49,17 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
         raise AssertionError("no schedule is due in these tests")
 
     async with aiohttp.ClientSession() as session:
-        runner = Runner(config=config, store=store, containers=Containers(cast(Any, None)), session=session)
+        adapters = Adapters(
+            config=config,
+            store=store,
+            containers=Containers(cast(Any, None)),  # no route under test reaches Docker
+            routing=TraefikPublisher(config=config, session=session),
+            locks=FileLocks(config.state_dir),
+            notifier=Notifier(config=config, session=session),
+            metrics=None,
+            http=session,
+        )
+        runner = Runner(adapters=adapters)
         context = routes.Context(
             store=store,
             schedules=schedules,

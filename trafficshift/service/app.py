@@ -18,14 +18,12 @@ import os
 import signal
 import sys
 
-import aiodocker
-import aiohttp
 from aiohttp import web
 
 from trafficshift.config import validate_listen
-from trafficshift.containers import Containers
-from trafficshift.errors import UnreachableError, UsageError
+from trafficshift.errors import UsageError
 from trafficshift.models import Config
+from trafficshift.runtime import open_adapters
 from trafficshift.service import routes
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.provider import Provider
@@ -34,7 +32,6 @@ from trafficshift.service.scheduler import Scheduler
 from trafficshift.store.discovery import remove_service_file, resolve_token, service_url, write_service_file
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import Schedule, ScheduleStore
-from trafficshift.traefik.api import TraefikApi
 
 log = logging.getLogger("trafficshift.service")
 
@@ -61,27 +58,13 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     host, port = split_listen(listen or config.service.listen)
     token, source = resolve_token(config, listen_host=host)
-    try:
-        docker = aiodocker.Docker()
-    except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
-        raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
-    store = StateStore(config.state_dir)
-    schedules = ScheduleStore(config.state_dir)
-    try:
-        async with aiohttp.ClientSession() as session:
-            containers = Containers(docker)
-            await containers.ping()
-            provider = Provider(
-                config=config,
-                store=store,
-                docker=docker,
-                containers=containers,
-                session=session,
-                traefik=TraefikApi(api_url=config.traefik.api_url, session=session)
-                if config.traefik.api_url
-                else None,
-            )
-            runner = Runner(config=config, store=store, containers=containers, session=session)
+    async with open_adapters(config) as adapters:
+        await adapters.containers.ping()
+        store = adapters.store
+        schedules = ScheduleStore(config.state_dir)
+        try:
+            provider = Provider(adapters=adapters)
+            runner = Runner(adapters=adapters)
             scheduler = Scheduler(
                 store=schedules,
                 grace=config.service.schedule_grace,
@@ -99,10 +82,8 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
             app = routes.build_app(context, token=token)
             await _run(app, context, provider, host=host, port=port, source=source)
             return 0
-    finally:
-        schedules.close()
-        store.close()
-        await docker.close()
+        finally:
+            schedules.close()
 
 
 def _rollout_of(store: StateStore, schedule: Schedule) -> str | None:

@@ -12,14 +12,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiohttp
-
-from trafficshift.containers import Containers
 from trafficshift.engine import AbortRequested, Engine
 from trafficshift.errors import LockedError, NothingToDo, TrafficShiftError, UsageError
-from trafficshift.models import Config, Rollout
-from trafficshift.store.locks import AppLock, LockRole
-from trafficshift.store.rollouts import StateStore
+from trafficshift.models import LockRole, Rollout
+from trafficshift.ports import Adapters
 
 log = logging.getLogger("trafficshift.runner")
 
@@ -36,29 +32,15 @@ class ShuttingDown(TrafficShiftError):
 class Runner:
     """Starts promotes, rollbacks and aborts as tasks and keeps them until they end."""
 
-    def __init__(
-        self,
-        *,
-        config: Config,
-        store: StateStore,
-        containers: Containers,
-        session: aiohttp.ClientSession,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.containers = containers
-        self.session = session
+    def __init__(self, *, adapters: Adapters) -> None:
+        self.adapters = adapters
+        self.config = adapters.config
+        self.store = adapters.store
         self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
         self._closing = False
 
     def engine(self, *, on_created: Callable[[Rollout], None] | None = None) -> Engine:
-        return Engine(
-            config=self.config,
-            store=self.store,
-            containers=self.containers,
-            session=self.session,
-            on_created=on_created,
-        )
+        return Engine(adapters=self.adapters, on_created=on_created)
 
     # ------------------------------------------------------------------ starting
 
@@ -95,7 +77,7 @@ class Runner:
         found = []
         for app in sorted(self.config.apps):
             active = self.store.active_rollout(app)
-            if active is not None and not AppLock(self.config.state_dir, app).is_held_elsewhere():
+            if active is not None and not self.adapters.locks.lock(app).is_held_elsewhere():
                 log.warning(
                     "rollout %s of %s was interrupted (%s): aborting it", active.id, app, active.phase
                 )
@@ -134,7 +116,7 @@ class Runner:
         if app not in self.config.apps:
             raise UsageError(f"unknown app {app!r}")
         # Held by the provider (one write of the file) is not a conflict: the engine waits that out.
-        if self.store.active_rollout(app) or AppLock(self.config.state_dir, app).holder() is LockRole.ROLLOUT:
+        if self.store.active_rollout(app) or self.adapters.locks.lock(app).holder() is LockRole.ROLLOUT:
             raise LockedError(app)
 
     def _keep(self, task: asyncio.Task[Rollout], engine: Engine, *, what: str) -> None:
