@@ -27,7 +27,7 @@ from trafficshift.models import (
     Routing,
 )
 from trafficshift.ports import Adapters, Lock
-from trafficshift.readiness import check_alive, wait_ready
+from trafficshift.readiness import check_alive, probe_ready, wait_ready
 from trafficshift.traefik.publish import CONFIRM_TIMEOUT
 
 T = TypeVar("T")
@@ -224,7 +224,7 @@ class Engine:
         except webhooks.ConfirmDenied as exc:
             # A "no" is a decision, as `abort` is; a gate that could not be asked is a failure.
             outcome, reason = (Outcome.ABORTED if exc.answered else Outcome.FAILED), str(exc)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, RolloutStuck):  # stuck past the point of return: it says what to run
             raise
         except Exception as exc:
             outcome, reason = Outcome.FAILED, _describe(exc)
@@ -271,6 +271,9 @@ class Engine:
                 if percent < 100:
                     await self._hold(spec, r, seconds=r.pause)
 
+        if old is None:
+            # A first deploy has no drain: now that the file routes it alone is its last chance to go back.
+            await check_alive(containers=self.containers, app=spec, colour=new)
         if old is not None and r.phase is not Phase.CLEANING:
             if r.phase is not Phase.DRAINING:
                 r = self._advance(
@@ -284,6 +287,7 @@ class Engine:
             r = self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
         if old is not None:
             try:  # past the point of return: no abort from here on
+                await self._readmit(spec, new)
                 await self._apply(spec, r)
                 await self.containers.stop_and_remove(
                     app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
@@ -308,7 +312,7 @@ class Engine:
         self._driving.add(r.id)
         try:
             r = await self._take_back(spec, r, reason=reason)
-        except TrafficShiftError as exc:
+        except Exception as exc:  # e.g. OSError writing the file: still recorded, so exit 5, never exit 1
             raise RolloutStuck(
                 f"rollout {r.id} could not go back to {r.from_colour or 'nothing'} ({_describe(exc)});"
                 f" fix the cause, then run `trafficshift abort {spec.name}` again"
@@ -358,6 +362,21 @@ class Engine:
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
         """Publish `routing` as the app's file, confirmed; the caller holds the app's lock."""
         return await self.routing.publish(spec=spec, routing=routing)
+
+    async def _readmit(self, spec: AppSpec, colour: Colour) -> None:
+        """Probe the colour's replicas that the file does not route: Docker restarted them on a new address.
+
+        Past the point of return the new colour must serve alone: they are routed once ready again (as
+        `serve` does), or the old colour could never leave the file (`promote` would be stuck for good).
+        """
+        listed = self.routing.read(spec.name)
+        routed = {url for route in listed.routes for url in route.servers} if listed else set()
+        known = routed | self._seen_ready
+        for c in await self.containers.list(app=spec.name, colour=colour):
+            if not c.running or not c.url or c.url in known:
+                continue
+            if await probe_ready(app=spec, containers=self.containers, info=c, session=self.session):
+                self._seen_ready.add(c.url)
 
     async def _wait_ready(self, spec: AppSpec, r: Rollout) -> list[ContainerInfo]:
         def progress(container: ContainerInfo, text: str) -> None:
