@@ -18,7 +18,6 @@ from trafficshift.models import (
     AppSpec,
     AppState,
     Colour,
-    Config,
     ContainerInfo,
     Event,
     Outcome,
@@ -57,7 +56,7 @@ class Engine:
         on_created: Callable[[Rollout], None] | None = None,
     ) -> None:
         self.adapters = adapters
-        self.config: Config = adapters.config
+        self.config = adapters.config
         self.store = adapters.store
         self.containers = adapters.containers
         self.routing = adapters.routing
