@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# Helpers that assert, outside test modules: rewritten too, so that a failed check shows its values.
+pytest.register_assert_rewrite("tests.support.checks")
+
 pytest_plugins = [
     "tests.support.fixtures",
     "tests.support.docker_fixtures",

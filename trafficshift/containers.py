@@ -12,8 +12,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiodocker
@@ -22,7 +21,9 @@ import aiohttp
 from trafficshift.compose.body import CreatePlan, create_plan
 from trafficshift.compose.resources import check_prerequisites, ensure_resources
 from trafficshift.errors import ContainerError, ImageError, UnreachableError
-from trafficshift.models import AppSpec, Colour, ContainerInfo
+from trafficshift.models import AppSpec, Colour, ContainerEvent, ContainerInfo, ContainerState
+
+__all__ = ["ContainerError", "ContainerState", "Containers", "container_name"]
 
 LABEL_APP = "trafficshift.app"
 LABEL_COLOUR = "trafficshift.colour"
@@ -40,17 +41,6 @@ LABEL_SPEC = "trafficshift.spec"
 RESTART_POLICY = "unless-stopped"
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """How a container is doing beyond ContainerInfo: what readiness needs to tell "dying" from "slow"."""
-
-    info: ContainerInfo
-    status: str  # created, running, restarting, exited, dead, ...
-    exit_code: int
-    restart_count: int
-    error: str
 
 
 def container_name(*, app: str, colour: Colour, n: int) -> str:
@@ -174,6 +164,25 @@ class Containers:
         """Stop gracefully (SIGTERM, SIGKILL after `stop_timeout`) and remove every container of a colour."""
         found = await self._raw_list(app=app, colour=colour)
         await _all(self._stop_remove(c["Id"], stop_timeout) for c in found)
+
+    async def events(self, *, actions: Sequence[str]) -> AsyncGenerator[ContainerEvent, None]:
+        """Docker's `actions` events about managed containers, until the stream ends (Docker restarting)."""
+        subscriber = self._docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+        filters = json.dumps({"type": ["container"], "label": [LABEL_APP], "event": list(actions)})
+        stream = asyncio.create_task(self._docker.events.run(filters=filters))
+        try:
+            while (event := await subscriber.get()) is not None:
+                actor = event.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
+                yield ContainerEvent(
+                    app=str(attributes.get(LABEL_APP) or ""),
+                    action=str(event.get("Action", "")),
+                    id=str(actor.get("ID", "")),
+                    name=str(attributes.get("name") or ""),
+                )
+        finally:
+            stream.cancel()
+            await asyncio.gather(stream, return_exceptions=True)
 
     # ------------------------------------------------------------ internals
 

@@ -13,12 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-import aiodocker
-import aiohttp
-
-from trafficshift import judge, plan, report, webhooks
+from trafficshift import judge, plan, report
 from trafficshift.config import require_app
-from trafficshift.containers import Containers
 from trafficshift.errors import (
     AbortRequested,
     ConfirmDenied,
@@ -32,7 +28,6 @@ from trafficshift.models import (
     AppSpec,
     AppState,
     Colour,
-    Config,
     ContainerInfo,
     Event,
     Outcome,
@@ -40,13 +35,9 @@ from trafficshift.models import (
     Rollout,
     Routing,
 )
-from trafficshift.readiness import check_alive, wait_ready
-from trafficshift.store.locks import AppLock
-from trafficshift.store.rollouts import StateStore
-from trafficshift.traefik.api import TraefikApi
-from trafficshift.traefik.files import read_routing
-from trafficshift.traefik.publish import CONFIRM_TIMEOUT, publish_routing
-from trafficshift.traefik.scrape import scrape
+from trafficshift.ports import Adapters, Lock
+from trafficshift.readiness import check_alive, probe_ready, wait_ready
+from trafficshift.traefik.publish import CONFIRM_TIMEOUT
 
 T = TypeVar("T")
 
@@ -60,33 +51,31 @@ ProgressSink = Callable[[str], None]
 
 
 class Engine:
-    """Rollouts of the apps of one config, over one Docker engine and one Traefik."""
+    """Rollouts of the apps of one config, over its adapters (one container runtime, one Traefik)."""
 
     def __init__(
         self,
         *,
-        config: Config,
-        store: StateStore,
-        containers: Containers,
-        session: aiohttp.ClientSession,
+        adapters: Adapters,
         on_event: EventSink | None = None,
         on_progress: ProgressSink | None = None,
         on_created: Callable[[Rollout], None] | None = None,
     ) -> None:
-        self.config = config
-        self.store = store
-        self.containers = containers
-        self.session = session
-        self.traefik = (
-            TraefikApi(api_url=config.traefik.api_url, session=session) if config.traefik.api_url else None
-        )
+        self.adapters = adapters
+        self.config = adapters.config
+        self.store = adapters.store
+        self.containers = adapters.containers
+        self.routing = adapters.routing
+        self.locks = adapters.locks
+        self.hooks = adapters.notifier
+        self.metrics = adapters.metrics
+        self.session = adapters.http
         self._on_event = on_event
         self._on_progress = on_progress
-        self.hooks = webhooks.Notifier(config=config, session=session)
         # Told which rollout a promote runs (new or resumed) once it is recorded: the API answers 202 with it.
         self._on_created = on_created
         # Only events from now on: history is for `history`, not for this run's output.
-        self._seen_event = store.last_event_seq()
+        self._seen_event = self.store.last_event_seq()
         # The store holds every process's events: this engine reports those of the rollouts it drives
         # (to its sinks and webhooks) and of those it follows (to its sinks only: their process notifies).
         self._driving: set[str] = set()
@@ -115,7 +104,7 @@ class Engine:
     ) -> Rollout:
         """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote."""
         spec = self.spec(app)
-        lock = AppLock(self.config.state_dir, app)
+        lock = self.locks.lock(app)
         # The service's provider holds an app for one write and its confirmation: a start waits that out
         # (LockedError at once only when another rollout holds it).
         await lock.acquire_waiting(wait=PROVIDER_WAIT)
@@ -134,8 +123,8 @@ class Engine:
                 return await self._drive(spec, active)
             image = image or spec.image
             await self.preflight()
-            if spec.analysis is not None and self.config.traefik.metrics_url:
-                await scrape(url=self.config.traefik.metrics_url, session=self.session)  # exit 3 if down
+            if spec.analysis is not None and self.metrics is not None:
+                await self.metrics.scrape()  # exit 3 if down
             await self.containers.ensure_image(image)
             await self.containers.check_needs(app=spec)  # depends_on services run: exit 3 if not
             if self._interrupted:
@@ -162,7 +151,7 @@ class Engine:
         active = self.store.active_rollout(app)
         if active is None:
             raise UsageError(f"no rollout of {app} is in progress")
-        lock = AppLock(self.config.state_dir, app)
+        lock = self.locks.lock(app)
         if not lock.try_acquire():
             # Another process drives it: ask it to go back, and follow it until it has.
             self.store.request_abort(active.id, reason=reason)
@@ -197,8 +186,7 @@ class Engine:
     async def preflight(self) -> None:
         """Reach Docker and Traefik before anything changes (exit 3 when either is down)."""
         await self.containers.ping()
-        if self.traefik is not None:
-            await self.traefik.ping()
+        await self.routing.ping()
 
     async def current_routing(self, app: str) -> Routing:
         """The routing the app's dynamic file should show now, from the store and the live containers."""
@@ -212,7 +200,7 @@ class Engine:
         state = self.store.app_state(app)
         rollout = self.store.active_rollout(app)
         containers = await self.containers.list(app=app)
-        interrupted = rollout is not None and not AppLock(self.config.state_dir, app).is_held_elsewhere()
+        interrupted = rollout is not None and not self.locks.lock(app).is_held_elsewhere()
         return report.app_status(
             state=state,
             weights=plan.current_weights(state, rollout, containers),
@@ -239,7 +227,7 @@ class Engine:
         except ConfirmDenied as exc:
             # A "no" is a decision, as `abort` is; a gate that could not be asked is a failure.
             outcome, reason = (Outcome.ABORTED if exc.answered else Outcome.FAILED), str(exc)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, RolloutStuck):  # stuck past the point of return: it says what to run
             raise
         except Exception as exc:
             outcome, reason = Outcome.FAILED, _describe(exc)
@@ -286,6 +274,9 @@ class Engine:
                 if percent < 100:
                     await self._hold(spec, r, seconds=r.pause)
 
+        if old is None:
+            # A first deploy has no drain: now that the file routes it alone is its last chance to go back.
+            await check_alive(containers=self.containers, app=spec, colour=new)
         if old is not None and r.phase is not Phase.CLEANING:
             if r.phase is not Phase.DRAINING:
                 r = self._advance(
@@ -299,11 +290,12 @@ class Engine:
             r = self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
         if old is not None:
             try:  # past the point of return, no abort from here on: invariant 9 (docs/ARCHITECTURE.md)
+                await self._readmit(spec, new)
                 await self._apply(spec, r)
                 await self.containers.stop_and_remove(
                     app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
                 )
-            except (TrafficShiftError, aiodocker.DockerError) as exc:
+            except TrafficShiftError as exc:
                 raise RolloutStuck(
                     f"rollout {r.id} failed while removing {old} ({_describe(exc)});"
                     f" run `trafficshift promote {spec.name}` to complete it"
@@ -323,7 +315,7 @@ class Engine:
         self._driving.add(r.id)
         try:
             r = await self._take_back(spec, r, reason=reason)
-        except (TrafficShiftError, aiodocker.DockerError) as exc:
+        except Exception as exc:  # e.g. OSError writing the file: still recorded, so exit 5, never exit 1
             raise RolloutStuck(
                 f"rollout {r.id} could not go back to {r.from_colour or 'nothing'} ({_describe(exc)});"
                 f" fix the cause, then run `trafficshift abort {spec.name}` again"
@@ -358,7 +350,7 @@ class Engine:
     async def _apply(self, spec: AppSpec, r: Rollout) -> float:
         """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken."""
         containers = await self.containers.list(app=spec.name)
-        listed = read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=spec.name)
+        listed = self.routing.read(spec.name)
         if listed is not None:
             # Invariant 1 (docs/ARCHITECTURE.md): a server gets traffic only once seen ready: in the file
             # already, or probed by this run. A replica Docker restarted meanwhile (new published port)
@@ -373,7 +365,22 @@ class Engine:
 
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
         """Publish `routing` as the app's file, confirmed; the caller holds the app's lock."""
-        return await publish_routing(config=self.config, traefik=self.traefik, spec=spec, routing=routing)
+        return await self.routing.publish(spec=spec, routing=routing)
+
+    async def _readmit(self, spec: AppSpec, colour: Colour) -> None:
+        """Probe the colour's replicas that the file does not route: Docker restarted them on a new address.
+
+        Past the point of return the new colour must serve alone: they are routed once ready again (as
+        `serve` does), or the old colour could never leave the file (`promote` would be stuck for good).
+        """
+        listed = self.routing.read(spec.name)
+        routed = {url for route in listed.routes for url in route.servers} if listed else set()
+        known = routed | self._seen_ready
+        for c in await self.containers.list(app=spec.name, colour=colour):
+            if not c.running or not c.url or c.url in known:
+                continue
+            if await probe_ready(app=spec, containers=self.containers, info=c, session=self.session):
+                self._seen_ready.add(c.url)
 
     async def _wait_ready(self, spec: AppSpec, r: Rollout) -> list[ContainerInfo]:
         def progress(container: ContainerInfo, text: str) -> None:
@@ -395,7 +402,7 @@ class Engine:
         With analysis, the new colour's metrics are judged from the start of the hold every
         `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once.
         """
-        watch = judge.watch_step(config=self.config, spec=spec, rollout=r, session=self.session)
+        watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
         deadline = time.monotonic() + seconds
@@ -422,9 +429,7 @@ class Engine:
         if gate is None or weights.get(new, 0) <= r.weights.get(new, 0):
             return  # e.g. a resumed step: its weights were confirmed before the crash
         self._progress(f"asking {gate.url} to confirm {weights[new]}% on {new}")
-        confirm = webhooks.confirm_step(
-            session=self.session, gate=gate, rollout=r, step=step, weights=weights
-        )
+        confirm = self.hooks.confirm(gate=gate, rollout=r, step=step, weights=weights)
         await self._guarded(r, confirm)
         self._advance(r, message=f"{gate.url} approved {weights[new]}% on {new}")
 
@@ -448,7 +453,7 @@ class Engine:
         if reason:
             raise AbortRequested(reason)
 
-    async def _follow(self, spec: AppSpec, rollout_id: str, *, lock: AppLock, reason: str) -> Rollout:
+    async def _follow(self, spec: AppSpec, rollout_id: str, *, lock: Lock, reason: str) -> Rollout:
         """Follow a rollout driven by another process until it ends; finish the abort if that process dies."""
         self._following.add(rollout_id)
         while True:

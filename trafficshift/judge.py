@@ -10,22 +10,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import aiohttp
-
 from trafficshift.analysis import judge_step
 from trafficshift.errors import AnalysisFailed, UnreachableError
-from trafficshift.models import (
-    AnalysisSpec,
-    AppSpec,
-    Colour,
-    Config,
-    MetricsSnapshot,
-    Phase,
-    Rollout,
-    Verdict,
-)
+from trafficshift.models import AnalysisSpec, AppSpec, Colour, MetricsSnapshot, Phase, Rollout, Verdict
+from trafficshift.ports import MetricsSource
 from trafficshift.traefik import names
-from trafficshift.traefik.scrape import scrape
 
 # One scrape may not stall a step for long: a late answer is worth less than the next one.
 SCRAPE_TIMEOUT = 3.0
@@ -43,8 +32,7 @@ def describe(verdict: Verdict) -> str:
 class StepWatch:
     """Judges the new colour over one step; `observe` raises AnalysisFailed on the first failed verdict."""
 
-    url: str
-    session: aiohttp.ClientSession
+    metrics: MetricsSource
     app: str
     new: Colour
     old: Colour | None
@@ -66,7 +54,7 @@ class StepWatch:
         """
         try:
             async with asyncio.timeout(SCRAPE_TIMEOUT):
-                snapshot = await scrape(url=self.url, session=self.session)
+                snapshot = await self.metrics.scrape()
         except (UnreachableError, TimeoutError) as exc:
             self.last_error = str(exc) or f"no answer within {SCRAPE_TIMEOUT:g}s"
             return None
@@ -103,25 +91,22 @@ def _metrics_label(app: str, colour: Colour) -> str:
     return names.qualified(names.colour_service(app, colour))
 
 
-def watch_step(
-    *, config: Config, spec: AppSpec, rollout: Rollout, session: aiohttp.ClientSession
-) -> StepWatch | None:
+def watch_step(*, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None) -> StepWatch | None:
     """A watch over the step the rollout holds now, or None when there is nothing to judge.
 
-    Nothing to judge: no analysis or metrics_url, a first deploy (no old colour to go back to), or the new
+    Nothing to judge: no analysis or metrics source, a first deploy (no old colour to go back to), or the new
     colour takes no traffic.
     """
-    new, url = rollout.to_colour, config.traefik.metrics_url
+    new = rollout.to_colour
     percent = rollout.weights.get(new, 0)
-    if spec.analysis is None or url is None or rollout.from_colour is None or percent <= 0:
+    if spec.analysis is None or metrics is None or rollout.from_colour is None or percent <= 0:
         return None
     if rollout.phase is Phase.DRAINING:
         step = f"drain ({percent}% on {new})"
     else:
         step = f"step {rollout.step + 1}/{len(rollout.steps)} ({percent}% on {new})"
     return StepWatch(
-        url=url,
-        session=session,
+        metrics=metrics,
         app=spec.name,
         new=new,
         old=rollout.from_colour,

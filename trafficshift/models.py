@@ -154,6 +154,34 @@ class ContainerInfo:
     probe_url: str | None
 
 
+@dataclass(frozen=True)
+class ContainerState:
+    """How a container is doing beyond ContainerInfo: what readiness needs to tell "dying" from "slow"."""
+
+    info: ContainerInfo
+    status: str  # created, running, restarting, exited, dead, ...
+    exit_code: int
+    restart_count: int
+    error: str
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """One Docker event about a managed container (`start`, `die`, `health_status`)."""
+
+    app: str
+    action: str
+    id: str
+    name: str
+
+
+class LockRole(enum.StrEnum):
+    """Who holds an app's lock, as its holder writes it into the lock file (`<pid> <role>`)."""
+
+    ROLLOUT = "rollout"  # a promote, rollback or abort: holds the app for as long as it runs
+    PROVIDER = "provider"  # the service re-rendering the app's file: one write and its confirmation
+
+
 # ---------------------------------------------------------------- routing
 
 

@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 import aiohttp
 
-from trafficshift.containers import Containers, ContainerState, container_name
+from trafficshift.containers import container_name
 from trafficshift.errors import NotReady
-from trafficshift.models import AppSpec, Colour, ContainerInfo, HealthSpec
+from trafficshift.models import AppSpec, Colour, ContainerInfo, ContainerState, HealthSpec
+from trafficshift.ports import ContainerRuntime
 
 ProgressCallback = Callable[[ContainerInfo, str], None]
 LOG_LINES = 10
@@ -77,7 +78,7 @@ def exit_code_of(state: ContainerState) -> int | None:
 async def wait_ready(
     *,
     app: AppSpec,
-    containers: Containers,
+    containers: ContainerRuntime,
     colour: Colour,
     session: aiohttp.ClientSession,
     on_progress: ProgressCallback | None = None,
@@ -124,7 +125,7 @@ async def wait_ready(
 async def _wait_one(
     *,
     app: AppSpec,
-    containers: Containers,
+    containers: ContainerRuntime,
     info: ContainerInfo,
     session: aiohttp.ClientSession,
     report: ProgressCallback,
@@ -144,7 +145,7 @@ async def _wait_one(
 async def _poll(
     *,
     app: AppSpec,
-    containers: Containers,
+    containers: ContainerRuntime,
     name: str,
     session: aiohttp.ClientSession,
     report: ProgressCallback,
@@ -187,12 +188,12 @@ async def _probe(
         return False, f"GET {health.path}: {type(exc).__name__} {exc}".rstrip()
 
 
-async def _fail_on_exit(*, containers: Containers, name: str) -> None:
+async def _fail_on_exit(*, containers: ContainerRuntime, name: str) -> None:
     code = await containers.wait_exit(name=name)
     raise await _died(containers=containers, name=name, exit_code=code)
 
 
-async def _died(*, containers: Containers, name: str, exit_code: int | None) -> NotReady:
+async def _died(*, containers: ContainerRuntime, name: str, exit_code: int | None) -> NotReady:
     try:
         # Docker answers `logs` only once its restart of the container is through (about 1 s here).
         async with asyncio.timeout(LOG_TIMEOUT):
@@ -215,7 +216,7 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def probe_ready(
-    *, app: AppSpec, containers: Containers, info: ContainerInfo, session: aiohttp.ClientSession
+    *, app: AppSpec, containers: ContainerRuntime, info: ContainerInfo, session: aiohttp.ClientSession
 ) -> bool:
     """Probe one running container (e.g. one Docker restarted) until it is ready; False if it never is.
 
@@ -249,7 +250,7 @@ async def probe_ready(
         return False
 
 
-async def check_alive(*, containers: Containers, app: AppSpec, colour: Colour) -> None:
+async def check_alive(*, containers: ContainerRuntime, app: AppSpec, colour: Colour) -> None:
     """Raise NotReady when a container of the colour died, or crashed and was restarted, or is unhealthy.
 
     Used while the colour takes traffic: a crash then is the clearest verdict on a new version, and

@@ -1,4 +1,4 @@
-"""Wires one config to its adapters: Docker, an HTTP session, the state store and the engine."""
+"""Wires one config to its live adapters, in one place for the CLI and for `serve`."""
 
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ from trafficshift.containers import Containers
 from trafficshift.engine import Engine, EventSink, ProgressSink
 from trafficshift.errors import UnreachableError
 from trafficshift.models import Config
+from trafficshift.ports import Adapters
+from trafficshift.store.locks import FileLocks
 from trafficshift.store.rollouts import StateStore
+from trafficshift.traefik.publish import TraefikPublisher
+from trafficshift.traefik.scrape import TraefikMetrics
+from trafficshift.webhooks import Notifier
 
 
 @contextlib.asynccontextmanager
-async def open_engine(
-    *, config: Config, on_event: EventSink | None = None, on_progress: ProgressSink | None = None
-) -> AsyncIterator[Engine]:
-    """An engine over live adapters, closed on exit."""
+async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
+    """Docker, the state store, one HTTP session and what is built on them; all closed on exit.
+
+    On exit, webhook deliveries still in flight get their timeout first.
+    """
     try:
         docker = aiodocker.Docker()
     except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
@@ -31,18 +37,34 @@ async def open_engine(
         raise
     try:
         async with aiohttp.ClientSession() as session:
-            engine = Engine(
-                config=config,
-                store=store,
-                containers=Containers(docker),
-                session=session,
-                on_event=on_event,
-                on_progress=on_progress,
-            )
+            metrics_url = config.traefik.metrics_url
+            notifier = Notifier(config=config, session=session)
             try:
-                yield engine
+                yield Adapters(
+                    config=config,
+                    store=store,
+                    containers=Containers(docker),
+                    routing=TraefikPublisher(config=config, session=session),
+                    locks=FileLocks(config.state_dir),
+                    notifier=notifier,
+                    metrics=TraefikMetrics(url=metrics_url, session=session) if metrics_url else None,
+                    http=session,
+                )
             finally:
-                await engine.aclose()  # webhook deliveries in flight, bounded by their timeout
+                await notifier.aclose()
     finally:
         store.close()
         await docker.close()
+
+
+@contextlib.asynccontextmanager
+async def open_engine(
+    *, config: Config, on_event: EventSink | None = None, on_progress: ProgressSink | None = None
+) -> AsyncIterator[Engine]:
+    """An engine over live adapters, closed on exit."""
+    async with open_adapters(config) as adapters:
+        engine = Engine(adapters=adapters, on_event=on_event, on_progress=on_progress)
+        try:
+            yield engine
+        finally:
+            await engine.aclose()  # webhook deliveries in flight, bounded by their timeout

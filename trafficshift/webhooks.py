@@ -176,6 +176,12 @@ class Notifier:
             self._tasks.add(task)
             task.add_done_callback(self._done)
 
+    async def confirm(
+        self, *, gate: ConfirmSpec, rollout: Rollout, step: int, weights: Mapping[Colour, int]
+    ) -> None:
+        """Ask the confirm gate before a weight increase; ConfirmDenied unless it answers 2xx."""
+        await confirm_step(session=self.session, gate=gate, rollout=rollout, step=step, weights=weights)
+
     def _done(self, task: asyncio.Task[Delivery]) -> None:
         self._tasks.discard(task)
         # Nobody awaits a delivery: a bug in one must reach the log, not vanish with the task.

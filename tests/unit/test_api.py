@@ -25,6 +25,7 @@ from trafficshift.errors import (
     UnreachableError,
 )
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
+from trafficshift.ports import Adapters
 from trafficshift.service import metrics as metrics_module
 from trafficshift.service import routes
 from trafficshift.service.metrics import ServiceMetrics
@@ -32,7 +33,10 @@ from trafficshift.service.openapi import document
 from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
 from trafficshift.store.aio import AsyncScheduleStore, AsyncStateStore
+from trafficshift.store.locks import FileLocks
 from trafficshift.store.rollouts import StateStore
+from trafficshift.traefik.publish import TraefikPublisher
+from trafficshift.webhooks import Notifier
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -53,13 +57,17 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
         raise AssertionError("no schedule is due in these tests")
 
     async with aiohttp.ClientSession() as session:
-        runner = Runner(
+        adapters = Adapters(
             config=config,
-            store=store,
-            engine_store=engine_store,
-            containers=Containers(cast(Any, None)),
-            session=session,
+            store=engine_store,
+            containers=Containers(cast(Any, None)),  # no route under test reaches Docker
+            routing=TraefikPublisher(config=config, session=session),
+            locks=FileLocks(config.state_dir),
+            notifier=Notifier(config=config, session=session),
+            metrics=None,
+            http=session,
         )
+        runner = Runner(adapters=adapters, store=store)
         context = routes.Context(
             store=store,
             schedules=schedules,
@@ -77,7 +85,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
 
 def _store(client: TestClient[web.Request, web.Application]) -> StateStore:
     """A blocking connection to the service's store, for a test to record rollouts with."""
-    return client.app[routes.CONTEXT].runner.engine_store
+    return cast(StateStore, client.app[routes.CONTEXT].runner.adapters.store)
 
 
 def _finished_rollout(store: StateStore) -> Rollout:

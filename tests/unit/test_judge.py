@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,7 +13,8 @@ from aiohttp import web
 from tests.support.factories import make_rollout
 from trafficshift.errors import AnalysisFailed
 from trafficshift.judge import StepWatch, describe, watch_step
-from trafficshift.models import AnalysisSpec, AppSpec, Colour, Config, Phase, TraefikSpec, Verdict
+from trafficshift.models import AnalysisSpec, AppSpec, Colour, Phase, Verdict
+from trafficshift.traefik.scrape import TraefikMetrics
 
 SPEC = AnalysisSpec(max_error_rate=0.05, max_p95_latency=0.5, min_requests=10)
 URL = "http://m/metrics"
@@ -71,7 +71,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def _watch(url: str, session: aiohttp.ClientSession, spec: AnalysisSpec = SPEC) -> StepWatch:
     return StepWatch(
-        url=url, session=session, app="web", new=Colour.GREEN, old=Colour.BLUE, spec=spec, step="step 1/3"
+        metrics=TraefikMetrics(url=url, session=session),
+        app="web",
+        new=Colour.GREEN,
+        old=Colour.BLUE,
+        spec=spec,
+        step="step 1/3",
     )
 
 
@@ -160,16 +165,9 @@ async def test_watch_step_only_where_there_is_something_to_judge(
     session: aiohttp.ClientSession,
 ) -> None:
     spec = AppSpec(name="web", image="web:1", port=80, rule="r", publish="127.0.0.1", analysis=analysis)
-    config = Config(
-        path=Path("/x/trafficshift.yml"),
-        traefik=TraefikSpec(dynamic_dir=Path("/x/dyn"), metrics_url=metrics_url),
-        state_dir=Path("/x/state"),
-        apps={"web": spec},
-    )
     watch = watch_step(
-        config=config,
         spec=spec,
         rollout=make_rollout(**({"step": 1, "weights": {Colour.BLUE: 50, Colour.GREEN: 50}} | changes)),
-        session=session,
+        metrics=TraefikMetrics(url=metrics_url, session=session) if metrics_url else None,
     )
     assert (watch.step if watch else None) == step

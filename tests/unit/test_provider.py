@@ -11,12 +11,16 @@ import pytest
 import trafficshift.traefik.publish as publish_module
 from trafficshift.config import parse_config_text
 from trafficshift.engine import Engine
-from trafficshift.models import AppState, Colour, ContainerInfo, Outcome, Phase, Routing
+from trafficshift.models import AppState, Colour, Config, ContainerInfo, Outcome, Phase, Routing
 from trafficshift.plan import routing_for
+from trafficshift.ports import Adapters
 from trafficshift.service.provider import Provider
 from trafficshift.store.aio import AsyncStateStore
+from trafficshift.store.locks import FileLocks
 from trafficshift.store.rollouts import StateStore
 from trafficshift.traefik.files import dynamic_path, read_routing
+from trafficshift.traefik.publish import TraefikPublisher
+from trafficshift.webhooks import Notifier
 
 
 def _container(colour: Colour, n: int, port: int) -> ContainerInfo:
@@ -40,6 +44,20 @@ class FakeContainers:
 
     async def list(self, *, app: str, colour: Colour | None = None) -> list[ContainerInfo]:
         return [c for c in self.listed if colour is None or c.colour is colour]
+
+
+def _adapters(config: Config, store: StateStore, containers: FakeContainers) -> Adapters:
+    """The real file publisher (no Traefik API: no confirmation) and lock files over a listing-only Docker."""
+    return Adapters(
+        config=config,
+        store=store,
+        containers=cast(Any, containers),
+        routing=TraefikPublisher(config=config, session=cast(Any, None)),
+        locks=FileLocks(config.state_dir),
+        notifier=Notifier(config=config, session=cast(Any, None)),  # no webhooks in these configs
+        metrics=None,
+        http=cast(Any, None),
+    )
 
 
 def _settle(store: StateStore, colour: Colour, image: str) -> None:
@@ -71,19 +89,13 @@ async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
         _container(Colour.GREEN, 1, 32001),
     )
     containers = FakeContainers([blue1, blue2_restarted])
-    engine = Engine(config=config, store=store, containers=cast(Any, containers), session=cast(Any, None))
+    adapters = _adapters(config, store, containers)
+    engine = Engine(adapters=adapters)
     _settle(store, Colour.BLUE, "blue:1")
     await engine.write_routing(
         config.apps["web"], routing_for(app="web", weights={Colour.BLUE: 100}, containers=[blue1])
     )
-    provider = Provider(
-        config=config,
-        store=served,
-        docker=cast(Any, None),
-        containers=cast(Any, containers),
-        session=cast(Any, None),
-        traefik=None,
-    )
+    provider = Provider(adapters=adapters, store=served)
     probing, rolled = asyncio.Event(), asyncio.Event()
 
     async def probe(app: str, info: ContainerInfo) -> bool:
@@ -125,18 +137,12 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
     blue1 = _container(Colour.BLUE, 1, 31001)
     restarted = _container(Colour.BLUE, 1, 31002)  # the only replica, back on a new port, not ready yet
     containers = FakeContainers([blue1])
-    engine = Engine(config=config, store=store, containers=cast(Any, containers), session=cast(Any, None))
+    adapters = _adapters(config, store, containers)
+    engine = Engine(adapters=adapters)
     _settle(store, Colour.BLUE, "blue:1")
     before = routing_for(app="web", weights={Colour.BLUE: 100}, containers=[blue1])
     await engine.write_routing(config.apps["web"], before)
-    provider = Provider(
-        config=config,
-        store=served,
-        docker=cast(Any, None),
-        containers=cast(Any, containers),
-        session=cast(Any, None),
-        traefik=None,
-    )
+    provider = Provider(adapters=adapters, store=served)
 
     async def probe(app: str, info: ContainerInfo) -> bool:
         return False

@@ -18,14 +18,12 @@ import os
 import signal
 import sys
 
-import aiodocker
-import aiohttp
 from aiohttp import web
 
 from trafficshift.config import validate_listen
-from trafficshift.containers import Containers
-from trafficshift.errors import UnreachableError, UsageError
+from trafficshift.errors import UsageError
 from trafficshift.models import Config
+from trafficshift.runtime import open_adapters
 from trafficshift.service import routes
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.provider import Provider
@@ -33,9 +31,7 @@ from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
 from trafficshift.store.aio import AsyncScheduleStore, AsyncStateStore
 from trafficshift.store.discovery import remove_service_file, resolve_token, service_url, write_service_file
-from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import Schedule
-from trafficshift.traefik.api import TraefikApi
 
 log = logging.getLogger("trafficshift.service")
 
@@ -62,32 +58,15 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     host, port = split_listen(listen or config.service.listen)
     token, source = resolve_token(config, listen_host=host)
-    try:
-        docker = aiodocker.Docker()
-    except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
-        raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
-    # The API, provider, scheduler and metrics reach the store off the loop (each connection on its own
-    # thread); the engines still make their calls on the loop, over a connection of their own.
-    store = AsyncStateStore(config.state_dir)
-    schedules = AsyncScheduleStore(config.state_dir)
-    engine_store = StateStore(config.state_dir)
-    try:
-        async with aiohttp.ClientSession() as session:
-            containers = Containers(docker)
-            await containers.ping()
-            provider = Provider(
-                config=config,
-                store=store,
-                docker=docker,
-                containers=containers,
-                session=session,
-                traefik=TraefikApi(api_url=config.traefik.api_url, session=session)
-                if config.traefik.api_url
-                else None,
-            )
-            runner = Runner(
-                config=config, store=store, engine_store=engine_store, containers=containers, session=session
-            )
+    async with open_adapters(config) as adapters:
+        await adapters.containers.ping()
+        # The API, provider, scheduler and metrics reach the store off the loop (each connection on its own
+        # thread); the engines still make their calls on the loop, over the adapters' own connection.
+        store = AsyncStateStore(config.state_dir)
+        schedules = AsyncScheduleStore(config.state_dir)
+        try:
+            provider = Provider(adapters=adapters, store=store)
+            runner = Runner(adapters=adapters, store=store)
             scheduler = Scheduler(
                 store=schedules,
                 grace=config.service.schedule_grace,
@@ -105,11 +84,9 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
             app = routes.build_app(context, token=token)
             await _run(app, context, provider, host=host, port=port, source=source)
             return 0
-    finally:
-        engine_store.close()
-        await schedules.aclose()
-        await store.aclose()
-        await docker.close()
+        finally:
+            await schedules.aclose()
+            await store.aclose()
 
 
 async def _rollout_of(store: AsyncStateStore, schedule: Schedule) -> str | None:

@@ -13,24 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
-
-import aiodocker
-import aiohttp
 
 from trafficshift import plan, report
-from trafficshift.containers import LABEL_APP, Containers
-from trafficshift.models import Colour, Config, ContainerInfo, Routing
+from trafficshift.models import Colour, ContainerEvent, ContainerInfo, LockRole, Routing
+from trafficshift.ports import Adapters
 from trafficshift.readiness import probe_ready
 from trafficshift.store.aio import AsyncStateStore
-from trafficshift.store.locks import AppLock, LockRole
-from trafficshift.traefik.api import TraefikApi
-from trafficshift.traefik.files import read_routing
-from trafficshift.traefik.publish import publish_routing
 
 log = logging.getLogger("trafficshift.provider")
 
@@ -46,22 +37,12 @@ Allowed = set[tuple[str, str | None]]  # (container id, url) pairs that may be s
 class Provider:
     """Watches Docker for the managed containers and re-renders the affected app's dynamic file."""
 
-    def __init__(
-        self,
-        *,
-        config: Config,
-        store: AsyncStateStore,
-        docker: aiodocker.Docker,
-        containers: Containers,
-        session: aiohttp.ClientSession,
-        traefik: TraefikApi | None,
-    ) -> None:
-        self.config = config
+    def __init__(self, *, adapters: Adapters, store: AsyncStateStore) -> None:
+        self.adapters = adapters
+        config = self.config = adapters.config
+        # Read off the loop; the file itself is written through the adapters (under the app's lock).
         self.store = store
-        self.docker = docker
-        self.containers = containers
-        self.session = session
-        self._traefik = traefik
+        self.containers = adapters.containers
         self._dirty = {app: asyncio.Event() for app in config.apps}
         # Deaths seen per container id, and how many of them a successful probe has cleared since.
         self._died: dict[str, int] = {}
@@ -89,31 +70,23 @@ class Provider:
     # ------------------------------------------------------------------ events
 
     async def _watch(self) -> None:
-        subscriber = self.docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
-        filters = json.dumps({"type": ["container"], "label": [LABEL_APP], "event": list(EVENTS)})
         while True:
-            stream = asyncio.create_task(self.docker.events.run(filters=filters))
-            try:
-                while (event := await subscriber.get()) is not None:
+            async with contextlib.aclosing(self.containers.events(actions=EVENTS)) as events:
+                async for event in events:
                     self._on_event(event)
-            finally:
-                stream.cancel()
-                await asyncio.gather(stream, return_exceptions=True)
             log.warning("the Docker event stream ended; reconnecting in %gs", RECONNECT)
             await asyncio.sleep(RECONNECT)
             for app in self.config.apps:
                 self.mark(app)  # whatever happened meanwhile
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        actor = event.get("Actor") or {}
-        attributes = actor.get("Attributes") or {}
-        app, action, cid = attributes.get(LABEL_APP), str(event.get("Action", "")), str(actor.get("ID", ""))
+    def _on_event(self, event: ContainerEvent) -> None:
+        app, cid = event.app, event.id
         if app not in self._dirty:
             return
-        if action == "die":
+        if event.action == "die":
             self._died[cid] = self._died.get(cid, 0) + 1
             self._dead[app].add(cid)
-        log.info("docker: %s %s (%s)", attributes.get("name", cid[:12]), action, app)
+        log.info("docker: %s %s (%s)", event.name or cid[:12], event.action, app)
         self.mark(app)
 
     # ------------------------------------------------------------------ reconciling
@@ -208,7 +181,7 @@ class Provider:
     async def _probe(self, app: str, info: ContainerInfo) -> bool:
         log.info("%s: probing %s at %s before it gets traffic", app, info.name, info.url)
         return await probe_ready(
-            app=self.config.apps[app], containers=self.containers, info=info, session=self.session
+            app=self.config.apps[app], containers=self.containers, info=info, session=self.adapters.http
         )
 
     def _suspect(self, container_id: str) -> bool:
@@ -220,7 +193,7 @@ class Provider:
 
         The lock file names the provider as its holder: a rollout start waits for it rather than failing.
         """
-        lock = AppLock(self.config.state_dir, app)
+        lock = self.adapters.locks.lock(app)
         if not lock.try_acquire(LockRole.PROVIDER):
             yield False
             return
@@ -272,13 +245,11 @@ class Provider:
             return True
 
     async def _publish(self, app: str, routing: Routing) -> float:
-        return await publish_routing(
-            config=self.config, traefik=self._traefik, spec=self.config.apps[app], routing=routing
-        )
+        return await self.adapters.routing.publish(spec=self.config.apps[app], routing=routing)
 
     def _file_routing(self, app: str) -> Routing | None:
         """What the app's file routes now (no routes when there is no file); None when it is unreadable."""
-        routing = read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=app)
+        routing = self.adapters.routing.read(app)
         if routing is None:
             log.warning("%s: cannot read its dynamic file; rewriting it", app)
         return routing

@@ -15,10 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiohttp
-
 from trafficshift.config import require_app
-from trafficshift.containers import Containers
 from trafficshift.engine import Engine
 from trafficshift.errors import (
     AbortRequested,
@@ -28,10 +25,9 @@ from trafficshift.errors import (
     TrafficShiftError,
     UsageError,
 )
-from trafficshift.models import Config, Rollout
+from trafficshift.models import LockRole, Rollout
+from trafficshift.ports import Adapters
 from trafficshift.store.aio import AsyncStateStore
-from trafficshift.store.locks import AppLock, LockRole
-from trafficshift.store.rollouts import StateStore
 
 log = logging.getLogger("trafficshift.runner")
 
@@ -39,31 +35,16 @@ log = logging.getLogger("trafficshift.runner")
 class Runner:
     """Starts promotes, rollbacks and aborts as tasks and keeps them until they end."""
 
-    def __init__(
-        self,
-        *,
-        config: Config,
-        store: AsyncStateStore,
-        engine_store: StateStore,
-        containers: Containers,
-        session: aiohttp.ClientSession,
-    ) -> None:
-        self.config = config
+    def __init__(self, *, adapters: Adapters, store: AsyncStateStore) -> None:
+        self.adapters = adapters
+        self.config = adapters.config
+        # The runner's own reads go off the loop; the engines it starts use the adapters' store.
         self.store = store
-        self.engine_store = engine_store
-        self.containers = containers
-        self.session = session
         self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
         self._closing = False
 
     def engine(self, *, on_created: Callable[[Rollout], None] | None = None) -> Engine:
-        return Engine(
-            config=self.config,
-            store=self.engine_store,
-            containers=self.containers,
-            session=self.session,
-            on_created=on_created,
-        )
+        return Engine(adapters=self.adapters, on_created=on_created)
 
     # ------------------------------------------------------------------ starting
 
@@ -101,7 +82,7 @@ class Runner:
         """
         found = []
         for app, (_, active) in sorted((await self.store.overview(self.config.apps)).items()):
-            if active is not None and not AppLock(self.config.state_dir, app).is_held_elsewhere():
+            if active is not None and not self.adapters.locks.lock(app).is_held_elsewhere():
                 log.warning(
                     "rollout %s of %s was interrupted (%s): aborting it", active.id, app, active.phase
                 )
@@ -142,10 +123,7 @@ class Runner:
     async def _check_free(self, app: str) -> None:
         require_app(self.config, app)
         # Held by the provider (one write of the file) is not a conflict: the engine waits that out.
-        if (
-            await self.store.active_rollout(app)
-            or AppLock(self.config.state_dir, app).holder() is LockRole.ROLLOUT
-        ):
+        if await self.store.active_rollout(app) or self.adapters.locks.lock(app).holder() is LockRole.ROLLOUT:
             raise LockedError(app)
 
     def _keep(self, task: asyncio.Task[Rollout], engine: Engine, *, what: str) -> None:

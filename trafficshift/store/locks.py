@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import errno
 import fcntl
 import os
@@ -12,6 +11,9 @@ import time
 from pathlib import Path
 
 from trafficshift.errors import LockedError
+from trafficshift.models import LockRole
+
+__all__ = ["AppLock", "FileLocks", "LockRole"]
 
 # `struct flock` on 64-bit Linux: l_type, l_whence, (pad), l_start, l_len, l_pid, (pad).
 _FLOCK = struct.Struct("@hhqqi4x")
@@ -19,13 +21,6 @@ _FLOCK = struct.Struct("@hhqqi4x")
 
 def _flock(kind: int) -> bytes:
     return _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0)  # the whole file; l_pid must be 0 for OFD locks
-
-
-class LockRole(enum.StrEnum):
-    """Who holds an app's lock, as its holder writes it into the lock file (`<pid> <role>`)."""
-
-    ROLLOUT = "rollout"  # a promote, rollback or abort: holds the app for as long as it runs
-    PROVIDER = "provider"  # the service re-rendering the app's file: one write and its confirmation
 
 
 # How often a rollout start looks again while the provider holds the app.
@@ -127,3 +122,13 @@ class AppLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class FileLocks:
+    """The live `ports.Locks`: each app's lock file under `<state_dir>/locks/`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def lock(self, app: str) -> AppLock:
+        return AppLock(self.state_dir, app)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
+
 from trafficshift.models import AppSpec, Config, Routing
 from trafficshift.traefik.api import TraefikApi
-from trafficshift.traefik.files import write_dynamic
+from trafficshift.traefik.files import read_routing, write_dynamic
 from trafficshift.traefik.render import render_dynamic
 
 # How long Traefik may take to show a written file through its API before the step counts as failed.
@@ -38,3 +40,22 @@ async def publish_routing(
     else:
         await asyncio.sleep(UNCONFIRMED_WAIT)
     return time.monotonic() - started
+
+
+class TraefikPublisher:
+    """The live `ports.RoutingPublisher`: the file provider's folder, confirmed through Traefik's API."""
+
+    def __init__(self, *, config: Config, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        api_url = config.traefik.api_url
+        self.api = TraefikApi(api_url=api_url, session=session) if api_url else None
+
+    async def ping(self) -> None:
+        if self.api is not None:
+            await self.api.ping()
+
+    def read(self, app: str) -> Routing | None:
+        return read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=app)
+
+    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+        return await publish_routing(config=self.config, traefik=self.api, spec=spec, routing=routing)

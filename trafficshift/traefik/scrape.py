@@ -73,3 +73,14 @@ async def scrape(*, url: str, session: aiohttp.ClientSession) -> MetricsSnapshot
     except ValueError as exc:
         # A wrong metrics_url (e.g. the dashboard) answers 200 with something else: say so, don't crash.
         raise UnreachableError(f"{url} does not serve Prometheus metrics: {exc}") from exc
+
+
+class TraefikMetrics:
+    """The live `ports.MetricsSource`: Traefik's Prometheus endpoint at `url`."""
+
+    def __init__(self, *, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self._session = session
+
+    async def scrape(self) -> MetricsSnapshot:
+        return await scrape(url=self.url, session=self._session)
