@@ -202,6 +202,9 @@ class AppState:
     app: str
     colour: Colour | None = None
     image: str | None = None
+    # Whether the store has a record of the app at all. Without one (never deployed, or a lost state folder)
+    # a colour of None says nothing; with one, it says the app is undeployed (its first deploy went back).
+    recorded: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ address on a network) comes back only after trafficshift has probed it ready (in
 written under the app's lock, so never while a rollout runs: the app stays marked and is retried after.
 What may be routed is decided under that lock from the file as it is then (probes run without it, and a
 rollout may have rewritten the file meanwhile); a routing that would leave a weighted colour without a
-server is never written.
+server is never written, nor one for an app whose weights nothing records (no state, both colours up): the
+file is removed only when the store says the app is undeployed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import aiohttp
 
 from trafficshift import plan
 from trafficshift.containers import LABEL_APP, Containers
-from trafficshift.models import Config, ContainerInfo, Routing
+from trafficshift.models import Colour, Config, ContainerInfo, Routing
 from trafficshift.readiness import probe_ready
 from trafficshift.store.locks import AppLock, LockRole
 from trafficshift.store.rollouts import StateStore
@@ -239,9 +240,24 @@ class Provider:
         finally:
             lock.release()
 
+    def _weights(self, app: str, containers: list[ContainerInfo]) -> dict[Colour, int] | None:
+        """What the app should route now; None (logged) when nothing tells: its file is then left alone."""
+        weights = plan.known_weights(self.store.app_state(app), self.store.active_rollout(app), containers)
+        # Never deployed (no record, nothing running) is not worth a warning: there is nothing to route.
+        if weights is None and (colours := sorted({str(c.colour) for c in containers if c.running})):
+            log.warning(
+                "%s: not rewriting its file: the state has no record of it and %s run, so its weights are"
+                " unknown",
+                app,
+                " and ".join(colours),
+            )
+        return weights
+
     def _servable(self, app: str, routing: Routing, containers: list[ContainerInfo]) -> bool:
         """Whether `routing` serves every colour that should take traffic now; log why not."""
-        weights = plan.current_weights(self.store.app_state(app), self.store.active_rollout(app), containers)
+        weights = self._weights(app, containers)
+        if weights is None:
+            return False
         if unserved := plan.unserved(weights, routing):
             log.warning(
                 "%s: not rewriting its file: no ready %s container would serve its share (%s)",
@@ -260,9 +276,9 @@ class Provider:
             containers = await self.containers.list(app=app)
             allowed = self._trusted(app, containers) | probed
             usable = [c for c in containers if (c.id, c.url) in allowed and not self._suspect(c.id)]
-            weights = plan.current_weights(
-                self.store.app_state(app), self.store.active_rollout(app), containers
-            )
+            weights = self._weights(app, containers)
+            if weights is None:
+                return True
             routing = plan.routing_for(app=app, weights=weights, containers=usable)
             before = self._file_routing(app)
             if _canonical(before) == _canonical(routing) or not self._servable(app, routing, containers):

@@ -107,7 +107,8 @@ class StateStore:
         row = self._db.execute("SELECT colour, image FROM apps WHERE app = ?", (app,)).fetchone()
         if row is None:
             return AppState(app=app)
-        return AppState(app=app, colour=Colour(row["colour"]) if row["colour"] else None, image=row["image"])
+        colour = Colour(row["colour"]) if row["colour"] else None
+        return AppState(app=app, colour=colour, image=row["image"], recorded=True)
 
     # -------------------------------------------------------------- rollouts
 
