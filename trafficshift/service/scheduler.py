@@ -28,7 +28,7 @@ log = logging.getLogger("trafficshift.scheduler")
 
 # The loop also looks at the table this often, whatever woke it (a clock change, a schedule added elsewhere).
 POLL = 1.0
-# After the store fails (disk full, a lock held past its timeout), look again after 1s, 2s, 4s ... at most 30s.
+# After the store fails (disk full, a lock held past its timeout), look again after 1s, 2s, 4s ... 30s.
 RETRY_FIRST = 1.0
 RETRY_MAX = 30.0
 
