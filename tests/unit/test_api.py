@@ -148,6 +148,36 @@ async def test_conflicts_and_bodies(client: TestClient[web.Request, web.Applicat
     assert response.status == 400
 
 
+@pytest.mark.parametrize(
+    ("headers", "query", "field"),
+    [
+        ({"Last-Event-ID": "9" * 30}, "", "Last-Event-ID"),  # beyond SQLite's integers: failed mid-stream
+        ({"Last-Event-ID": "9223372036854775808"}, "", "Last-Event-ID"),  # 2**63
+        ({"Last-Event-ID": "9" * 5000}, "", "Last-Event-ID"),
+        ({"Last-Event-ID": "-1"}, "", "Last-Event-ID"),
+        ({"Last-Event-ID": "\u0661\u0662"}, "", "Last-Event-ID"),  # digits, but not ASCII ones
+        ({}, "?after=99999999999999999999", "after"),
+        ({}, "?after=", "after"),
+    ],
+)
+async def test_a_bad_event_id_is_refused_before_the_stream_starts(
+    client: TestClient[web.Request, web.Application], headers: dict[str, str], query: str, field: str
+) -> None:
+    response = await client.get(f"/events{query}", headers={**AUTH, **headers})
+    assert response.status == 400
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert body["field"] == field
+    assert len(body["error"]) < 200  # the value is shown shortened
+
+
+async def test_the_largest_event_id_streams(client: TestClient[web.Request, web.Application]) -> None:
+    response = await client.get("/events", headers={**AUTH, "Last-Event-ID": str(2**63 - 1)})
+    assert response.status == 200
+    assert await response.content.readuntil(b"\n\n") == b": stream of rollout transitions\n\n"
+    response.close()
+
+
 async def test_schedules_add_list_cancel(client: TestClient[web.Request, web.Application]) -> None:
     body = {"app": "web", "image": "web:2", "at": "2099-01-01T00:00:00+01:00"}
     created = await client.post("/schedules", headers=AUTH, json=body)

@@ -7,7 +7,7 @@ from typing import Any
 
 from trafficshift import __version__
 from trafficshift.models import Colour, Outcome, Phase
-from trafficshift.service.requests import IMAGE_PATTERN, MAX_IMAGE
+from trafficshift.service.requests import IMAGE_PATTERN, MAX_EVENT_ID, MAX_IMAGE
 from trafficshift.store.schedules import ScheduleState
 
 JSON = dict[str, Any]
@@ -160,6 +160,7 @@ SCHEMAS: JSON = {
     },
 }
 
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID}
 _APP = {"name": "app", "in": "path", "required": True, "schema": {"type": "string"}}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _401 = {"401": _answer("no or wrong bearer token")}
@@ -268,11 +269,11 @@ def _paths() -> JSON:
                         "description": "`id: <seq>`, `event: rollout`, `data: <Event as JSON>`",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    "400": _answer("bad Last-Event-ID"),
+                    "400": _answer("bad Last-Event-ID or after (checked before the stream starts)"),
                 },
                 params=[
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
+                    {"name": "after", "in": "query", "schema": _EVENT_ID},
                 ],
             )
         },

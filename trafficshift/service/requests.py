@@ -26,6 +26,9 @@ IMAGE_PATTERN = (
 _IMAGE = re.compile(IMAGE_PATTERN)
 MAX_IMAGE = 512
 MAX_PAUSE = 24 * 3600.0
+# Event ids are SQLite integers (signed 64-bit); ASCII digits only (int() would also take "١٢" or " 12 ").
+MAX_EVENT_ID = 2**63 - 1
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
 class ApiError(Exception):
@@ -113,6 +116,17 @@ def promote_request(body: Mapping[str, Any]) -> PromoteRequest:
         if seconds > MAX_PAUSE:
             raise bad("pause", f"at most 24h, got {pause}")
     return PromoteRequest(image=image, steps=tuple(steps) if steps is not None else None, pause=seconds)
+
+
+def event_cursor(text: str, *, field: str) -> int:
+    """The event id a stream resumes after (`Last-Event-ID`, or `?after=`): a whole number the store holds.
+
+    Checked before the stream starts: a value SQLite cannot hold would fail the query mid-stream.
+    """
+    if not _EVENT_ID.fullmatch(text) or int(text) > MAX_EVENT_ID:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise bad(field, f"expected an event id (a whole number 0..{MAX_EVENT_ID}), got {shown!r}")
+    return int(text)
 
 
 def abort_request(body: Mapping[str, Any]) -> None:

@@ -34,6 +34,7 @@ from trafficshift.service.requests import (
     MAX_BODY,
     ApiError,
     abort_request,
+    event_cursor,
     parse_body,
     promote_request,
     rollback_request,
@@ -244,13 +245,13 @@ async def get_rollout(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `rollout` event per transition, `id` = its sequence number."""
     ctx = _ctx(request)
-    start = request.headers.get("Last-Event-ID") or request.query.get("after")
-    try:
-        cursor = int(start) if start is not None else ctx.store.last_event_seq()
-    except ValueError:
-        raise ApiError(
-            400, f"expected an event id (a whole number), got {start!r}", field="Last-Event-ID"
-        ) from None
+    # Validated before the response starts: once it has, an error can only cut the stream.
+    if start := request.headers.get("Last-Event-ID"):  # an empty one is no id (as EventSource sends none)
+        cursor = event_cursor(start, field="Last-Event-ID")
+    elif (start := request.query.get("after")) is not None:
+        cursor = event_cursor(start, field="after")
+    else:
+        cursor = ctx.store.last_event_seq()
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
