@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from trafficshift.config import parse_config_text
 from trafficshift.containers import ContainerError, Containers
+from trafficshift.engine import Engine
 from trafficshift.errors import ImageError, LockedError, UnreachableError
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
 from trafficshift.service import routes
@@ -23,6 +24,7 @@ from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.runner import Runner, ShuttingDown
 from trafficshift.service.scheduler import Scheduler
+from trafficshift.store.locks import AppLock
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import ScheduleStore
 from trafficshift.traefik.api import TraefikApiError
@@ -328,3 +330,62 @@ async def test_events_are_read_in_batches(
     )
     assert limits
     assert set(limits) == {4}
+
+
+def _interrupted_rollout(store: StateStore) -> Rollout:
+    """A promote web:1 -> web:2 that stopped at its first step with nobody driving it (a killed CLI)."""
+    _finished_rollout(store)
+    rollout = store.create_rollout(
+        app="web",
+        from_state=store.app_state("web"),
+        to_colour=Colour.GREEN,
+        to_image="web:2",
+        steps=(10, 100),
+        pause=0,
+    )
+    weights = {Colour.BLUE: 90, Colour.GREEN: 10}
+    return store.advance(rollout, message="step 1/2", phase=Phase.SHIFTING, step=0, weights=weights)
+
+
+async def test_a_promote_without_an_image_resumes_the_rollout_nobody_drives(
+    client: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What trafficshift advises after an interruption (`promote` carries on) works through the API too."""
+    for body in (b"", b"{}", b'{"image": null}'):  # nothing to resume: the image is required
+        response = await client.post("/apps/web/promote", headers=AUTH, data=body)
+        assert (response.status, (await response.json())["field"]) == (400, "image"), body
+    interrupted = _interrupted_rollout(_store(client))
+    resumed: list[tuple[str, Phase]] = []
+
+    async def drive(engine: Engine, spec: Any, rollout: Rollout) -> Rollout:
+        resumed.append((rollout.id, rollout.phase))
+        return rollout
+
+    monkeypatch.setattr(Engine, "_drive", drive)
+    response = await client.post("/apps/web/promote", headers=AUTH, data=b"{}")
+    assert (response.status, await response.json()) == (202, {"id": interrupted.id})
+    response = await client.post("/apps/web/promote", headers=AUTH, json={"image": "web:2"})  # the same
+    assert (response.status, await response.json()) == (202, {"id": interrupted.id})
+    async with asyncio.timeout(5):
+        while client.app[routes.CONTEXT].runner.running():  # noqa: ASYNC110 (the runner offers no event)
+            await asyncio.sleep(0.01)
+    assert resumed == [(interrupted.id, Phase.SHIFTING)] * 2
+    # Another image while it is interrupted: 400 (resume it or abort it), not a conflict.
+    response = await client.post("/apps/web/promote", headers=AUTH, json={"image": "web:3"})
+    assert response.status == 400
+    assert "trafficshift promote web" in (await response.json())["error"]
+
+
+async def test_a_rollout_that_runs_is_still_a_conflict(
+    client: TestClient[web.Request, web.Application], tmp_path: Path
+) -> None:
+    _interrupted_rollout(_store(client))
+    driver = AppLock(client.app[routes.CONTEXT].runner.config.state_dir, "web")
+    driver.acquire()  # another process drives it
+    try:
+        for body in (b"{}", b'{"image": "web:2"}'):
+            response = await client.post("/apps/web/promote", headers=AUTH, data=body)
+            assert response.status == 409, body
+        assert (await client.post("/apps/web/rollback", headers=AUTH)).status == 409
+    finally:
+        driver.release()

@@ -85,7 +85,7 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
             scheduler = Scheduler(
                 store=schedules,
                 grace=config.service.schedule_grace,
-                start=lambda app, image: runner.promote(app=app, image=image),
+                start=lambda app, image: runner.promote(app=app, image=image, resume=False),
                 find_rollout=lambda s: _rollout_of(store, s),
             )
             context = routes.Context(

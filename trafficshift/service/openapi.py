@@ -123,7 +123,7 @@ SCHEMAS: JSON = {
     "Schedule": {"type": "object", "required": list(_SCHEDULE_PROPS), "properties": _SCHEDULE_PROPS},
     "PromoteBody": {
         "type": "object",
-        "required": ["image"],
+        "description": "without `image`: resume the app's interrupted rollout (400 when there is none)",
         "additionalProperties": False,
         "properties": {
             "image": _IMAGE,
@@ -211,7 +211,7 @@ def _paths() -> JSON:
         },
         "/apps/{app}/promote": {
             "post": _op(
-                "start a promote of `image`",
+                "start a promote of `image`, or resume the app's interrupted rollout",
                 {
                     **accepted,
                     **_BODY_ERRORS,
@@ -221,7 +221,7 @@ def _paths() -> JSON:
                     **_503,
                 },
                 params=[_APP],
-                body=_body("PromoteBody", required=True),
+                body=_body("PromoteBody", required=False),
             )
         },
         "/apps/{app}/abort": {

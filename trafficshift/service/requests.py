@@ -50,7 +50,7 @@ def bad(field: str | None, why: str) -> ApiError:
 
 @dataclass(frozen=True)
 class PromoteRequest:
-    image: str
+    image: str | None  # None: resume the app's interrupted rollout
     steps: tuple[int, ...] | None = None
     pause: float | None = None
 
@@ -95,9 +95,12 @@ def _image(body: Mapping[str, Any]) -> str:
 
 
 def promote_request(body: Mapping[str, Any]) -> PromoteRequest:
-    """`{"image": "...", "steps": [..]?, "pause": "5s"?}`."""
+    """`{"image"?, "steps": [..]?, "pause": "5s"?}`: without an image, the resume of an interrupted rollout.
+
+    Whether there is a rollout to resume is the route's question: the body alone cannot tell.
+    """
     _only(body, ("image", "steps", "pause"))
-    image = _image(body)
+    image = _image(body) if body.get("image") is not None else None
     steps = body.get("steps")
     if steps is not None:
         if not isinstance(steps, list):

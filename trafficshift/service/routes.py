@@ -206,10 +206,13 @@ async def get_app(request: web.Request) -> web.Response:
 @routes.post("/apps/{app}/promote")
 async def promote(request: web.Request) -> web.Response:
     app = _app_name(request)
-    wanted = promote_request(await _body(request, required=True))
-    rollout = await _ctx(request).runner.promote(
-        app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause
-    )
+    wanted = promote_request(await _body(request, required=False))
+    runner = _ctx(request).runner
+    if wanted.image is None and runner.store.active_rollout(app) is None:
+        raise ApiError(
+            400, "required (only the resume of an interrupted rollout of the app takes none)", field="image"
+        )
+    rollout = await runner.promote(app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause)
     return _accepted(rollout.id)
 
 
