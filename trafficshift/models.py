@@ -107,6 +107,8 @@ class ServiceSpec:
     listen: str = "127.0.0.1:8700"
     token_file: Path | None = None
     schedule_grace: float = 600.0
+    # Events of finished rollouts and finished schedules older than this are pruned by the service.
+    retention: float = 30 * 86400.0
 
 
 @dataclass(frozen=True)

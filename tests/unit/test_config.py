@@ -72,6 +72,7 @@ service:
   listen: 127.0.0.1:8700
   token_file: ./secrets/token
   schedule_grace: 10m
+  retention: 7d
 """
 
 
@@ -123,7 +124,10 @@ def test_contract_example_gives_the_expected_models() -> None:
             )
         },
         service=ServiceSpec(
-            listen="127.0.0.1:8700", token_file=BASE_DIR / "secrets/token", schedule_grace=600.0
+            listen="127.0.0.1:8700",
+            token_file=BASE_DIR / "secrets/token",
+            schedule_grace=600.0,
+            retention=7 * 86400.0,
         ),
     )
 
@@ -261,13 +265,15 @@ CASES = [
     (app("health: /healthz\n"), 10, "apps.web.health", "expected a mapping, got a string"),
     (app("replicas: !custom 2\n"), 10, "apps.web.replicas", "got a value tagged !custom"),
     # durations
-    (app("rollout: {pause: 5d}\n"), 10, "apps.web.rollout.pause", "expected a duration like"),
+    (app("rollout: {pause: 5w}\n"), 10, "apps.web.rollout.pause", "expected a duration like"),
     (app("rollout: {pause: 30}\n"), 10, "apps.web.rollout.pause", "got '30'"),
     (app("rollout: {drain: [1s]}\n"), 10, "apps.web.rollout.drain", "expected a string, got a list"),
     (app("health: {interval: 0s}\n"), 10, "apps.web.health.interval", "must be more than 0"),
     (app("health: {timeout: -1s}\n"), 10, "apps.web.health.timeout", "expected a duration"),
     (app("analysis: {max_p95_latency: fast}\n"), 10, "apps.web.analysis.max_p95_latency", "duration"),
     (BASE + "service: {schedule_grace: 10}\n", 10, "service.schedule_grace", "expected a duration"),
+    (BASE + "service: {retention: 30}\n", 10, "service.retention", "expected a duration"),
+    (BASE + "service: {retention: 0s}\n", 10, "service.retention", "more than 0"),
     # names
     (BASE.replace("  web:", "  Web:"), 5, "apps.Web", "app names must match"),
     (BASE.replace("  web:", "  1web:"), 5, "apps.1web", "app names must match"),

@@ -1,7 +1,8 @@
 """`trafficshift serve`: the HTTP API, the Docker-event provider and the scheduler over one set of adapters.
 
 Start-up: interrupted rollouts are aborted, every app's file is reconciled with its live containers, and
-overdue schedules run (within `service.schedule_grace`) or are recorded as missed. While it listens, the
+overdue schedules run (within `service.schedule_grace`) or are recorded as missed; in the background, events
+of finished rollouts and finished schedules older than `service.retention` are pruned. While it listens, the
 service records itself in `<state_dir>/service.json` (the CLI then runs rollouts in it). SIGTERM/SIGINT:
 refuse new rollouts and aborts at once (503, also on open keep-alive connections), close the listener and
 every connection (HTTP_GRACE for requests in flight), then let each running rollout, also one started in
@@ -26,7 +27,7 @@ from trafficshift.config import validate_listen
 from trafficshift.containers import Containers
 from trafficshift.errors import UnreachableError, UsageError
 from trafficshift.models import Config
-from trafficshift.service import routes
+from trafficshift.service import retention, routes
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.provider import Provider
 from trafficshift.service.runner import Runner
@@ -130,9 +131,13 @@ async def _run(
     background: list[asyncio.Task[None]] = []
     try:
         context.runner.recover()
+        config = context.runner.config
         background += [
             asyncio.create_task(provider.run(), name="provider"),
             asyncio.create_task(context.scheduler.run(), name="scheduler"),
+            asyncio.create_task(
+                retention.run(config.state_dir, retention=config.service.retention), name="retention"
+            ),
         ]
         shown = f"[{host}]" if ":" in host else host
         log.info("listening on http://%s:%d (token from %s)", shown, port, source)

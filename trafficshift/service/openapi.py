@@ -134,7 +134,7 @@ SCHEMAS: JSON = {
                 "description": "strictly rising percentages on the new colour, ending at 100",
                 "example": [10, 50, 100],
             },
-            "pause": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$", "example": "5s"},
+            "pause": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$", "example": "5s"},
         },
     },
     "AbortBody": {
