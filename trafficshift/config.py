@@ -150,6 +150,9 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         "token_file": path,
         "schedule_grace": Node.duration,
         "retention": lambda n: n.duration(positive=True),
+        "max_connections": lambda n: n.integer(1, 1_000_000),
+        "header_timeout": lambda n: n.duration(positive=True),
+        "keepalive_timeout": lambda n: n.duration(positive=True),
     }
     service = _section(top["service"], fields) if "service" in top else ({}, {})
     state_dir = path(top["state_dir"]) if "state_dir" in top else base_dir / ".trafficshift"

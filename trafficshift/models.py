@@ -109,6 +109,12 @@ class ServiceSpec:
     schedule_grace: float = 600.0
     # Events of finished rollouts and finished schedules older than this are pruned by the service.
     retention: float = 30 * 86400.0
+    # The API's connections: at most this many open (kept to half the open-file limit), a request head
+    # complete within header_timeout of connecting, an idle keep-alive connection closed after
+    # keepalive_timeout.
+    max_connections: int = 512
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,9 @@ service:
   token_file: ./secrets/token
   schedule_grace: 10m
   retention: 7d
+  max_connections: 100
+  header_timeout: 5s
+  keepalive_timeout: 1m
 """
 
 
@@ -128,6 +131,9 @@ def test_contract_example_gives_the_expected_models() -> None:
             token_file=BASE_DIR / "secrets/token",
             schedule_grace=600.0,
             retention=7 * 86400.0,
+            max_connections=100,
+            header_timeout=5.0,
+            keepalive_timeout=60.0,
         ),
     )
 
@@ -274,6 +280,9 @@ CASES = [
     (BASE + "service: {schedule_grace: 10}\n", 10, "service.schedule_grace", "expected a duration"),
     (BASE + "service: {retention: 30}\n", 10, "service.retention", "expected a duration"),
     (BASE + "service: {retention: 0s}\n", 10, "service.retention", "more than 0"),
+    (BASE + "service: {max_connections: 0}\n", 10, "service.max_connections", "must be 1..1000000"),
+    (BASE + "service: {header_timeout: 0s}\n", 10, "service.header_timeout", "more than 0"),
+    (BASE + "service: {keepalive_timeout: 30}\n", 10, "service.keepalive_timeout", "expected a duration"),
     # names
     (BASE.replace("  web:", "  Web:"), 5, "apps.Web", "app names must match"),
     (BASE.replace("  web:", "  1web:"), 5, "apps.1web", "app names must match"),
