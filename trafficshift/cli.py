@@ -198,7 +198,9 @@ async def _run_in_service(config: Config, args: argparse.Namespace, service: Cli
 
     body: dict[str, Any] | None = None
     if args.command == "promote":
-        body = {"image": args.image or config.apps[args.app].image}
+        # Without --image the service resumes the app's interrupted rollout, if there is one (as a local
+        # promote does); `run_in_service` names the config's image when there is none.
+        body = {"image": args.image} if args.image else {}
         if args.steps is not None:
             body["steps"] = list(args.steps)
         if args.pause is not None:

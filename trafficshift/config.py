@@ -166,7 +166,15 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
     traefik = _section(top["traefik"], fields, required=("dynamic_dir",)) if "traefik" in top else None
     # When the traefik section itself is broken, do not pile "needs metrics_url" errors on top.
     has_metrics = traefik is None or "metrics_url" in traefik[0]
-    fields = {"listen": _listen, "token_file": path, "schedule_grace": Node.duration}
+    fields = {
+        "listen": _listen,
+        "token_file": path,
+        "schedule_grace": Node.duration,
+        "retention": lambda n: n.duration(positive=True),
+        "max_connections": lambda n: n.integer(1, 1_000_000),
+        "header_timeout": lambda n: n.duration(positive=True),
+        "keepalive_timeout": lambda n: n.duration(positive=True),
+    }
     service = _section(top["service"], fields) if "service" in top else ({}, {})
     state_dir = path(top["state_dir"]) if "state_dir" in top else base_dir / ".trafficshift"
     apps: dict[str, AppSpec] = {}

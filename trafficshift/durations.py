@@ -1,18 +1,18 @@
-"""Durations as the config and the API write them: `500ms`, `2s`, `5m`, `1h`, or combined: `1m30s`."""
+"""Durations as the config and the API write them: `500ms`, `2s`, `5m`, `1h`, `30d`, or combined: `1m30s`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
     """Return the duration in seconds, or raise ValueError with a message fit for a user."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"expected a duration like 500ms, 2s, 5m or 1h, got {text!r}")
+        raise ValueError(f"expected a duration like 500ms, 2s, 5m, 1h or 30d, got {text!r}")
     pos = 0
     total = 0.0
     for match in _PART.finditer(text):
@@ -21,7 +21,7 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(text):
-        raise ValueError(f"expected a duration like 500ms, 2s, 5m or 1h, got {text!r}")
+        raise ValueError(f"expected a duration like 500ms, 2s, 5m, 1h or 30d, got {text!r}")
     return total
 
 
@@ -33,7 +33,9 @@ def format_duration(seconds: float) -> str:
         return f"{_number(seconds)}s"
     if seconds % 3600:
         return f"{_number(seconds / 60)}m"
-    return f"{_number(seconds / 3600)}h"
+    if seconds < 86400 or seconds % 86400:
+        return f"{_number(seconds / 3600)}h"
+    return f"{_number(seconds / 86400)}d"
 
 
 def _number(value: float) -> str:

@@ -113,6 +113,14 @@ class ServiceSpec:
     listen: str = "127.0.0.1:8700"
     token_file: Path | None = None
     schedule_grace: float = 600.0
+    # Events of finished rollouts and finished schedules older than this are pruned by the service.
+    retention: float = 30 * 86400.0
+    # The API's connections: at most this many open (kept to half the open-file limit), a request head
+    # complete within header_timeout of connecting, an idle keep-alive connection closed after
+    # keepalive_timeout.
+    max_connections: int = 512
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,9 @@ class AppState:
     app: str
     colour: Colour | None = None
     image: str | None = None
+    # Whether the store has a record of the app at all. Without one (never deployed, or a lost state folder)
+    # a colour of None says nothing; with one, it says the app is undeployed (its first deploy went back).
+    recorded: bool = False
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,19 @@ def trusted_servers(containers: Iterable[ContainerInfo], *, trusted: Collection[
     return [c for c in containers if (url := server_url(c)) is not None and url in trusted]
 
 
+def known_weights(
+    state: AppState, rollout: Rollout | None, containers: Iterable[ContainerInfo] = ()
+) -> dict[Colour, int] | None:
+    """`current_weights`, or None when nothing tells them: no record, no rollout, and not one colour running.
+
+    Unknown weights are no reason to route nothing (that would delete the app's file): only a record that
+    says the app is undeployed is.
+    """
+    if rollout is None and not state.recorded and len({c.colour for c in containers if c.running}) != 1:
+        return None
+    return current_weights(state, rollout, containers)
+
+
 def routing_for(*, app: str, weights: Mapping[Colour, int], containers: Iterable[ContainerInfo]) -> Routing:
     """The routing for `weights` (canonical), with each colour's containers that can be servers.
 

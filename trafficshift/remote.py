@@ -48,6 +48,10 @@ async def run_in_service(
     """Start `command` (promote, abort, rollback) of `app` in the service; return the rollout as it ended."""
     store = StateStore(config.state_dir)
     try:
+        # No image given: resume the rollout in progress (the service refuses one that still runs), else
+        # deploy the config's image, as a local promote does.
+        if command == "promote" and body is not None and "image" not in body:
+            body = body if store.active_rollout(app) else {**body, "image": config.apps[app].image}
         cursor = store.last_event_seq()  # this run's events only, as a local run prints them
         asked: list[str] = []  # a signal's reason, once the rollout was asked to go back
         started: list[str] = []

@@ -164,3 +164,45 @@ async def test_a_service_killed_while_the_cli_follows_its_rollout_exits_5(
     assert aborted.code == 0, aborted.stderr
     assert "runs in the service" not in aborted.stderr
     assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
+
+
+async def test_promote_resumes_a_rollout_interrupted_while_the_service_runs(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    """A `--local` promote killed -9 mid-shift: `promote` (no image) carries on in the service, as advised."""
+    config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
+    async with run_service(config) as service:
+        env = service.cli_env
+        assert (await cli.run("promote", prefix, config=config, env=env)).code == 0
+        async with load_app(web_url=traefik.web_url, app=prefix) as load:
+            await load.wait_for(requests=30)
+            args = ("promote", prefix, "--image", app_images["v2"], "--pause", "2s", "--json", "--local")
+            proc = await cli.start(*args, config=config, env=env)
+            await cli.wait_for_line(proc, b"confirmed")
+            proc.kill()
+            await proc.wait()
+            status = json.loads((await cli.run("status", prefix, "--json", config=config)).stdout)
+            assert status["rollout"]["interrupted"] is True, status
+
+            resumed = await cli.run("promote", prefix, "--json", config=config, env=env)
+            assert resumed.code == 0, resumed.stderr
+            assert _in_service(resumed, service) == status["rollout"]["id"]
+            assert resumed.events()[-1]["state"] == "done"
+            after = Load.mark()
+            await load.wait_for(requests=load.total + 30)
+        assert load.summary().failed == 0, [s for s in load.samples if s.failed][:5]
+        assert load.share("v2", since=after) == 1.0
+        assert await colours_of(docker, prefix) == {"green": {app_images["v2"]}}
+
+        # Through the API: a body without an image resumes; with nothing to resume, the image is required.
+        args = ("promote", prefix, "--image", app_images["v1"], "--pause", "2s", "--json", "--local")
+        proc = await cli.start(*args, config=config, env=env)
+        await cli.wait_for_line(proc, b"confirmed")
+        proc.kill()
+        await proc.wait()
+        code, doc = await service.call("POST", f"/apps/{prefix}/promote", {})
+        assert code == 202, doc
+        assert (await service.wait_rollout(doc["id"]))["outcome"] == "done"
+        code, doc = await service.call("POST", f"/apps/{prefix}/promote", {})
+        assert (code, doc["field"]) == (400, "image"), doc
+    assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
+import resource
 import secrets
 import signal
 import time
@@ -88,8 +90,13 @@ async def run_service(
     token: str | None = None,
     log_name: str = "service.log",
     env: dict[str, str] | None = None,
+    soft_nofile: int | None = None,
 ) -> AsyncIterator[ServiceProc]:
-    """Start `trafficshift serve -c config`, wait until `/healthz` answers; SIGTERM it at the end."""
+    """Start `trafficshift serve -c config`, wait until `/healthz` answers; SIGTERM it at the end.
+
+    `soft_nofile` starts it with that soft limit of open files (the hard one as it is), as a shell with a
+    low `ulimit -Sn` would.
+    """
     token = token or secrets.token_urlsafe(16)
     port = free_port()
     log_path = config.parent / log_name
@@ -105,6 +112,7 @@ async def run_service(
             stdout=log,
             stderr=log,
             env=environment,
+            preexec_fn=None if soft_nofile is None else functools.partial(_soft_nofile, soft_nofile),
         )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         service = ServiceProc(
@@ -122,6 +130,10 @@ async def run_service(
                 except TimeoutError:
                     process.kill()
                     await process.wait()
+
+
+def _soft_nofile(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 async def _wait_healthy(service: ServiceProc) -> None:

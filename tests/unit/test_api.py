@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from trafficshift.config import parse_config_text
 from trafficshift.containers import Containers
+from trafficshift.engine import Engine
 from trafficshift.errors import (
     ContainerError,
     ImageError,
@@ -33,7 +34,7 @@ from trafficshift.service.openapi import document
 from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
 from trafficshift.store.aio import AsyncScheduleStore, AsyncStateStore
-from trafficshift.store.locks import FileLocks
+from trafficshift.store.locks import AppLock, FileLocks
 from trafficshift.store.rollouts import StateStore
 from trafficshift.traefik.publish import TraefikPublisher
 from trafficshift.webhooks import Notifier
@@ -170,6 +171,36 @@ async def test_conflicts_and_bodies(client: TestClient[web.Request, web.Applicat
     assert response.status == 413
     response = await client.get("/events", headers={**AUTH, "Last-Event-ID": "abc"})
     assert response.status == 400
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "field"),
+    [
+        ({"Last-Event-ID": "9" * 30}, "", "Last-Event-ID"),  # beyond SQLite's integers: failed mid-stream
+        ({"Last-Event-ID": "9223372036854775808"}, "", "Last-Event-ID"),  # 2**63
+        ({"Last-Event-ID": "9" * 5000}, "", "Last-Event-ID"),
+        ({"Last-Event-ID": "-1"}, "", "Last-Event-ID"),
+        ({"Last-Event-ID": "\u0661\u0662"}, "", "Last-Event-ID"),  # digits, but not ASCII ones
+        ({}, "?after=99999999999999999999", "after"),
+        ({}, "?after=", "after"),
+    ],
+)
+async def test_a_bad_event_id_is_refused_before_the_stream_starts(
+    client: TestClient[web.Request, web.Application], headers: dict[str, str], query: str, field: str
+) -> None:
+    response = await client.get(f"/events{query}", headers={**AUTH, **headers})
+    assert response.status == 400
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert body["field"] == field
+    assert len(body["error"]) < 200  # the value is shown shortened
+
+
+async def test_the_largest_event_id_streams(client: TestClient[web.Request, web.Application]) -> None:
+    response = await client.get("/events", headers={**AUTH, "Last-Event-ID": str(2**63 - 1)})
+    assert response.status == 200
+    assert await response.content.readuntil(b"\n\n") == b": stream of rollout transitions\n\n"
+    response.close()
 
 
 async def test_schedules_add_list_cancel(client: TestClient[web.Request, web.Application]) -> None:
@@ -354,3 +385,62 @@ async def test_concurrent_scrapes_fold_each_event_once(
         text = await response.text()
         assert 'trafficshift_step_duration_seconds_count{app="web"} 1.0' in text
         assert 'trafficshift_promote_duration_seconds_count{app="web",outcome="done"} 1.0' in text
+
+
+def _interrupted_rollout(store: StateStore) -> Rollout:
+    """A promote web:1 -> web:2 that stopped at its first step with nobody driving it (a killed CLI)."""
+    _finished_rollout(store)
+    rollout = store.create_rollout(
+        app="web",
+        from_state=store.app_state("web"),
+        to_colour=Colour.GREEN,
+        to_image="web:2",
+        steps=(10, 100),
+        pause=0,
+    )
+    weights = {Colour.BLUE: 90, Colour.GREEN: 10}
+    return store.advance(rollout, message="step 1/2", phase=Phase.SHIFTING, step=0, weights=weights)
+
+
+async def test_a_promote_without_an_image_resumes_the_rollout_nobody_drives(
+    client: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What trafficshift advises after an interruption (`promote` carries on) works through the API too."""
+    for body in (b"", b"{}", b'{"image": null}'):  # nothing to resume: the image is required
+        response = await client.post("/apps/web/promote", headers=AUTH, data=body)
+        assert (response.status, (await response.json())["field"]) == (400, "image"), body
+    interrupted = _interrupted_rollout(_store(client))
+    resumed: list[tuple[str, Phase]] = []
+
+    async def drive(engine: Engine, spec: Any, rollout: Rollout) -> Rollout:
+        resumed.append((rollout.id, rollout.phase))
+        return rollout
+
+    monkeypatch.setattr(Engine, "_drive", drive)
+    response = await client.post("/apps/web/promote", headers=AUTH, data=b"{}")
+    assert (response.status, await response.json()) == (202, {"id": interrupted.id})
+    response = await client.post("/apps/web/promote", headers=AUTH, json={"image": "web:2"})  # the same
+    assert (response.status, await response.json()) == (202, {"id": interrupted.id})
+    async with asyncio.timeout(5):
+        while client.app[routes.CONTEXT].runner.running():  # noqa: ASYNC110 (the runner offers no event)
+            await asyncio.sleep(0.01)
+    assert resumed == [(interrupted.id, Phase.SHIFTING)] * 2
+    # Another image while it is interrupted: 400 (resume it or abort it), not a conflict.
+    response = await client.post("/apps/web/promote", headers=AUTH, json={"image": "web:3"})
+    assert response.status == 400
+    assert "trafficshift promote web" in (await response.json())["error"]
+
+
+async def test_a_rollout_that_runs_is_still_a_conflict(
+    client: TestClient[web.Request, web.Application], tmp_path: Path
+) -> None:
+    _interrupted_rollout(_store(client))
+    driver = AppLock(client.app[routes.CONTEXT].runner.config.state_dir, "web")
+    driver.acquire()  # another process drives it
+    try:
+        for body in (b"{}", b'{"image": "web:2"}'):
+            response = await client.post("/apps/web/promote", headers=AUTH, data=body)
+            assert response.status == 409, body
+        assert (await client.post("/apps/web/rollback", headers=AUTH)).status == 409
+    finally:
+        driver.release()

@@ -72,6 +72,10 @@ service:
   listen: 127.0.0.1:8700
   token_file: ./secrets/token
   schedule_grace: 10m
+  retention: 7d
+  max_connections: 100
+  header_timeout: 5s
+  keepalive_timeout: 1m
 """
 
 
@@ -123,7 +127,13 @@ def test_contract_example_gives_the_expected_models() -> None:
             )
         },
         service=ServiceSpec(
-            listen="127.0.0.1:8700", token_file=BASE_DIR / "secrets/token", schedule_grace=600.0
+            listen="127.0.0.1:8700",
+            token_file=BASE_DIR / "secrets/token",
+            schedule_grace=600.0,
+            retention=7 * 86400.0,
+            max_connections=100,
+            header_timeout=5.0,
+            keepalive_timeout=60.0,
         ),
     )
 
@@ -261,13 +271,18 @@ CASES = [
     (app("health: /healthz\n"), 10, "apps.web.health", "expected a mapping, got a string"),
     (app("replicas: !custom 2\n"), 10, "apps.web.replicas", "got a value tagged !custom"),
     # durations
-    (app("rollout: {pause: 5d}\n"), 10, "apps.web.rollout.pause", "expected a duration like"),
+    (app("rollout: {pause: 5w}\n"), 10, "apps.web.rollout.pause", "expected a duration like"),
     (app("rollout: {pause: 30}\n"), 10, "apps.web.rollout.pause", "got '30'"),
     (app("rollout: {drain: [1s]}\n"), 10, "apps.web.rollout.drain", "expected a string, got a list"),
     (app("health: {interval: 0s}\n"), 10, "apps.web.health.interval", "must be more than 0"),
     (app("health: {timeout: -1s}\n"), 10, "apps.web.health.timeout", "expected a duration"),
     (app("analysis: {max_p95_latency: fast}\n"), 10, "apps.web.analysis.max_p95_latency", "duration"),
     (BASE + "service: {schedule_grace: 10}\n", 10, "service.schedule_grace", "expected a duration"),
+    (BASE + "service: {retention: 30}\n", 10, "service.retention", "expected a duration"),
+    (BASE + "service: {retention: 0s}\n", 10, "service.retention", "more than 0"),
+    (BASE + "service: {max_connections: 0}\n", 10, "service.max_connections", "must be 1..1000000"),
+    (BASE + "service: {header_timeout: 0s}\n", 10, "service.header_timeout", "more than 0"),
+    (BASE + "service: {keepalive_timeout: 30}\n", 10, "service.keepalive_timeout", "expected a duration"),
     # names
     (BASE.replace("  web:", "  Web:"), 5, "apps.Web", "app names must match"),
     (BASE.replace("  web:", "  1web:"), 5, "apps.1web", "app names must match"),

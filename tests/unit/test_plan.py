@@ -116,6 +116,16 @@ def test_current_weights_prefers_the_rollout_then_the_state_then_labels() -> Non
     assert plan.current_weights(AppState(app="web"), None, []) == {}
 
 
+def test_known_weights_are_none_only_when_nothing_records_them() -> None:
+    both = [_container(BLUE), _container(GREEN)]
+    unrecorded, undeployed = AppState(app="web"), AppState(app="web", recorded=True)
+    assert plan.known_weights(unrecorded, None, both) is None  # a lost state folder, both colours up
+    assert plan.known_weights(unrecorded, None, []) is None
+    assert plan.known_weights(unrecorded, None, [_container(GREEN)]) == {GREEN: 100}
+    assert plan.known_weights(undeployed, None, both) == {}  # the record says: route nothing
+    assert plan.known_weights(unrecorded, make_rollout(), both) == {BLUE: 90, GREEN: 10}
+
+
 def test_rollback_image_is_the_image_before_the_last_completed_promote() -> None:
     history = [
         make_rollout(id="r3", from_image="a:2", to_image="a:3", outcome=Outcome.ABORTED),

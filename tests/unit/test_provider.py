@@ -11,7 +11,16 @@ import pytest
 import trafficshift.traefik.publish as publish_module
 from trafficshift.config import parse_config_text
 from trafficshift.engine import Engine
-from trafficshift.models import AppState, Colour, Config, ContainerInfo, Outcome, Phase, Routing
+from trafficshift.models import (
+    AppState,
+    Colour,
+    Config,
+    ContainerEvent,
+    ContainerInfo,
+    Outcome,
+    Phase,
+    Routing,
+)
 from trafficshift.plan import routing_for
 from trafficshift.ports import Adapters
 from trafficshift.service.provider import Provider
@@ -153,5 +162,79 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
     # Routing nothing would delete the file (every request a 404): it is left as it was instead.
     assert read_routing(dynamic_dir=config.traefik.dynamic_dir, app="web") == before
     assert isinstance(before, Routing)
+    store.close()
+    await served.aclose()
+
+
+def _provider(
+    config: Config, store: StateStore, served: AsyncStateStore, containers: FakeContainers
+) -> Provider:
+    provider = Provider(adapters=_adapters(config, store, containers), store=served)
+
+    async def never_ready(app: str, info: ContainerInfo) -> bool:
+        return False
+
+    provider._probe = never_ready  # type: ignore[method-assign]
+    return provider
+
+
+async def test_unknown_weights_leave_the_file_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No record of the app (a lost state folder) and both colours up: nothing says what to route."""
+    monkeypatch.setattr(publish_module, "UNCONFIRMED_WAIT", 0.0)
+    config = parse_config_text(
+        "traefik:\n  dynamic_dir: ./dyn\napps:\n  web:\n    image: blue:1\n    port: 80\n"
+        "    rule: Host(`web`)\n    publish: 127.0.0.1\n",
+        source="ts.yml",
+        base_dir=tmp_path,
+    )
+    store = StateStore(config.state_dir)
+    blue1, green1 = _container(Colour.BLUE, 1, 31001), _container(Colour.GREEN, 1, 32001)
+    containers = FakeContainers([blue1, green1])
+    engine = Engine(adapters=_adapters(config, store, containers))
+    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
+    split = routing_for(app="web", weights={Colour.BLUE: 50, Colour.GREEN: 50}, containers=[blue1, green1])
+    await engine.write_routing(config.apps["web"], split)
+    provider = _provider(config, store, served, containers)
+
+    assert await provider.reconcile("web") is True
+    assert read_routing(dynamic_dir=config.traefik.dynamic_dir, app="web") == split
+    # A replica that dies is not dropped either (that could leave nothing to route): the file stays.
+    provider._on_event(ContainerEvent(app="web", action="die", id=green1.id, name=green1.name))
+    provider._urls[green1.id] = str(green1.url)
+    assert await provider.reconcile("web") is True
+    assert read_routing(dynamic_dir=config.traefik.dynamic_dir, app="web") == split
+    store.close()
+    await served.aclose()
+
+
+async def test_an_undeployed_app_loses_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store says the first deploy went back: a file left behind routes nothing, so it goes."""
+    monkeypatch.setattr(publish_module, "UNCONFIRMED_WAIT", 0.0)
+    config = parse_config_text(
+        "traefik:\n  dynamic_dir: ./dyn\napps:\n  web:\n    image: blue:1\n    port: 80\n"
+        "    rule: Host(`web`)\n    publish: 127.0.0.1\n",
+        source="ts.yml",
+        base_dir=tmp_path,
+    )
+    store = StateStore(config.state_dir)
+    blue1 = _container(Colour.BLUE, 1, 31001)
+    containers = FakeContainers([blue1])
+    engine = Engine(adapters=_adapters(config, store, containers))
+    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
+    await engine.write_routing(
+        config.apps["web"], routing_for(app="web", weights={Colour.BLUE: 100}, containers=[blue1])
+    )
+    first = store.create_rollout(
+        app="web", from_state=store.app_state("web"), to_colour=Colour.BLUE, to_image="blue:1", steps=(100,),
+        pause=0,
+    )  # fmt: skip
+    store.finish(first, outcome=Outcome.ABORTED, reason="test", live=AppState(app="web"))
+    assert store.app_state("web").recorded
+    containers.listed = [blue1, _container(Colour.GREEN, 1, 32001)]  # whatever runs: the record decides
+
+    assert await _provider(config, store, served, containers).reconcile("web") is True
+    assert not dynamic_path(dynamic_dir=config.traefik.dynamic_dir, app="web").exists()
     store.close()
     await served.aclose()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+import trafficshift.service.scheduler as scheduler_module
 from trafficshift.errors import LockedError
 from trafficshift.models import Colour, Phase, Rollout
-from trafficshift.service.scheduler import POLL, Decision, Scheduler, decide, next_wake
+from trafficshift.service.scheduler import POLL, Decision, Scheduler, decide, next_wake, retry_delay
 from trafficshift.store.aio import AsyncScheduleStore
 from trafficshift.store.schedules import Schedule, ScheduleState
 
@@ -220,4 +222,48 @@ async def test_a_bug_while_firing_is_logged_with_its_traceback(
     got = await store.get(due.id)
     assert got is not None
     assert got.state is ScheduleState.FAILED
+    await store.aclose()
+
+
+def test_retry_delay_doubles_up_to_a_bound() -> None:
+    assert [retry_delay(n) for n in (1, 2, 3, 4, 5, 6, 7, 50)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+async def test_a_store_error_is_retried_and_never_ends_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Disk full or a lock held past the timeout: the loop logs it, backs off and fires the schedule after."""
+    monkeypatch.setattr(scheduler_module, "RETRY_FIRST", 0.01)
+    store = AsyncScheduleStore(tmp_path)
+    due = await store.add(app="web", image="x:2", at=dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=50))
+    failures = [sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("disk I/O error")]
+    real_pending = store.pending
+
+    async def pending() -> list[Schedule]:
+        if failures:
+            raise failures.pop(0)
+        return await real_pending()
+
+    monkeypatch.setattr(store, "pending", pending)
+    started: list[str] = []
+
+    async def start(app: str, image: str) -> Rollout:
+        started.append(image)
+        return _rollout("r1")
+
+    scheduler = Scheduler(store=store, grace=GRACE, start=start)
+    with caplog.at_level(logging.ERROR, logger="trafficshift.scheduler"):
+        loop = asyncio.create_task(scheduler.run())
+        async with asyncio.timeout(5):
+            while (s := await store.get(due.id)) is None or s.state is not ScheduleState.STARTED:
+                assert not loop.done(), loop.exception()
+                await asyncio.sleep(0.01)
+    assert started == ["x:2"]
+    assert not loop.done()  # still running: the service goes on
+    assert [r.getMessage() for r in caplog.records] == [
+        "schedules: cannot read or update them (OperationalError: database is locked); retrying in 0.01s",
+        "schedules: cannot read or update them (OperationalError: disk I/O error); retrying in 0.02s",
+    ]
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
     await store.aclose()

@@ -96,3 +96,20 @@ def test_a_generated_token_file_that_existed_with_a_wider_mode_is_made_private(
     token, _ = resolve_token(config, listen_host="127.0.0.1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_generated_token(config.state_dir) == token
+
+
+def test_a_new_token_never_reaches_a_descriptor_open_on_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is replaced (a new 0600 inode renamed over it), not rewritten in place."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    config = _config(tmp_path)
+    first, _ = resolve_token(config, listen_host="127.0.0.1")
+    path = config.state_dir / "service.token"
+    with path.open(encoding="utf-8") as old:
+        second, _ = resolve_token(config, listen_host="127.0.0.1")
+        assert old.read().strip() == first  # still the old file's content, not the new token
+    assert second != first
+    assert read_generated_token(config.state_dir) == second
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in config.state_dir.iterdir() if "token" in p.name] == ["service.token"]

@@ -40,7 +40,7 @@ def test_a_rollout_is_recorded_step_by_step_and_survives_reopening(tmp_path: Pat
     )
     assert done.phase is Phase.DONE
     assert reopened.active_rollout("web") is None
-    assert reopened.app_state("web") == AppState(app="web", colour=GREEN, image="a:2")
+    assert reopened.app_state("web") == AppState(app="web", colour=GREEN, image="a:2", recorded=True)
     assert [h.id for h in reopened.history("web")] == [r.id]
 
 

@@ -100,7 +100,7 @@ async def test_reads_see_every_write_that_has_returned(tmp_path: Path) -> None:
     apps = [f"app{n}" for n in range(30)]
     done = await asyncio.gather(*(rollout_of(app) for app in apps))
     for app, r in zip(apps, done, strict=True):
-        assert await store.app_state(app) == AppState(app=app, colour=GREEN, image="a:2")
+        assert await store.app_state(app) == AppState(app=app, colour=GREEN, image="a:2", recorded=True)
         assert await store.active_rollout(app) is None
         assert [h.id for h in await store.history(app)] == [r.id]
         messages = [e.message for e in await store.events(after=before, rollout_id=r.id)]
@@ -109,7 +109,7 @@ async def test_reads_see_every_write_that_has_returned(tmp_path: Path) -> None:
     assert await store.last_event_seq() == before + 4 * len(apps)
     overview = await store.overview(["app0", "nothing"])
     assert overview == {
-        "app0": (AppState("app0", GREEN, "a:2"), None),
+        "app0": (AppState("app0", GREEN, "a:2", recorded=True), None),
         "nothing": (AppState("nothing"), None),
     }
     await store.aclose()

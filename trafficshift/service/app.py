@@ -1,7 +1,8 @@
 """`trafficshift serve`: the HTTP API, the Docker-event provider and the scheduler over one set of adapters.
 
 Start-up: interrupted rollouts are aborted, every app's file is reconciled with its live containers, and
-overdue schedules run (within `service.schedule_grace`) or are recorded as missed. While it listens, the
+overdue schedules run (within `service.schedule_grace`) or are recorded as missed; in the background, events
+of finished rollouts and finished schedules older than `service.retention` are pruned. While it listens, the
 service records itself in `<state_dir>/service.json` (the CLI then runs rollouts in it). SIGTERM/SIGINT:
 refuse new rollouts and aborts at once (503, also on open keep-alive connections), close the listener and
 every connection (HTTP_GRACE for requests in flight), then let each running rollout, also one started in
@@ -22,9 +23,9 @@ from aiohttp import web
 
 from trafficshift.config import validate_listen
 from trafficshift.errors import UsageError
-from trafficshift.models import Config
+from trafficshift.models import Config, ServiceSpec
 from trafficshift.runtime import open_adapters
-from trafficshift.service import routes
+from trafficshift.service import connections, retention, routes
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.provider import Provider
 from trafficshift.service.runner import Runner
@@ -39,6 +40,8 @@ log = logging.getLogger("trafficshift.service")
 # finish it). Requests in flight get HTTP_GRACE first (a promote in flight is refused or interrupted).
 SHUTDOWN_TIMEOUT = 30.0
 HTTP_GRACE = 2.0
+# Connections the kernel queues before the service accepts them (aiohttp's default is 128).
+BACKLOG = 512
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -70,7 +73,7 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
             scheduler = Scheduler(
                 store=schedules,
                 grace=config.service.schedule_grace,
-                start=lambda app, image: runner.promote(app=app, image=image),
+                start=lambda app, image: runner.promote(app=app, image=image, resume=False),
                 find_rollout=lambda s: _rollout_of(store, s),
             )
             context = routes.Context(
@@ -101,25 +104,37 @@ async def _run(
 ) -> None:
     stop = asyncio.Event()
     _install_signals(stop)
-    web_runner = web.AppRunner(app, shutdown_timeout=HTTP_GRACE)
+    config = context.runner.config
+    web_runner = web.AppRunner(
+        app, shutdown_timeout=HTTP_GRACE, keepalive_timeout=config.service.keepalive_timeout
+    )
     await web_runner.setup()
-    site = web.TCPSite(web_runner, host, port)
     try:
-        await site.start()
+        listener, guard = await _listen(web_runner, config.service, host=host, port=port)
     except OSError as exc:
         await web_runner.cleanup()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
-    record = write_service_file(context.runner.config.state_dir, url=service_url(host, port))
+    record = write_service_file(config.state_dir, url=service_url(host, port))
     background: list[asyncio.Task[None]] = []
+    restore_log = connections.install_accept_error_log(asyncio.get_running_loop(), guard.logs)
     try:
         await context.runner.recover()
         background += [
             asyncio.create_task(provider.run(), name="provider"),
             asyncio.create_task(context.scheduler.run(), name="scheduler"),
+            asyncio.create_task(
+                retention.run(config.state_dir, retention=config.service.retention), name="retention"
+            ),
         ]
         shown = f"[{host}]" if ":" in host else host
         log.info("listening on http://%s:%d (token from %s)", shown, port, source)
+        log.info(
+            "at most %d API connections, request heads within %gs, keep-alive %gs",
+            guard.limit,
+            guard.header_timeout,
+            config.service.keepalive_timeout,
+        )
         await _until_stopped(stop, background)
     finally:
         # Refused from here on, also on a keep-alive connection that is still open: a new rollout or abort.
@@ -131,10 +146,40 @@ async def _run(
         await asyncio.gather(*background, return_exceptions=True)
         # The listener and every connection closed (requests in flight get HTTP_GRACE); only then are the
         # rollouts stopped, so none can start after that (and `stop` waits for every one it keeps).
+        listener.close()
         await web_runner.cleanup()
+        restore_log()
         await context.runner.stop(timeout=SHUTDOWN_TIMEOUT)
         remove_service_file(record)
         log.info("stopped")
+
+
+async def _listen(
+    web_runner: web.AppRunner, spec: ServiceSpec, *, host: str, port: int
+) -> tuple[asyncio.Server, connections.ConnectionGuard]:
+    """Listen for aiohttp's server through a ConnectionGuard (its cap and head deadline; see connections).
+
+    The listener is ours, not an aiohttp site: aiohttp's server still tracks every connection it handles,
+    so `web_runner.cleanup()` closes them as it would, once the listener is closed.
+    """
+    server = web_runner.server
+    assert server is not None  # after setup()
+    open_files = connections.raise_open_files_limit()
+    guard = connections.ConnectionGuard(
+        limit=connections.connection_cap(spec.max_connections, open_files=open_files),
+        header_timeout=spec.header_timeout,
+    )
+    if guard.limit < spec.max_connections:
+        log.warning(
+            "service.max_connections %d is more than half the open-file limit (%d) allows: %d",
+            spec.max_connections,
+            open_files,
+            guard.limit,
+        )
+    listener = await asyncio.get_running_loop().create_server(
+        guard.factory(server), host, port, backlog=BACKLOG
+    )
+    return listener, guard
 
 
 async def _until_stopped(stop: asyncio.Event, background: list[asyncio.Task[None]]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from trafficshift import __version__
 from trafficshift.models import Colour, Outcome, Phase
-from trafficshift.service.requests import IMAGE_PATTERN, MAX_IMAGE
+from trafficshift.service.requests import IMAGE_PATTERN, MAX_EVENT_ID, MAX_IMAGE
 from trafficshift.store.schedules import ScheduleState
 
 JSON = dict[str, Any]
@@ -123,7 +123,7 @@ SCHEMAS: JSON = {
     "Schedule": {"type": "object", "required": list(_SCHEDULE_PROPS), "properties": _SCHEDULE_PROPS},
     "PromoteBody": {
         "type": "object",
-        "required": ["image"],
+        "description": "without `image`: resume the app's interrupted rollout (400 when there is none)",
         "additionalProperties": False,
         "properties": {
             "image": _IMAGE,
@@ -134,7 +134,7 @@ SCHEMAS: JSON = {
                 "description": "strictly rising percentages on the new colour, ending at 100",
                 "example": [10, 50, 100],
             },
-            "pause": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$", "example": "5s"},
+            "pause": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$", "example": "5s"},
         },
     },
     "AbortBody": {
@@ -160,6 +160,7 @@ SCHEMAS: JSON = {
     },
 }
 
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID}
 _APP = {"name": "app", "in": "path", "required": True, "schema": {"type": "string"}}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _401 = {"401": _answer("no or wrong bearer token")}
@@ -210,7 +211,7 @@ def _paths() -> JSON:
         },
         "/apps/{app}/promote": {
             "post": _op(
-                "start a promote of `image`",
+                "start a promote of `image`, or resume the app's interrupted rollout",
                 {
                     **accepted,
                     **_BODY_ERRORS,
@@ -220,7 +221,7 @@ def _paths() -> JSON:
                     **_503,
                 },
                 params=[_APP],
-                body=_body("PromoteBody", required=True),
+                body=_body("PromoteBody", required=False),
             )
         },
         "/apps/{app}/abort": {
@@ -268,11 +269,11 @@ def _paths() -> JSON:
                         "description": "`id: <seq>`, `event: rollout`, `data: <Event as JSON>`",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    "400": _answer("bad Last-Event-ID"),
+                    "400": _answer("bad Last-Event-ID or after (checked before the stream starts)"),
                 },
                 params=[
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
+                    {"name": "after", "in": "query", "schema": _EVENT_ID},
                 ],
             )
         },

@@ -6,7 +6,8 @@ address on a network) comes back only after trafficshift has probed it ready: in
 never while a rollout runs: the app stays marked and is retried after. What may be routed is decided
 under that lock from the file as it is then (probes run without it, and a rollout may have rewritten the
 file meanwhile); a routing that would leave a weighted colour without a server is never written:
-invariant 7 (docs/ARCHITECTURE.md).
+invariant 7 (docs/ARCHITECTURE.md); nor one for an app whose weights nothing records (no state, both
+colours up): the file is removed only when the store says the app is undeployed.
 """
 
 from __future__ import annotations
@@ -202,14 +203,28 @@ class Provider:
         finally:
             lock.release()
 
-    async def _weights(self, app: str, containers: list[ContainerInfo]) -> dict[Colour, int]:
-        """The weights the store says the app has now (read on the store's thread)."""
+    async def _weights(self, app: str, containers: list[ContainerInfo]) -> dict[Colour, int] | None:
+        """What the app should route now; None (logged) when nothing tells: its file is then left alone.
+
+        Read on the store's thread.
+        """
         state, rollout = (await self.store.overview([app]))[app]
-        return plan.current_weights(state, rollout, containers)
+        weights = plan.known_weights(state, rollout, containers)
+        # Never deployed (no record, nothing running) is not worth a warning: there is nothing to route.
+        if weights is None and (colours := sorted({str(c.colour) for c in containers if c.running})):
+            log.warning(
+                "%s: not rewriting its file: the state has no record of it and %s run, so its weights are"
+                " unknown",
+                app,
+                " and ".join(colours),
+            )
+        return weights
 
     async def _servable(self, app: str, routing: Routing, containers: list[ContainerInfo]) -> bool:
         """Whether `routing` serves every colour that should take traffic now; log why not."""
         weights = await self._weights(app, containers)
+        if weights is None:
+            return False
         if unserved := plan.unserved(weights, routing):
             log.warning(
                 "%s: not rewriting its file: no ready %s container would serve its share (%s)",
@@ -229,6 +244,8 @@ class Provider:
             allowed = self._trusted(app, containers) | probed
             usable = [c for c in containers if (c.id, c.url) in allowed and not self._suspect(c.id)]
             weights = await self._weights(app, containers)
+            if weights is None:
+                return True
             routing = plan.routing_for(app=app, weights=weights, containers=usable)
             before = self._file_routing(app)
             unchanged = before is not None and before.canonical() == routing.canonical()

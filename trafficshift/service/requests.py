@@ -30,6 +30,9 @@ MAX_PAUSE = 24 * 3600.0
 PROMOTE_FIELDS = ("image", "steps", "pause")
 ROLLBACK_FIELDS = ("now",)
 SCHEDULE_FIELDS = ("app", "image", "at")
+# Event ids are SQLite integers (signed 64-bit); ASCII digits only (int() would also take "١٢" or " 12 ").
+MAX_EVENT_ID = 2**63 - 1
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
 class ApiError(Exception):
@@ -51,7 +54,7 @@ def bad(field: str | None, why: str) -> ApiError:
 
 @dataclass(frozen=True)
 class PromoteRequest:
-    image: str
+    image: str | None  # None: resume the app's interrupted rollout
     steps: tuple[int, ...] | None = None
     pause: float | None = None
 
@@ -96,9 +99,12 @@ def _image(body: Mapping[str, Any]) -> str:
 
 
 def promote_request(body: Mapping[str, Any]) -> PromoteRequest:
-    """`{"image": "...", "steps": [..]?, "pause": "5s"?}`."""
+    """`{"image"?, "steps": [..]?, "pause": "5s"?}`: without an image, the resume of an interrupted rollout.
+
+    Whether there is a rollout to resume is the route's question: the body alone cannot tell.
+    """
     _only(body, PROMOTE_FIELDS)
-    image = _image(body)
+    image = _image(body) if body.get("image") is not None else None
     steps = body.get("steps")
     if steps is not None:
         if not isinstance(steps, list):
@@ -117,6 +123,17 @@ def promote_request(body: Mapping[str, Any]) -> PromoteRequest:
         if seconds > MAX_PAUSE:
             raise bad("pause", f"at most 24h, got {pause}")
     return PromoteRequest(image=image, steps=tuple(steps) if steps is not None else None, pause=seconds)
+
+
+def event_cursor(text: str, *, field: str) -> int:
+    """The event id a stream resumes after (`Last-Event-ID`, or `?after=`): a whole number the store holds.
+
+    Checked before the stream starts: a value SQLite cannot hold would fail the query mid-stream.
+    """
+    if not _EVENT_ID.fullmatch(text) or int(text) > MAX_EVENT_ID:
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise bad(field, f"expected an event id (a whole number 0..{MAX_EVENT_ID}), got {shown!r}")
+    return int(text)
 
 
 def abort_request(body: Mapping[str, Any]) -> None:

@@ -30,6 +30,7 @@ from trafficshift.service.requests import (
     SCHEDULE_FIELDS,
     ApiError,
     abort_request,
+    event_cursor,
     parse_body,
     promote_request,
     rollback_request,
@@ -193,10 +194,13 @@ async def get_app(request: web.Request) -> web.Response:
 @routes.post("/apps/{app}/promote")
 async def promote(request: web.Request) -> web.Response:
     app = _app_name(request)
-    wanted = promote_request(await _body(request, required=True))
-    rollout = await _ctx(request).runner.promote(
-        app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause
-    )
+    wanted = promote_request(await _body(request, required=False))
+    runner = _ctx(request).runner
+    if wanted.image is None and await runner.store.active_rollout(app) is None:
+        raise ApiError(
+            400, "required (only the resume of an interrupted rollout of the app takes none)", field="image"
+        )
+    rollout = await runner.promote(app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause)
     return _accepted(rollout.id)
 
 
@@ -232,13 +236,13 @@ async def get_rollout(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `rollout` event per transition, `id` = its sequence number."""
     ctx = _ctx(request)
-    start = request.headers.get("Last-Event-ID") or request.query.get("after")
-    try:
-        cursor = int(start) if start is not None else await ctx.store.last_event_seq()
-    except ValueError:
-        raise ApiError(
-            400, f"expected an event id (a whole number), got {start!r}", field="Last-Event-ID"
-        ) from None
+    # Validated before the response starts: once it has, an error can only cut the stream.
+    if start := request.headers.get("Last-Event-ID"):  # an empty one is no id (as EventSource sends none)
+        cursor = event_cursor(start, field="Last-Event-ID")
+    elif (start := request.query.get("after")) is not None:
+        cursor = event_cursor(start, field="after")
+    else:
+        cursor = await ctx.store.last_event_seq()
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

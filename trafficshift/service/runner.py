@@ -49,16 +49,37 @@ class Runner:
     # ------------------------------------------------------------------ starting
 
     async def promote(
-        self, *, app: str, image: str, steps: tuple[int, ...] | None = None, pause: float | None = None
+        self,
+        *,
+        app: str,
+        image: str | None,
+        steps: tuple[int, ...] | None = None,
+        pause: float | None = None,
+        resume: bool = True,
     ) -> Rollout:
-        """Start a promote; return its rollout once recorded. LockedError when one of the app runs."""
+        """Start a promote, or resume the app's rollout that nobody drives; return it once recorded.
+
+        LockedError when a rollout of the app runs (anywhere), or when one is interrupted and `resume` is
+        False (a schedule deploys its own image; it does not take over another rollout). Without an image
+        there must be such a rollout to resume (UsageError otherwise).
+        """
+        if image is None:
+            active = await self.store.active_rollout(app)
+            if active is None:
+                raise UsageError(f"no interrupted rollout of {app} to resume: name the image to promote")
+            image = active.to_image  # the engine resumes the rollout to this image (409 while it runs)
         return await self._start(
-            app, lambda e: e.promote(app=app, image=image, steps=steps, pause=pause), what=f"promote {app}"
+            app,
+            lambda e: e.promote(app=app, image=image, steps=steps, pause=pause),
+            what=f"promote {app}",
+            resume=resume,
         )
 
     async def rollback(self, *, app: str, now: bool) -> Rollout:
         """Start a rollback; NothingToDo when the app has no earlier image (the engine's check)."""
-        return await self._start(app, lambda e: e.rollback(app=app, now=now), what=f"rollback {app}")
+        return await self._start(
+            app, lambda e: e.rollback(app=app, now=now), what=f"rollback {app}", resume=False
+        )
 
     async def abort(self, *, app: str, reason: str = "aborted through the API") -> Rollout:
         """Start an abort of the app's rollout (running anywhere, or interrupted); return that rollout."""
@@ -94,12 +115,12 @@ class Runner:
         return len(self._tasks)
 
     async def _start(
-        self, app: str, action: Callable[[Engine], Coroutine[Any, Any, Rollout]], *, what: str
+        self, app: str, action: Callable[[Engine], Coroutine[Any, Any, Rollout]], *, what: str, resume: bool
     ) -> Rollout:
         """Run `action` as a kept task; return its rollout once recorded, or raise why it was not."""
         if self._closing:
             raise ShuttingDown()
-        await self._check_free(app)
+        await self._check_free(app, resume=resume)
         if self._closing:
             raise ShuttingDown()  # closed while the store was read: start nothing
         created: asyncio.Future[Rollout] = asyncio.get_running_loop().create_future()
@@ -120,10 +141,14 @@ class Runner:
             raise ShuttingDown()
         return task.result()
 
-    async def _check_free(self, app: str) -> None:
+    async def _check_free(self, app: str, *, resume: bool) -> None:
         require_app(self.config, app)
-        # Held by the provider (one write of the file) is not a conflict: the engine waits that out.
-        if await self.store.active_rollout(app) or self.adapters.locks.lock(app).holder() is LockRole.ROLLOUT:
+        # Held by the provider (one write of the file) is not a conflict: the engine waits that out. A
+        # rollout in progress that nobody drives is no conflict for a promote either: the engine resumes it
+        # (as `promote` does without a service, and as trafficshift's own advice after exit 5 says).
+        if self.adapters.locks.lock(app).holder() is LockRole.ROLLOUT:
+            raise LockedError(app)
+        if not resume and await self.store.active_rollout(app) is not None:
             raise LockedError(app)
 
     def _keep(self, task: asyncio.Task[Rollout], engine: Engine, *, what: str) -> None:

@@ -5,7 +5,9 @@ most `grace` late (so one whose time passed while the service was down still run
 window); later than that it is recorded as missed. The grace is never taken below POLL: the loop itself
 may be that late. A schedule is claimed (`firing`) before its promote starts, so it fires once; a promote
 refused because another rollout holds the app leaves it pending, tried again each tick within the grace.
-The table is reached through the async store (its own thread), never on the loop.
+The table is reached through the async store (its own thread), never on the loop. An error of the store
+(disk full, a lock held past its timeout) is logged and the loop tries again with a bounded backoff: it never
+ends the service.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import enum
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
@@ -27,6 +30,9 @@ log = logging.getLogger("trafficshift.scheduler")
 
 # The loop also looks at the table this often, whatever woke it (a clock change, a schedule added elsewhere).
 POLL = 1.0
+# After the store fails (disk full, a lock held past its timeout), look again after 1s, 2s, 4s ... 30s.
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
 
 StartPromote = Callable[[str, str], Awaitable[Rollout]]
 # The rollout a schedule left `firing` (by a crash) started, if it got that far: its id, or None.
@@ -35,6 +41,15 @@ FindRollout = Callable[[Schedule], Awaitable[str | None]]
 
 async def _no_rollout(schedule: Schedule) -> str | None:
     return None
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after the `failures`-th failure in a row to reach the store: 1, 2, 4 ... at most 30."""
+    return float(min(RETRY_MAX, RETRY_FIRST * 2 ** max(failures - 1, 0)))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Decision(enum.StrEnum):
@@ -84,11 +99,32 @@ class Scheduler:
         return schedule_id in self._firing
 
     async def run(self) -> None:
-        await self.recover()
+        recovered = False
+        failures = 0
         try:
             while True:
-                pending = await self.store.pending()
-                await self.tick(pending, now=time.time())
+                try:
+                    if not recovered:
+                        await self.recover()
+                        recovered = True
+                    pending = await self.store.pending()
+                    await self.tick(pending, now=time.time())
+                except Exception as exc:
+                    # A full disk or a lock held past the timeout must not end the service (and revert every
+                    # rollout in progress): log it and look again, backing off while it lasts.
+                    failures += 1
+                    delay = retry_delay(failures)
+                    log.error(
+                        "schedules: cannot read or update them (%s); retrying in %gs",
+                        _describe(exc),
+                        delay,
+                        exc_info=None if isinstance(exc, sqlite3.Error | OSError) else exc,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if failures:
+                    log.info("schedules: the store answers again after %d failed attempt(s)", failures)
+                    failures = 0
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(next_wake(pending=pending, now=time.time())):

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from trafficshift.errors import UsageError
@@ -62,11 +63,27 @@ def resolve_token(config: Config, *, listen_host: str) -> tuple[str, str]:
     generated = config.state_dir / GENERATED_TOKEN
     config.state_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # the mode of open() applies only to a new file: an existing one may be wider
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
+    _replace_private(generated, token + "\n")
     return token, f"{generated} (generated; set ${TOKEN_ENV} or service.token_file to choose one)"
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Put `text` in a new 0600 file renamed over `path`.
+
+    Never rewritten in place: a descriptor someone opened on the old file (or a file planted wider, or as a
+    link) must not read this token; the rename leaves them the old inode.
+    """
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def read_generated_token(state_dir: Path) -> str | None:

@@ -112,7 +112,8 @@ class StateStore:
         row = self._db.execute("SELECT colour, image FROM apps WHERE app = ?", (app,)).fetchone()
         if row is None:
             return AppState(app=app)
-        return AppState(app=app, colour=Colour(row["colour"]) if row["colour"] else None, image=row["image"])
+        colour = Colour(row["colour"]) if row["colour"] else None
+        return AppState(app=app, colour=colour, image=row["image"], recorded=True)
 
     # -------------------------------------------------------------- rollouts
 
@@ -275,6 +276,19 @@ class StateStore:
                 message,
             ),
         )
+
+    def prune_events(self, *, ended_before: float, limit: int) -> int:
+        """Delete up to `limit` events of rollouts that ended before `ended_before`; return how many.
+
+        Never an event of a rollout in progress (its record is what a crash resumes from). Sequence numbers
+        are never reused (AUTOINCREMENT), so a stream that resumes after a pruned id misses nothing new.
+        """
+        cursor = self._db.execute(
+            "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events AS e JOIN rollouts AS r"
+            " ON r.id = e.rollout_id WHERE r.outcome IS NOT NULL AND r.ended_at < ? ORDER BY e.seq LIMIT ?)",
+            (ended_before, limit),
+        )
+        return int(cursor.rowcount)
 
     def last_event_seq(self) -> int:
         row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()

@@ -40,6 +40,9 @@ class ScheduleState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+FINISHED = (ScheduleState.STARTED, ScheduleState.FAILED, ScheduleState.MISSED, ScheduleState.CANCELLED)
+
+
 @dataclass(frozen=True)
 class Schedule:
     id: str
@@ -140,6 +143,18 @@ class ScheduleStore:
             (reason, schedule_id),
         )
         return bool(cursor.rowcount == 1)
+
+    def prune_finished(self, *, before: float, limit: int) -> int:
+        """Delete up to `limit` finished schedules due (and fired) before `before`; return how many.
+
+        Finished: started, failed, missed or cancelled. Pending and firing ones are never touched.
+        """
+        cursor = self._db.execute(
+            "DELETE FROM schedules WHERE id IN (SELECT id FROM schedules WHERE state IN (?, ?, ?, ?)"
+            " AND MAX(at, COALESCE(fired_at, at)) < ? ORDER BY at LIMIT ?)",
+            (*FINISHED, before, limit),
+        )
+        return int(cursor.rowcount)
 
     def settle(
         self,
