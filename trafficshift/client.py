@@ -19,6 +19,7 @@ from trafficshift.durations import parse_at
 from trafficshift.errors import Conflict, ServiceError, TrafficShiftError, UnreachableError, UsageError
 from trafficshift.models import Config
 from trafficshift.store.discovery import SERVICE_FILE, TOKEN_ENV, configured_token, read_generated_token
+from trafficshift.store.folder import private_dir
 
 URL_ENV = "TRAFFICSHIFT_URL"
 TIMEOUT = 30.0
@@ -82,6 +83,8 @@ def running_service(config: Config) -> Client | None:
                 f"cannot reach the service at {client.url} (${URL_ENV}); unset it or pass --local"
             )
         return client
+    # A record in a folder others can write could send this user's token anywhere: refused (exit 2).
+    private_dir(config.state_dir)
     try:
         doc = json.loads((config.state_dir / SERVICE_FILE).read_text(encoding="utf-8"))
         pid, url = int(doc["pid"]), str(doc["url"])

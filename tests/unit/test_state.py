@@ -130,7 +130,7 @@ def test_a_lock_held_by_another_process_is_seen_and_refused(tmp_path: Path) -> N
 def test_an_unusable_state_folder_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "state"
     blocker.write_text("a file where the folder should be")
-    with pytest.raises(UsageError, match=r"cannot open the state store in .*state \(state_dir\)"):
+    with pytest.raises(UsageError, match=r"the state folder .*state \(state_dir\) is not a folder"):
         StateStore(blocker)
 
 

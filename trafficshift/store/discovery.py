@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trafficshift.errors import UsageError
 from trafficshift.models import Config
+from trafficshift.store.folder import private_dir
 
 TOKEN_ENV = "TRAFFICSHIFT_TOKEN"
 # Written when no token is configured (loopback only): the CLI on this host reads it from here.
@@ -60,8 +61,7 @@ def resolve_token(config: Config, *, listen_host: str) -> tuple[str, str]:
             f"refusing to listen on {listen_host} without a token: the API can start containers;"
             f" set ${TOKEN_ENV} or service.token_file, or listen on 127.0.0.1"
         )
-    generated = config.state_dir / GENERATED_TOKEN
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    generated = private_dir(config.state_dir) / GENERATED_TOKEN
     token = secrets.token_urlsafe(32)
     _replace_private(generated, token + "\n")
     return token, f"{generated} (generated; set ${TOKEN_ENV} or service.token_file to choose one)"
@@ -104,11 +104,9 @@ def service_url(host: str, port: int) -> str:
 
 def write_service_file(state_dir: Path, *, url: str) -> Path:
     """Record this process as the service of `state_dir` (replaced atomically); return the file's path."""
-    path = state_dir / SERVICE_FILE
+    path = private_dir(state_dir) / SERVICE_FILE
     doc = {"pid": os.getpid(), "url": url, "started_at": dt.datetime.now(dt.UTC).isoformat()}
-    temp = path.with_name(f".{SERVICE_FILE}.{os.getpid()}")
-    temp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    _replace_private(path, json.dumps(doc) + "\n")  # 0600, like everything in the state folder
     return path
 
 

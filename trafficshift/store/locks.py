@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trafficshift.errors import LockedError
 from trafficshift.models import LockRole
+from trafficshift.store.folder import FILE_MODE, private_dir
 
 __all__ = ["AppLock", "FileLocks", "LockRole"]
 
@@ -112,8 +113,9 @@ class AppLock:
         return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        private_dir(self.path.parent.parent)  # the state folder: refused when others can write it
+        private_dir(self.path.parent)
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
 
     def __enter__(self) -> AppLock:
         if self._fd is None:  # taken already by `acquire_waiting`
