@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import multiprocessing
 import multiprocessing.synchronize
+import os
 from pathlib import Path
 
 import pytest
 
-from trafficshift.errors import LockedError, UsageError
+from trafficshift.errors import LockedError, TrafficShiftError, UsageError
 from trafficshift.models import AppState, Colour, Outcome, Phase
 from trafficshift.store.locks import AppLock, LockRole
 from trafficshift.store.rollouts import StateStore
@@ -183,3 +185,23 @@ def test_a_lock_file_without_a_role_is_a_rollout(tmp_path: Path) -> None:
     assert AppLock(tmp_path, "web").holder() is LockRole.ROLLOUT
     lock.release()
     assert AppLock(tmp_path, "web").holder() is None
+
+
+@pytest.mark.parametrize("failing", ["ftruncate", "write"])
+def test_a_lock_whose_holder_cannot_be_written_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    def disk_full(*_: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    lock = AppLock(tmp_path, "web")
+    with monkeypatch.context() as patch:
+        patch.setattr(os, failing, disk_full)
+        with pytest.raises(
+            TrafficShiftError, match=r"cannot write .*web\.lock.*No space left on device"
+        ) as info:
+            lock.try_acquire()
+    assert info.value.exit_code == 1
+    # Not locked until the process exits: the next rollout of the app can take it.
+    assert not AppLock(tmp_path, "web").is_held_elsewhere()
+    assert AppLock(tmp_path, "web").try_acquire()

@@ -10,7 +10,7 @@ import struct
 import time
 from pathlib import Path
 
-from trafficshift.errors import LockedError
+from trafficshift.errors import LockedError, TrafficShiftError
 from trafficshift.models import LockRole
 from trafficshift.store.folder import FILE_MODE, private_dir
 
@@ -63,7 +63,10 @@ class AppLock:
             await asyncio.sleep(poll)
 
     def try_acquire(self, role: LockRole = LockRole.ROLLOUT) -> bool:
-        """Take the lock if it is free; False when someone else holds it."""
+        """Take the lock if it is free; False when someone else holds it.
+
+        TrafficShiftError when the holder cannot be written into the file (a full disk): the lock is let go.
+        """
         fd = self._open()
         try:
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK))
@@ -72,8 +75,18 @@ class AppLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 return False
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {role}".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {role}".encode())
+        except OSError as exc:  # e.g. the disk is full
+            # Closing the descriptor drops the lock: kept open, it would lock the app until the process ends.
+            os.close(fd)
+            raise TrafficShiftError(
+                f"cannot write the holder into the lock file {self.path}: {exc.strerror or exc}"
+            ) from exc
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return True
 
