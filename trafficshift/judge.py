@@ -52,16 +52,18 @@ class StepWatch:
         A scrape that fails is skipped (the next one covers the same window); `finish` decides whether the
         step could be judged at all.
         """
+        baseline = _metrics_label(self.app, self.old) if self.old and self.spec.compare_to_old else None
+        # Only the services judged: the rest of a big Traefik's text is not worth parsing at every interval.
+        judged = [self.service] if baseline is None else [self.service, baseline]
         try:
             async with asyncio.timeout(SCRAPE_TIMEOUT):
-                snapshot = await self.metrics.scrape()
+                snapshot = await self.metrics.scrape(services=judged)
         except (UnreachableError, TimeoutError) as exc:
             self.last_error = str(exc) or f"no answer within {SCRAPE_TIMEOUT:g}s"
             return None
         if self.start is None:
             self.start = snapshot
             return None
-        baseline = _metrics_label(self.app, self.old) if self.old and self.spec.compare_to_old else None
         verdict = judge_step(
             before=self.start, after=snapshot, service=self.service, spec=self.spec, baseline_service=baseline
         )

@@ -8,7 +8,7 @@ hand over in-memory fakes instead (`tests/support/fakes.py`).
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
 
@@ -129,8 +129,8 @@ class Notifier(Protocol):
 class MetricsSource(Protocol):
     """Traefik's per-service request metrics (live: `traefik.scrape.TraefikMetrics`)."""
 
-    async def scrape(self) -> MetricsSnapshot:
-        """One snapshot; UnreachableError when it cannot be read."""
+    async def scrape(self, services: Collection[str] | None = None) -> MetricsSnapshot:
+        """One snapshot (of `services` only, when given); UnreachableError when it cannot be read."""
 
 
 @dataclass(frozen=True)

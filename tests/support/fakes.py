@@ -17,7 +17,7 @@ import itertools
 import os
 import tempfile
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -445,19 +445,20 @@ class FakeMetrics:
         self.unreachable = False
         self._scrapes = 0
 
-    async def scrape(self) -> MetricsSnapshot:
+    async def scrape(self, services: Collection[str] | None = None) -> MetricsSnapshot:
         self.faults.hit(SCRAPE)
         if self.unreachable:
             raise UnreachableError("cannot read Traefik metrics at the fake")
         self._scrapes += 1
-        services = {}
+        found = {}
         for colour, rate in self.error_rate.items():
             total = float(self.per_scrape * self._scrapes)
-            services[f"{self.app}-{colour}@file"] = ServiceMetrics(
+            found[f"{self.app}-{colour}@file"] = ServiceMetrics(
                 requests={"2xx": total * (1 - rate), "5xx": total * rate},
                 buckets=(Bucket(le=0.01, count=total), Bucket(le=float("inf"), count=total)),
             )
-        return MetricsSnapshot(taken_at=float(self._scrapes), services=services)
+        found = {name: m for name, m in found.items() if services is None or name in services}
+        return MetricsSnapshot(taken_at=float(self._scrapes), services=found)
 
 
 # ---------------------------------------------------------------- the world
