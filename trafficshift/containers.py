@@ -1,6 +1,9 @@
 """Thin adapter over aiodocker: start a colour, list managed containers, stop and remove them.
 
-Everything returned is a `models.ContainerInfo`; every failure is a project error (`errors.*`).
+Everything returned is a `models.ContainerInfo`; every failure is a project error (`errors.*`). Every call to
+Docker goes through `_docker`, which bounds it: aiodocker waits forever by default, so a hung daemon froze a
+rollout. A call that Docker does not answer in time is UnreachableError (exit 3 before anything changed;
+mid-rollout the rollout goes back, or is stuck, exit 5).
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 import aiodocker
@@ -42,6 +54,16 @@ RESTART_POLICY = "unless-stopped"
 
 T = TypeVar("T")
 
+# Bounds of one Docker call (seconds). Reads answer in milliseconds (inspect waits for a restart in progress,
+# about a second): 10 s of silence is a daemon in trouble.
+QUICK = 10.0
+# Creating, starting or removing a container: the daemon may be busy with storage and networks.
+CHANGE = 60.0
+# An image pull (a big image over a slow link): pre-pull anything that takes longer.
+PULL = 900.0
+# A stop takes the container's own stop_timeout (SIGTERM, then SIGKILL) and this on top.
+STOP_GRACE = 30.0
+
 
 def container_name(*, app: str, colour: Colour, n: int) -> str:
     return f"{app}-{colour}-{n}"
@@ -54,34 +76,35 @@ class Containers:
         self._docker = docker
 
     async def ping(self) -> None:
-        """Raise UnreachableError unless the Docker engine answers within 10 s."""
+        """Raise UnreachableError unless the Docker engine answers within QUICK seconds."""
         try:
-            async with asyncio.timeout(10):
+            async with _docker("checking the Docker engine", within=QUICK):
                 await self._docker.version()
-        except TimeoutError as exc:
-            raise UnreachableError("the Docker engine did not answer within 10s") from exc
-        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+        except ContainerError as exc:  # an answer, but an error: not a Docker engine that works
+            raise UnreachableError(f"the Docker engine is unreachable: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:  # e.g. something else than Docker on the socket
             raise UnreachableError(f"the Docker engine is unreachable: {_message(exc)}") from exc
 
     async def ensure_image(self, image: str) -> str:
         """Pull `image` unless it is already on this host; return its image id."""
-        with _translate(f"image {image}"):
+        what = f"image {image}"
+        async with _docker(what, within=QUICK):
             try:
                 return str((await self._docker.images.inspect(image))["Id"])
             except aiodocker.DockerError as exc:
                 if 400 <= exc.status < 500 and exc.status != 404:
                     # A reference Docker will not look up (e.g. one it cannot parse): the image's fault.
-                    raise ImageError(f"image {image}: Docker refuses it: {exc.message}") from exc
+                    raise ImageError(f"{what}: Docker refuses it: {exc.message}") from exc
                 if exc.status != 404:
                     raise
+        async with _docker(what, within=PULL):
             try:
                 await self._docker.images.pull(image)
             except aiodocker.DockerError as exc:
                 if _unreachable(exc):
                     raise
-                raise ImageError(
-                    f"image {image} is not on this host and pulling it failed: {exc.message}"
-                ) from exc
+                raise ImageError(f"{what} is not on this host and pulling it failed: {exc.message}") from exc
+        async with _docker(what, within=QUICK):
             return str((await self._docker.images.inspect(image))["Id"])
 
     async def start_colour(self, *, app: AppSpec, colour: Colour, image: str) -> builtins.list[ContainerInfo]:
@@ -92,7 +115,7 @@ class Containers:
         """
         image_id = await self.ensure_image(image)
         if app.container is not None:
-            with _translate(f"volumes and networks of {app.name}"):
+            async with _docker(f"volumes and networks of {app.name}", within=CHANGE):
                 await ensure_resources(self._docker, app.container)
         wanted = {container_name(app=app.name, colour=colour, n=n) for n in range(1, app.replicas + 1)}
         extra = [c for c in await self._raw_list(app=app.name, colour=colour) if c["Name"] not in wanted]
@@ -106,7 +129,7 @@ class Containers:
         """Raise PrerequisiteMissing (exit 3) when a compose-backed app's depends_on services do not run,
         or its external networks or volumes do not exist; nothing is started or created."""
         if app.container is not None:
-            with _translate(f"what {app.name} depends on"):
+            async with _docker(f"what {app.name} depends on", within=QUICK):
                 await check_prerequisites(self._docker, app.container)
 
     async def list(self, *, app: str, colour: Colour | None = None) -> builtins.list[ContainerInfo]:
@@ -137,8 +160,12 @@ class Containers:
         )
 
     async def wait_exit(self, *, name: str) -> int:
-        """Return the exit code as soon as the container is not running (at once when it already is not)."""
-        with _translate(f"container {name}"):
+        """Return the exit code as soon as the container is not running (at once when it already is not).
+
+        Unbounded on purpose: it waits for an event, for as long as the container runs. Its callers race it
+        against bounded calls (readiness polls `state`), which notice a hung daemon and cancel it.
+        """
+        async with _docker(f"container {name}", within=None):
             try:
                 result = await self._docker.containers.container(name).wait(condition="not-running")
             except aiodocker.DockerError as exc:
@@ -149,7 +176,7 @@ class Containers:
 
     async def logs(self, *, name: str, tail: int = 10) -> builtins.list[str]:
         """The last `tail` lines of the container's output (stdout and stderr), [] when it is gone."""
-        with _translate(f"container {name}"):
+        async with _docker(f"container {name}", within=QUICK):
             try:
                 chunks = await self._docker.containers.container(name).log(
                     stdout=True, stderr=True, tail=tail
@@ -166,7 +193,10 @@ class Containers:
         await _all(self._stop_remove(c["Id"], stop_timeout) for c in found)
 
     async def events(self, *, actions: Sequence[str]) -> AsyncGenerator[ContainerEvent, None]:
-        """Docker's `actions` events about managed containers, until the stream ends (Docker restarting)."""
+        """Docker's `actions` events about managed containers, until the stream ends (Docker restarting).
+
+        Unbounded on purpose, as `wait_exit`: a stream of events has no answer to wait for.
+        """
         subscriber = self._docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
         filters = json.dumps({"type": ["container"], "label": [LABEL_APP], "event": list(actions)})
         stream = asyncio.create_task(self._docker.events.run(filters=filters))
@@ -204,13 +234,15 @@ class Containers:
             if same and existing["State"].get("Status") == "running" and not existing.get("RestartCount"):
                 return _info(existing)
             await self._stop_remove(existing["Id"], app.rollout.stop_timeout)
-        with _translate(f"container {name}"):
+        async with _docker(f"container {name}", within=CHANGE):
             container = await self._docker.containers.create(config, name=name)
-            for network, endpoint in plan.connect:
-                # Before the start, so that the app never runs without one of its networks.
+        for network, endpoint in plan.connect:
+            # Before the start, so that the app never runs without one of its networks.
+            async with _docker(f"container {name}: network {network}", within=CHANGE):
                 await (await self._docker.networks.get(network)).connect(
                     {"Container": container.id, "EndpointConfig": endpoint}
                 )
+        async with _docker(f"container {name}", within=CHANGE):
             await container.start()
         raw = await self._inspect_raw(name)
         if raw is None:
@@ -222,14 +254,14 @@ class Containers:
             LABEL_APP if app is None else f"{LABEL_APP}={app}",
             LABEL_COLOUR if colour is None else f"{LABEL_COLOUR}={colour}",
         ]
-        with _translate("listing containers"):
+        async with _docker("listing containers", within=QUICK):
             found = await self._docker.containers.list(all=True, filters={"label": label})
         # The list API lacks health and exact port bindings; inspect each (gone in between: skipped).
         raws = await _all(self._inspect_raw(c.id) for c in found)
         return sorted((r for r in raws if r is not None and _managed(r)), key=_sort_key)
 
     async def _inspect_raw(self, name: str) -> dict[str, Any] | None:
-        with _translate(f"container {name}"):
+        async with _docker(f"container {name}", within=QUICK):
             try:
                 raw = dict(await self._docker.containers.container(name).show())
             except aiodocker.DockerError as exc:
@@ -241,15 +273,25 @@ class Containers:
 
     async def _stop_remove(self, container_id: str, stop_timeout: float) -> None:
         container = self._docker.containers.container(container_id)
-        with _translate(f"container {container_id[:12]}"):
-            try:
-                # Docker takes whole seconds; round up so the app gets at least the grace it was promised.
-                await container.stop(t=math.ceil(stop_timeout))
-                await container.delete(force=True, v=True)
-            except aiodocker.DockerError as exc:
-                # 404: already gone; 409: another caller is removing it right now.
-                if exc.status not in (404, 409):
-                    raise
+        what = f"container {container_id[:12]}"
+        # Docker takes whole seconds; round up so the app gets at least the grace it was promised.
+        grace = math.ceil(stop_timeout)
+        async with _docker(what, within=grace + STOP_GRACE):
+            if not await _unless_gone(container.stop(t=grace)):
+                return
+        async with _docker(what, within=CHANGE):
+            await _unless_gone(container.delete(force=True, v=True))
+
+
+async def _unless_gone(call: Awaitable[object]) -> bool:
+    """Await a stop or a removal; False when the container is gone (404) or being removed by another (409)."""
+    try:
+        await call
+    except aiodocker.DockerError as exc:
+        if exc.status not in (404, 409):
+            raise
+        return False
+    return True
 
 
 def _plan(*, app: AppSpec, colour: Colour, image: str) -> CreatePlan:
@@ -371,6 +413,20 @@ def _unreachable(exc: aiodocker.DockerError) -> bool:
 
 def _message(exc: BaseException) -> str:
     return exc.message if isinstance(exc, aiodocker.DockerError) else str(exc) or type(exc).__name__
+
+
+@contextlib.asynccontextmanager
+async def _docker(what: str, *, within: float | None) -> AsyncIterator[None]:
+    """Around every Docker call: its errors as project errors; no answer `within` seconds UnreachableError."""
+    bound = asyncio.timeout(within)
+    try:
+        async with bound:
+            with _translate(what):
+                yield
+    except TimeoutError as exc:
+        if not bound.expired():
+            raise  # another timeout's (the caller's own bound): theirs to handle
+        raise UnreachableError(f"{what}: the Docker engine did not answer within {within:g}s") from exc
 
 
 @contextlib.contextmanager

@@ -21,6 +21,8 @@ from trafficshift.ports import ContainerRuntime
 ProgressCallback = Callable[[ContainerInfo, str], None]
 LOG_LINES = 10
 LOG_TIMEOUT = 3.0
+# How long a liveness check waits for Docker before it passes without a verdict (`check_alive`).
+ALIVE_TIMEOUT = 5.0
 
 
 class Mode(enum.StrEnum):
@@ -255,16 +257,24 @@ async def check_alive(*, containers: ContainerRuntime, app: AppSpec, colour: Col
 
     Used while the colour takes traffic: a crash then is the clearest verdict on a new version, and
     Docker's restart would hide it (and come back on a new published port that was never seen ready).
+
+    Only Docker's answer is a verdict: a check that Docker does not answer within ALIVE_TIMEOUT (a busy
+    daemon, or this process's loop stalled) passes, and the next one asks again. A restart in progress
+    delays the answer by about a second; the answer then shows the restart.
     """
-    for c in await containers.list(app=app.name, colour=colour):
-        try:
-            # Docker answers inspect only once a restart in progress is through: not worth waiting for.
-            async with asyncio.timeout(max(app.health.interval, 1.0)):
+    bound = asyncio.timeout(ALIVE_TIMEOUT)
+    try:
+        async with bound:
+            for c in await containers.list(app=app.name, colour=colour):
                 state = await containers.state(name=c.name)
-        except TimeoutError:
-            raise NotReady(f"{c.name} is being restarted by Docker while it was taking traffic") from None
-        if state is None or has_died(state):
-            how = "was restarted by Docker" if state and state.restart_count else "stopped"
-            raise NotReady(f"{c.name} {how} while it was taking traffic")
-        if state.info.health == "unhealthy":
-            raise NotReady(f"{c.name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic")
+                if state is None or has_died(state):
+                    how = "was restarted by Docker" if state and state.restart_count else "stopped"
+                    raise NotReady(f"{c.name} {how} while it was taking traffic")
+                if state.info.health == "unhealthy":
+                    raise NotReady(
+                        f"{c.name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic"
+                    )
+    except TimeoutError:
+        if not bound.expired():
+            raise
+        # No answer, no verdict.
