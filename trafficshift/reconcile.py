@@ -62,6 +62,10 @@ async def reconcile_app(
         containers = await adapters.containers.list(app=app)
         weights = plan.known_weights(state, rollout, containers)
         if weights is None:
+            listed = adapters.routing.read(app)
+            if listed is not None and not listed.routes and not any(c.running for c in containers):
+                # Never deployed (or all gone, file too): nothing to route, and nothing routed. In step.
+                return Reconciled(app=app, weights={}, before=listed, after=listed, changed=False, took=0.0)
             raise UsageError(_unknown_weights(app, containers))
         return await repair(adapters=adapters, spec=spec, weights=weights, on_progress=on_progress)
 

@@ -118,6 +118,13 @@ async def test_unknown_weights_exit_2_with_why(world: World) -> None:
     assert world.faults.calls[WRITE] == 0
 
 
+async def test_an_app_never_deployed_is_in_step(world: World) -> None:
+    done = await reconcile_app(adapters=world.adapters(), app=APP)
+    assert not done.changed
+    assert "already routes nothing" in describe(done)
+    assert world.faults.calls[WRITE] == 0
+
+
 async def test_an_interrupted_rollout_is_routed_as_its_last_step_says_then_aborts(world: World) -> None:
     await deploy_blue(world)
     world.notifier.kill_after = phase_is(Phase.SHIFTING, step=0, confirmed=True)
