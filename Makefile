@@ -29,7 +29,7 @@ integration: $(STAMP)
 # and pure core 97.1%, engine 90.5%): raise them as tests are added, never lower them to let a change in.
 # The pure core is the vocabulary and pure-core rows of docs/ARCHITECTURE.md (`$\` joins lines, no space).
 COV_CORE := trafficshift/models.py,trafficshift/errors.py,trafficshift/durations.py,trafficshift/plan.py,$\
-	trafficshift/analysis.py,trafficshift/report.py,trafficshift/yamlnodes.py,trafficshift/traefik/render.py
+	trafficshift/analysis.py,trafficshift/drift.py,trafficshift/report.py,trafficshift/yamlnodes.py,trafficshift/traefik/render.py
 COV_FLOOR_ALL := 92
 COV_FLOOR_CORE := 96
 COV_FLOOR_ENGINE := 89

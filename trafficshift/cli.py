@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # Errors carry their own exit code (errors.py); these are the codes of a rollout that ended.
 EXIT_OK, EXIT_ROLLED_BACK = 0, 1
 # Commands that never start a container: they work without reading compose files (even broken ones).
-_NO_COMPOSE = ("status", "render", "history", "schedule")
+_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("status", "live colour, image, weights, containers and any rollout", json_flag)
     p.add_argument("app", nargs="?")
+
+    p = add(
+        "reconcile",
+        "route an app's dynamic file to its containers where they are now (each probed ready first),"
+        " e.g. after Docker restarted them on new published ports",
+        json_flag,
+    )
+    p.add_argument("app", nargs="?")
+    p.add_argument("--all", action="store_true", help="every app of the config")
 
     p = add("render", "print the dynamic config that matches the current state; write nothing")
     p.add_argument("app", nargs="?")
@@ -256,6 +265,39 @@ async def _status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _reconcile(config: Config, args: argparse.Namespace) -> int:
+    """Each app in turn (all are tried with --all); the exit code of the first one that failed."""
+    from trafficshift.reconcile import describe, reconcile_app, reconciled_dict
+    from trafficshift.runtime import open_adapters
+
+    if bool(args.app) == bool(args.all):
+        raise UsageError("reconcile: name one app, or give --all")
+    apps = [args.app] if args.app else sorted(config.apps)
+    printer = Printer(as_json=args.json)
+    documents, code = [], EXIT_OK
+    async with open_adapters(config) as adapters:
+        for app in apps:
+            try:
+                done = await reconcile_app(adapters=adapters, app=app, on_progress=printer.progress)
+            except TrafficShiftError as exc:
+                if not args.all:
+                    raise
+                printer.close()
+                for line in str(exc).splitlines():
+                    print(f"trafficshift: {line}", file=sys.stderr)
+                code = code or exc.exit_code
+                continue
+            printer.close()
+            documents.append(reconciled_dict(done))
+            if not args.json:
+                print(describe(done))
+                for name in done.left_out:
+                    print(f"  {name} did not become ready: it is not routed", file=sys.stderr)
+    if args.json:
+        print(json.dumps(documents if args.all else documents[0], indent=2))
+    return code
+
+
 async def _render(config: Config, args: argparse.Namespace) -> int:
     from trafficshift.runtime import open_engine
     from trafficshift.traefik.render import render_dynamic
@@ -321,6 +363,8 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(_status(config, args))
     if command == "render":
         return asyncio.run(_render(config, args))
+    if command == "reconcile":
+        return asyncio.run(_reconcile(config, args))
     if command == "history":
         return _history(config, args)
     if command == "serve":

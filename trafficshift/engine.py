@@ -37,6 +37,7 @@ from trafficshift.models import (
 )
 from trafficshift.ports import Adapters, Lock
 from trafficshift.readiness import check_alive, probe_ready, wait_ready
+from trafficshift.reconcile import repair_live
 from trafficshift.traefik.publish import CONFIRM_TIMEOUT
 
 T = TypeVar("T")
@@ -130,6 +131,9 @@ class Engine:
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
             state = self.store.app_state(app)
+            # The live colour must be routed where its containers are now (Docker may have restarted them on
+            # new ports), as the new colour's steps share traffic with it: exit 3 when none is ready.
+            await repair_live(adapters=self.adapters, spec=spec, state=state, on_progress=self._progress)
             rollout = self.store.create_rollout(
                 app=app,
                 from_state=state,
@@ -207,6 +211,7 @@ class Engine:
             rollout=rollout,
             interrupted=interrupted,
             containers=containers,
+            listed=self.routing.read(app),
         )
 
     async def aclose(self) -> None:
@@ -349,6 +354,20 @@ class Engine:
 
     async def _apply(self, spec: AppSpec, r: Rollout) -> float:
         """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken."""
+        routing = await self._routing(spec, r)
+        if r.from_colour is not None and r.from_colour in plan.unserved(r.weights, routing):
+            # Docker restarted the old colour (on new published ports) while nobody watched: probe it there,
+            # as `reconcile` would. Not the new colour: a restart of it is a verdict on the new version.
+            await self._readmit(spec, r.from_colour)
+            routing = await self._routing(spec, r)
+        if unserved := plan.unserved(r.weights, routing):
+            # Writing it anyway would send that share nowhere (or delete the file): refuse instead, as
+            # invariant 7 (docs/ARCHITECTURE.md) says.
+            raise NotReady(f"no ready {' or '.join(unserved)} container to take its share of {spec.name}")
+        return await self.write_routing(spec, routing)
+
+    async def _routing(self, spec: AppSpec, r: Rollout) -> Routing:
+        """The routing of the rollout's weights over the app's containers that were seen ready."""
         containers = await self.containers.list(app=spec.name)
         listed = self.routing.read(spec.name)
         if listed is not None:
@@ -356,12 +375,7 @@ class Engine:
             # already, or probed by this run. A replica Docker restarted meanwhile (new published port)
             # stays out.
             containers = plan.trusted_servers(containers, trusted=self._seen_ready | listed.servers())
-        routing = plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
-        if unserved := plan.unserved(r.weights, routing):
-            # Writing it anyway would send that share nowhere (or delete the file): refuse instead, as
-            # invariant 7 (docs/ARCHITECTURE.md) says.
-            raise NotReady(f"no ready {' or '.join(unserved)} container to take its share of {spec.name}")
-        return await self.write_routing(spec, routing)
+        return plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
 
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
         """Publish `routing` as the app's file, confirmed; the caller holds the app's lock."""

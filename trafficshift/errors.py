@@ -76,6 +76,10 @@ class UnreachableError(TrafficShiftError):
     http_status = 503
 
 
+class NoReadyServer(UnreachableError):
+    """A colour that takes traffic has no container that became ready: its file is left as it is (exit 3)."""
+
+
 class LockedError(TrafficShiftError):
     """Another rollout of this app is in progress."""
 

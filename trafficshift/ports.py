@@ -84,8 +84,8 @@ class RoutingPublisher(Protocol):
 class Lock(Protocol):
     """One app's lock: one rollout at a time, across processes (live: `store.locks.AppLock`)."""
 
-    async def acquire_waiting(self, *, wait: float) -> None:
-        """Take it for a rollout, waiting out the provider's brief hold; LockedError otherwise."""
+    async def acquire_waiting(self, *, wait: float, role: LockRole = LockRole.ROLLOUT) -> None:
+        """Take it for a rollout (or as `role`), waiting out the provider's brief hold; else LockedError."""
 
     def try_acquire(self, role: LockRole = LockRole.ROLLOUT) -> bool:
         """Take it if free."""

@@ -6,7 +6,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from trafficshift.models import AppState, Colour, ContainerInfo, Event, Rollout
+from trafficshift.drift import Drift, find_drift
+from trafficshift.models import AppState, Colour, ContainerInfo, Event, Rollout, Routing
 
 JSON = dict[str, Any]
 # Colours, or their names as a JSON document gives them.
@@ -80,8 +81,9 @@ def app_status(
     rollout: Rollout | None,
     interrupted: bool,
     containers: Sequence[ContainerInfo],
+    listed: Routing | None,
 ) -> JSON:
-    """An app as `status --json` and `GET /apps/{app}` give it."""
+    """An app as `status --json` and `GET /apps/{app}` give it; `listed` is what its file routes now."""
     return {
         "app": state.app,
         "colour": state.colour,
@@ -89,7 +91,42 @@ def app_status(
         "weights": weights_dict(weights),
         "containers": [container_dict(c) for c in containers],
         "rollout": None if rollout is None else {**rollout_dict(rollout), "interrupted": interrupted},
+        "file": drift_dict(find_drift(listed=listed, weights=weights, containers=containers)),
     }
+
+
+def drift_dict(drift: Drift) -> JSON:
+    """The `file` of an app's status: what its dynamic file routes, and where that misses the containers."""
+    return {
+        "in_sync": drift.in_sync,
+        "readable": drift.readable,
+        "servers": list(drift.servers),
+        "stale": list(drift.stale),
+        "unrouted": [{"name": c.name, "colour": str(c.colour), "url": c.url} for c in drift.unrouted],
+    }
+
+
+def format_drift(status: JSON) -> list[str]:
+    """What `status` says of a file that routes where the containers are not (nothing when it is in step)."""
+    file, app = status["file"], status["app"]
+    if file["in_sync"]:
+        return []
+    lines = []
+    if not file["readable"]:
+        lines.append("  file:       cannot be read")
+    if stale := file["stale"]:
+        lines.append(f"  file:       routes {_and(stale)}, which no container serves")
+    for c in file["unrouted"]:
+        lines.append(f"  file:       does not route {c['name']} at {c['url']}, which runs")
+    lines.append(
+        f"              run `trafficshift reconcile {app}` to probe the containers and route them where"
+        " they are (Docker restarted them on new ports?)"
+    )
+    return lines
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def format_status(status: JSON) -> str:
@@ -104,6 +141,9 @@ def format_status(status: JSON) -> str:
         health = f", {c['health']}" if c["health"] else ""
         lines.append(f"  container:  {c['name']}  {c['image']}  {state}{health}  {c['url'] or '-'}")
     rollout = status["rollout"]
+    # A rollout in progress rewrites the file at each step (and records each step just before): not drift.
+    if rollout is None or rollout["interrupted"]:
+        lines.extend(format_drift(status))
     if rollout is not None:
         how = "INTERRUPTED" if rollout["interrupted"] else "in progress"
         lines.append(

@@ -85,3 +85,46 @@ async def test_a_replica_killed_by_hand_is_routed_around_and_readded_once_ready(
     assert all(killed - 0.5 <= s.started < routed_around + 1.0 for s in failed), failed[:5]
     assert removed < 2
     assert readded < 10
+
+
+async def test_a_docker_restart_moves_every_replica_to_a_new_port_and_the_file_follows_once_probed(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    """Publish mode: `docker restart` (not a crash: Docker's restart count stays 0) gives each replica a new
+    host port; with `serve` running the file follows, each replica routed only once probed there."""
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"], replicas=2)
+    file = traefik.dynamic_dir / f"{prefix}.yml"
+    before = _servers(file)
+
+    async with (
+        run_service(config) as service,
+        load_app(web_url=traefik.web_url, app=prefix) as load,
+    ):
+        await load.wait_for(requests=50)
+        restarting = Load.mark()
+        new = set()
+        for n in (1, 2):
+            container = await docker.containers.get(f"{prefix}-blue-{n}")
+            await container.restart(timeout=1)
+            port = (await container.show())["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+            new.add(f"http://127.0.0.1:{port}")
+        restarted = Load.mark()
+        assert not new & before
+        followed = await _until(lambda: _servers(file) == new, within=20)
+        await _until(lambda: service.log().count("dynamic file now routes") >= 1, within=10)
+        routed = Load.mark()
+        await load.wait_for(requests=load.total + 200)
+        status = await cli.run_json("status", prefix, config=config)
+
+    assert status["file"]["in_sync"] is True
+    log = service.log()
+    for n in (1, 2):
+        assert log.index(f"probing {prefix}-blue-{n}") < log.rindex("dynamic file now routes")
+    failed = [s for s in load.samples if s.failed]
+    print(f"file followed {followed:.2f}s after the restarts; {len(failed)} requests failed")
+    # Requests fail while a replica is down (`docker restart` stops it first; here the second one goes down
+    # before the first one's new port has been probed) and until Traefik runs the file with the new ports;
+    # none once the provider's write is confirmed.
+    assert all(restarting <= s.started < min(routed, restarted + 2.0) for s in failed), failed[:5]
+    assert followed < 10
+    assert restarted - restarting < 10

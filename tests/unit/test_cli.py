@@ -41,3 +41,35 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["promote", "web", "--steps", "10,5"])
     assert exc.value.code == 2
     assert "rise strictly" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["reconcile"], "name one app, or give --all"),
+        (["reconcile", "web", "--all"], "name one app, or give --all"),
+        (["reconcile", "nope"], "unknown app 'nope'"),
+    ],
+)
+def test_reconcile_needs_one_app_or_all(
+    args: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ts.yml"
+    config.write_text(VALID)
+    assert main([*args, "-c", str(config)]) == 2
+    assert says in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ts.yml"]  # nothing created
+
+
+@pytest.mark.parametrize("which", ["web", "--all"])
+def test_reconcile_without_docker_exits_3(
+    which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ts.yml"
+    config.write_text(VALID)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    assert main(["reconcile", which, "-c", str(config)]) == 3
+    err = capsys.readouterr().err
+    assert "Docker" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "dyn").exists()

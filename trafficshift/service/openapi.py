@@ -88,7 +88,7 @@ SCHEMAS: JSON = {
     },
     "AppStatus": {
         "type": "object",
-        "required": ["app", "colour", "image", "weights", "containers", "rollout"],
+        "required": ["app", "colour", "image", "weights", "containers", "rollout", "file"],
         "properties": {
             "app": {"type": "string"},
             "colour": _nullable({"type": "string", "enum": _COLOURS}),
@@ -103,6 +103,36 @@ SCHEMAS: JSON = {
                     "properties": {**_ROLLOUT_PROPS, "interrupted": {"type": "boolean"}},
                 }
             ),
+            "file": _ref("FileStatus"),
+        },
+    },
+    "FileStatus": {
+        "type": "object",
+        "description": "what the app's dynamic file routes, and where that misses its containers (e.g. after"
+        " Docker restarted them on new published ports: `trafficshift reconcile` repairs it)",
+        "required": ["in_sync", "readable", "servers", "stale", "unrouted"],
+        "properties": {
+            "in_sync": {"type": "boolean", "description": "readable, nothing stale, nothing unrouted"},
+            "readable": {"type": "boolean"},
+            "servers": {"type": "array", "items": {"type": "string"}},
+            "stale": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "servers in the file at which no running container answers",
+            },
+            "unrouted": {
+                "type": "array",
+                "description": "running containers of a colour the file lists (or should), missing from it",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "colour", "url"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "colour": {"type": "string", "enum": _COLOURS},
+                        "url": {"type": "string"},
+                    },
+                },
+            },
         },
     },
     "Event": {

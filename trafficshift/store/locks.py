@@ -51,13 +51,16 @@ class AppLock:
         if not self.try_acquire():
             raise LockedError(self.app)
 
-    async def acquire_waiting(self, *, wait: float, poll: float = LOCK_POLL) -> None:
-        """Take the lock for a rollout: while the provider holds it, wait (up to `wait` seconds) for it.
+    async def acquire_waiting(
+        self, *, wait: float, poll: float = LOCK_POLL, role: LockRole = LockRole.ROLLOUT
+    ) -> None:
+        """Take the lock for a rollout (or as `role`): while the provider holds it, wait (up to `wait`
+        seconds) for it.
 
         LockedError at once when a rollout holds it, or when the provider still holds it after `wait`.
         """
         deadline = time.monotonic() + wait
-        while not self.try_acquire():
+        while not self.try_acquire(role):
             if self.holder() is LockRole.ROLLOUT or time.monotonic() >= deadline:
                 raise LockedError(self.app)
             await asyncio.sleep(poll)
