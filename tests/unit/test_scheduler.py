@@ -88,17 +88,21 @@ async def test_tick_runs_due_schedules_once_records_missed_and_failed(tmp_path: 
     refused = await store.add(app="api", image="v2:1", at=now - dt.timedelta(seconds=1))
     later = await store.add(app="web", image="v4:1", at=now + dt.timedelta(hours=1))
     started: list[tuple[str, str]] = []
+    # The due schedule's start waits for this: without it, it could end (and stop firing) during the ticks.
+    recorded = asyncio.Event()
 
     async def start(app: str, image: str) -> Rollout:
         started.append((app, image))
         if app == "api":
             raise RuntimeError("another rollout of api is in progress")
+        await recorded.wait()
         return _rollout("r1")
 
     scheduler = Scheduler(store=store, grace=GRACE, start=start)
     await scheduler.tick(await store.pending(), now=now.timestamp())
     await scheduler.tick(await store.pending(), now=now.timestamp())  # while firing: not started twice
     assert scheduler.firing(due.id)
+    recorded.set()
     await _settle_tasks(scheduler, due.id, refused.id)
 
     states = {s.id: s for s in await store.all()}
