@@ -46,7 +46,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.cutover
 
-# The state store's latency and the event-loop stall it causes at 200 apps (no Docker; ~5 min).
+# The state store's latency and the event-loop stall it causes at 200 apps (no Docker; ~8 min).
 bench-store: $(STAMP)
 	$(BIN)/python -m benchmarks.store_loop
 

@@ -5,11 +5,14 @@ events, and the store side of the API's reads at that size. Part 2 runs `--apps`
 making the store calls the engine makes (every commit, the `_emit` read after each, the abort poll every
 0.2 s while a step is held or a write confirmed) at the cadence of `--pause`, plus a few SSE streams, while
 a probe measures the event loop's lag every 10 ms. It runs once per mode on copies of the same store: every
-call on the loop (as the engine still does), every call on one dedicated thread, and through the service's
+call on the loop (as the engine did), every call on one dedicated thread, and through the service's
 AsyncStateStore (writer + reader thread); each also with the commits alone, and with an `_emit` that reads
-only its own rollout's events (a proposed engine change). No Docker, no Traefik: their time is modelled as
-sleeps. The state folder lives in /tmp (the repo's filesystem here), as a real `state_dir` would. The numbers
-and what they decided: docs/PERFORMANCE.md.
+only its own rollout's events. Then the real thing: `--apps` real Engines (`Engine.promote`, back to back,
+one Engine per rollout over shared adapters, as `serve` runs them) over modelled Docker and Traefik
+(benchmarks/engine_world.py), with the engines' store calls on the loop or through AsyncStateStore, and
+`_emit` reading every app's events (as it did) or only its own rollouts'. No Docker, no Traefik: their time
+is modelled as sleeps. The state folder lives in /tmp (the repo's filesystem here), as a real `state_dir`
+would. The numbers and what they decided: docs/PERFORMANCE.md.
 
 Run: `make bench-store` (or `.venv/bin/python -m benchmarks.store_loop [--seconds 30] [--apps 200]`).
 """
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import json
 import math
 import os
@@ -39,8 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import engine_world
 from trafficshift import report
 from trafficshift.config import parse_config_text
+from trafficshift.engine import Engine
 from trafficshift.models import AppState, Colour, Config, Outcome, Phase, Rollout
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.store.aio import AsyncStateStore
@@ -178,11 +184,13 @@ def fsync_latency(folder: Path, *, n: int = 200) -> list[float]:
     return samples
 
 
-def bench_config(state_dir: Path, apps: int) -> Config:
+def bench_config(state_dir: Path, apps: int, *, pause: float = 2.0, drain: float = 2.0) -> Config:
     lines = ["traefik:", "  dynamic_dir: ./dyn", f"state_dir: {state_dir}", "apps:"]
+    steps = ", ".join(map(str, STEPS))
     for app in app_names(apps):
         lines += [f"  {app}:", f"    image: {app}:1", "    port: 80", f"    rule: Host(`{app}`)"]
-        lines += ["    publish: 127.0.0.1"]
+        lines += ["    publish: 127.0.0.1", "    replicas: 1"]
+        lines += [f"    rollout: {{steps: [{steps}], pause: {pause * 1000:g}ms, drain: {drain * 1000:g}ms}}"]
     return parse_config_text("\n".join(lines) + "\n", source="bench.yml", base_dir=state_dir)
 
 
@@ -617,6 +625,101 @@ async def simulate(
     return run
 
 
+# ---------------------------------------------------------------------- part 2 with the real engine
+
+ENGINE_MODES = {
+    # key: (the engine's store calls on the loop, each _emit reading every app's events)
+    "engine-on-all": (True, True),
+    "engine-on": (True, False),
+    "engine-all": (False, True),
+    "engine": (False, False),
+}
+
+
+def engine_mode_name(*, on_loop: bool, every_event: bool) -> str:
+    where = "a StateStore on the loop" if on_loop else "AsyncStateStore"
+    emit = "every app's events" if every_event else "its own events"
+    when = " (before)" if on_loop and every_event else " (now)" if not (on_loop or every_event) else ""
+    return f"real engine over {where}, _emit of {emit}{when}"
+
+
+async def simulate_engine(
+    state_dir: Path,
+    *,
+    apps: int,
+    seconds: float,
+    pause: float,
+    apply: float,
+    drain: float,
+    streams: int,
+    on_loop: bool,
+    every_event: bool,
+) -> Run:
+    """`apps` real Engines rolling at once, back to back, over modelled Docker and Traefik (engine_world).
+
+    As in `serve`: one Engine per rollout over shared adapters, and SSE streams reading through the
+    service's own AsyncStateStore. The engines' store is that same AsyncStateStore, or (on_loop) a blocking
+    StateStore called on the loop, as the engine was before it awaited the async store.
+    """
+    run = Run(mode=engine_mode_name(on_loop=on_loop, every_event=every_event))
+    config = bench_config(state_dir, apps, pause=pause, drain=drain)
+    service_store = AsyncStateStore(state_dir)
+    engines_store = engine_world.OnLoop(state_dir) if on_loop else service_store
+
+    def step_done() -> None:
+        run.steps_done += 1
+
+    def rollout_done() -> None:
+        run.rollouts_done += 1
+
+    observed = engine_world.Observed(
+        engines_store,
+        every_event=every_event,
+        commit_waits=run.commit_waits,
+        read_waits=run.read_waits,
+        on_step=step_done,
+        on_done=rollout_done,
+    )
+    adapters = engine_world.adapters(config, observed, apply=apply, serving=BLUE)  # as seeded
+    random.seed(1)
+
+    async def rolling(app: str) -> None:
+        await asyncio.sleep(random.uniform(0, pause))  # started at different moments
+        for n in itertools.count(2):
+            done = await Engine(adapters=adapters).promote(app=app, image=f"{app}:{n}")
+            if done.outcome is not Outcome.DONE:
+                raise AssertionError(f"rollout {done.id} of {app}: {done.outcome} ({done.reason})")
+
+    async def sse() -> None:
+        cursor = await service_store.last_event_seq()
+        while True:
+            for event in await service_store.events(after=cursor, limit=SSE_BATCH):
+                json.dumps(report.event_dict(event))
+                cursor = event.seq
+            await asyncio.sleep(POLL)
+
+    tasks = [asyncio.create_task(probe(run))]
+    tasks += [asyncio.create_task(sse()) for _ in range(streams)]
+    tasks += [asyncio.create_task(rolling(app)) for app in app_names(apps)]
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(seconds)
+        run.seconds = time.monotonic() - started
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await service_store.aclose()
+        if isinstance(engines_store, engine_world.OnLoop):
+            run.busy, run.calls = dict(engines_store.busy), dict(engines_store.calls)
+            engines_store.close()
+    if errors := [
+        r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+    ]:
+        raise errors[0]
+    return run
+
+
 # ---------------------------------------------------------------------- the report
 
 
@@ -671,9 +774,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=3, help="SSE clients following /events")
     parser.add_argument(
         "--modes",
-        default="on,off1,off,on-commits,off-commits,on-own,off-own",
-        help="part-2 runs: on (the loop), off1 (one thread), off (AsyncStateStore); -commits: no reads;"
-        " -own: each _emit reads only its rollout's events",
+        default="on,off1,off,on-commits,off-commits,on-own,off-own,engine-on-all,engine-on,engine-all,engine",
+        help="part-2 runs of the modelled engine: on (the loop), off1 (one thread), off (AsyncStateStore);"
+        " -commits: no reads; -own: each _emit reads only its rollout's events. Of the real engine:"
+        " engine (AsyncStateStore), engine-on (a StateStore on the loop); -all: each _emit reads every"
+        " app's events, as it did before",
     )
     parser.add_argument("--skip-ops", action="store_true", help="part 2 only")
     args = parser.parse_args(argv)
@@ -718,6 +823,26 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = []
         for key in (k.strip() for k in args.modes.split(",")):
+            if key in ENGINE_MODES:
+                on_loop, every_event = ENGINE_MODES[key]
+                name = engine_mode_name(on_loop=on_loop, every_event=every_event)
+                print(f"\nrunning {args.apps} apps, {name}, for {args.seconds:g}s ...", file=sys.stderr)
+                runs.append(
+                    asyncio.run(
+                        simulate_engine(
+                            copy_store(template, work / f"sim-{key}"),
+                            apps=args.apps,
+                            seconds=args.seconds,
+                            pause=args.pause,
+                            apply=args.apply,
+                            drain=args.drain,
+                            streams=args.streams,
+                            on_loop=on_loop,
+                            every_event=every_event,
+                        )
+                    )
+                )
+                continue
             where, _, only = key.partition("-")
             kind = {"on": OnLoop, "off1": OffLoop, "off": Facade}[where]
             mode = kind(copy_store(template, work / f"sim-{key}"))

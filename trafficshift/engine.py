@@ -75,12 +75,18 @@ class Engine:
         self._on_progress = on_progress
         # Told which rollout a promote runs (new or resumed) once it is recorded: the API answers 202 with it.
         self._on_created = on_created
-        # Only events from now on: history is for `history`, not for this run's output.
-        self._seen_event = self.store.last_event_seq()
+        # Only events from the first entry point on: history is for `history`, not for this run's output.
+        # Read there (the constructor cannot await the store), and kept per rollout from then on.
+        self._start_seq: int | None = None
+        self._seen: dict[str, int] = {}
         # The store holds every process's events: this engine reports those of the rollouts it drives
         # (to its sinks and webhooks) and of those it follows (to its sinks only: their process notifies).
+        # It reads only theirs: each engine reading every app's events is quadratic in the apps rolling.
         self._driving: set[str] = set()
         self._following: set[str] = set()
+        # One _emit at a time: two reading the same events before either moved the cursor would send them
+        # twice.
+        self._emitting = asyncio.Lock()
         # Server URLs this process has seen ready (besides those already in the file): invariant 1
         # (docs/ARCHITECTURE.md).
         self._seen_ready: set[str] = set()
@@ -105,12 +111,13 @@ class Engine:
     ) -> Rollout:
         """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote."""
         spec = self.spec(app)
+        await self._mark_start()
         lock = self.locks.lock(app)
         # The service's provider holds an app for one write and its confirmation: a start waits that out
         # (LockedError at once only when another rollout holds it).
         await lock.acquire_waiting(wait=PROVIDER_WAIT)
         with lock:
-            active = self.store.active_rollout(app)
+            active = await self.store.active_rollout(app)
             if active is not None:
                 if image is not None and image != active.to_image:
                     raise UsageError(
@@ -130,11 +137,11 @@ class Engine:
             await self.containers.check_needs(app=spec)  # depends_on services run: exit 3 if not
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
-            state = self.store.app_state(app)
+            state = await self.store.app_state(app)
             # The live colour must be routed where its containers are now (Docker may have restarted them on
             # new ports), as the new colour's steps share traffic with it: exit 3 when none is ready.
             await repair_live(adapters=self.adapters, spec=spec, state=state, on_progress=self._progress)
-            rollout = self.store.create_rollout(
+            rollout = await self.store.create_rollout(
                 app=app,
                 from_state=state,
                 to_colour=plan.next_colour(state),
@@ -143,8 +150,8 @@ class Engine:
                 steps=(steps or spec.rollout.steps) if state.colour else (100,),
                 pause=spec.rollout.pause if pause is None else pause,
             )
-            self._driving.add(rollout.id)
-            self._emit()
+            await self._track(rollout.id, self._driving)
+            await self._emit()
             if self._on_created is not None:
                 self._on_created(rollout)
             return await self._drive(spec, rollout)
@@ -152,13 +159,14 @@ class Engine:
     async def abort(self, *, app: str, reason: str = "aborted by request") -> Rollout:
         """Send all traffic back to the old colour and remove the new one; waits for the end."""
         spec = self.spec(app)
-        active = self.store.active_rollout(app)
+        await self._mark_start()
+        active = await self.store.active_rollout(app)
         if active is None:
             raise UsageError(f"no rollout of {app} is in progress")
         lock = self.locks.lock(app)
         if not lock.try_acquire():
             # Another process drives it: ask it to go back, and follow it until it has.
-            self.store.request_abort(active.id, reason=reason)
+            await self.store.request_abort(active.id, reason=reason)
             return await self._follow(spec, active.id, lock=lock, reason=reason)
         try:
             return await self._abort_locked(spec, active.id, reason=reason)
@@ -166,7 +174,7 @@ class Engine:
             lock.release()
 
     async def _abort_locked(self, spec: AppSpec, rollout_id: str, *, reason: str) -> Rollout:
-        rollout = self.store.rollout(rollout_id)
+        rollout = await self.store.rollout(rollout_id)
         assert rollout is not None
         if not rollout.active:
             return rollout
@@ -180,7 +188,7 @@ class Engine:
     async def rollback(self, *, app: str, now: bool = False) -> Rollout:
         """Promote the image that served before the current one, gradually or (`now`) in one step."""
         self.spec(app)
-        image = plan.rollback_image(self.store.history(app))
+        image = plan.rollback_image(await self.store.history(app))
         if image is None:
             raise NothingToDo(f"{app} has no earlier image to roll back to")
         return await self.promote(
@@ -195,14 +203,15 @@ class Engine:
     async def current_routing(self, app: str) -> Routing:
         """The routing the app's dynamic file should show now, from the store and the live containers."""
         containers = await self.containers.list(app=app)
-        weights = plan.current_weights(self.store.app_state(app), self.store.active_rollout(app), containers)
+        state, active = await self.store.app_state(app), await self.store.active_rollout(app)
+        weights = plan.current_weights(state, active, containers)
         return plan.routing_for(app=app, weights=weights, containers=containers)
 
     async def status(self, app: str) -> report.JSON:
         """Live colour, image, weights, containers and any rollout in progress or interrupted."""
         self.spec(app)
-        state = self.store.app_state(app)
-        rollout = self.store.active_rollout(app)
+        state = await self.store.app_state(app)
+        rollout = await self.store.active_rollout(app)
         containers = await self.containers.list(app=app)
         interrupted = rollout is not None and not self.locks.lock(app).is_held_elsewhere()
         return report.app_status(
@@ -222,7 +231,7 @@ class Engine:
 
     async def _drive(self, spec: AppSpec, rollout: Rollout) -> Rollout:
         """Run a rollout forward; on any failure or abort request before cleaning, go back."""
-        self._driving.add(rollout.id)
+        await self._track(rollout.id, self._driving)
         if rollout.phase is Phase.ABORTING:
             return await self._revert(spec, rollout, outcome=Outcome.ABORTED, reason="resumed abort")
         try:
@@ -236,7 +245,7 @@ class Engine:
             raise
         except Exception as exc:
             outcome, reason = Outcome.FAILED, _describe(exc)
-        current = self.store.rollout(rollout.id) or rollout
+        current = await self.store.rollout(rollout.id) or rollout
         if current.phase not in plan.ABORTABLE:
             raise RolloutStuck(
                 f"rollout {current.id} failed while removing the old colour ({reason});"
@@ -254,7 +263,9 @@ class Engine:
             self._progress(f"started {', '.join(c.name for c in started)}; waiting until ready")
             await self._guarded(r, self._wait_ready(spec, r))
             if r.phase is Phase.STARTING:
-                r = self._advance(r, phase=Phase.READY, message=f"{len(started)} {new} container(s) ready")
+                r = await self._advance(
+                    r, phase=Phase.READY, message=f"{len(started)} {new} container(s) ready"
+                )
         elif r.phase in (Phase.SHIFTING, Phase.DRAINING):
             # Resumed while the new colour takes traffic: never restart it; it must still be ready (one
             # that crashed or vanished while nobody watched sends the rollout back).
@@ -267,7 +278,7 @@ class Engine:
                 percent = steps[index]
                 weights = plan.shift_weights(old=old, new=new, percent=percent)
                 await self._confirm(spec, r, step=index, weights=weights)
-                r = self._advance(
+                r = await self._advance(
                     r,
                     phase=Phase.SHIFTING,
                     step=index,
@@ -275,7 +286,7 @@ class Engine:
                     message=f"step {index + 1}/{len(steps)}: {percent}% on {new}",
                 )
                 took = await self._guarded(r, self._apply(spec, r))
-                self._advance(r, message=f"step {index + 1}/{len(steps)} confirmed in {took:.2f}s")
+                await self._advance(r, message=f"step {index + 1}/{len(steps)} confirmed in {took:.2f}s")
                 if percent < 100:
                     await self._hold(spec, r, seconds=r.pause)
 
@@ -284,7 +295,7 @@ class Engine:
             await check_alive(containers=self.containers, app=spec, colour=new)
         if old is not None and r.phase is not Phase.CLEANING:
             if r.phase is not Phase.DRAINING:
-                r = self._advance(
+                r = await self._advance(
                     r, phase=Phase.DRAINING, message=f"draining {old} for {spec.rollout.drain:g}s"
                 )
             await self._guarded(r, self._apply(spec, r))
@@ -292,7 +303,7 @@ class Engine:
             await check_alive(
                 containers=self.containers, app=spec, colour=r.to_colour
             )  # the last chance to go back
-            r = self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
+            r = await self._advance(r, phase=Phase.CLEANING, weights={new: 100}, message=f"removing {old}")
         if old is not None:
             try:  # past the point of return, no abort from here on: invariant 9 (docs/ARCHITECTURE.md)
                 await self._readmit(spec, new)
@@ -305,10 +316,10 @@ class Engine:
                     f"rollout {r.id} failed while removing {old} ({_describe(exc)});"
                     f" run `trafficshift promote {spec.name}` to complete it"
                 ) from exc
-        done = self.store.finish(
+        done = await self.store.finish(
             r, outcome=Outcome.DONE, reason=None, live=AppState(app=spec.name, colour=new, image=r.to_image)
         )
-        self._emit()
+        await self._emit()
         return done
 
     async def _revert(self, spec: AppSpec, r: Rollout, *, outcome: Outcome, reason: str) -> Rollout:
@@ -317,7 +328,7 @@ class Engine:
         Invariant 2 (docs/ARCHITECTURE.md) for the new colour: weight 0 confirmed, drain passed, absent
         from the file (confirmed), and only then stopped.
         """
-        self._driving.add(r.id)
+        await self._track(r.id, self._driving)
         try:
             r = await self._take_back(spec, r, reason=reason)
         except Exception as exc:  # e.g. OSError writing the file: still recorded, so exit 5, never exit 1
@@ -326,24 +337,24 @@ class Engine:
                 f" fix the cause, then run `trafficshift abort {spec.name}` again"
             ) from exc
         live = AppState(app=spec.name, colour=r.from_colour, image=r.from_image)
-        ended = self.store.finish(r, outcome=outcome, reason=reason, live=live)
-        self._emit()
+        ended = await self.store.finish(r, outcome=outcome, reason=reason, live=live)
+        await self._emit()
         return ended
 
     async def _take_back(self, spec: AppSpec, r: Rollout, *, reason: str) -> Rollout:
         new, old = r.to_colour, r.from_colour
         # Routed at all, even at 0% (a resume after a crash in the drain): requests may still be in flight.
         routed = new in r.weights
-        r = self._advance(r, phase=Phase.ABORTING, message=f"aborting: {reason}")
+        r = await self._advance(r, phase=Phase.ABORTING, message=f"aborting: {reason}")
         if routed:
             # Weight 0 first (for a first deploy: out of the file, there is nothing to go back to).
             back, where = ({old: 100, new: 0}, f"all traffic back to {old}") if old else ({}, "no traffic")
-            r = self._advance(r, weights=back, message=where)
+            r = await self._advance(r, weights=back, message=where)
             await self._apply(spec, r)
             self._progress(f"draining {new} for {spec.rollout.drain:g}s")
             await asyncio.sleep(spec.rollout.drain)
         without_new = {old: 100} if old is not None else {}
-        r = self._advance(r, weights=without_new, message=f"removing {new}")
+        r = await self._advance(r, weights=without_new, message=f"removing {new}")
         await self._apply(spec, r)
         await self.containers.stop_and_remove(
             app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
@@ -423,7 +434,7 @@ class Engine:
         next_check = 0.0
         next_judgement = time.monotonic() + (watch.spec.interval if watch else seconds)
         while (left := deadline - time.monotonic()) > 0:
-            self._check_abort(r)
+            await self._check_abort(r)
             now = time.monotonic()
             if watch is not None and now >= next_judgement:
                 next_judgement = now + watch.spec.interval
@@ -435,7 +446,7 @@ class Engine:
             await asyncio.sleep(min(POLL, left))
         if watch is not None:
             verdict = await self._guarded(r, watch.finish())
-            self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
+            await self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
 
     async def _confirm(self, spec: AppSpec, r: Rollout, *, step: int, weights: Mapping[Colour, int]) -> None:
         """Ask the confirm gate, when there is one, before the new colour's weight goes up."""
@@ -445,7 +456,7 @@ class Engine:
         self._progress(f"asking {gate.url} to confirm {weights[new]}% on {new}")
         confirm = self.hooks.confirm(gate=gate, rollout=r, step=step, weights=weights)
         await self._guarded(r, confirm)
-        self._advance(r, message=f"{gate.url} approved {weights[new]}% on {new}")
+        await self._advance(r, message=f"{gate.url} approved {weights[new]}% on {new}")
 
     async def _guarded(self, r: Rollout, work: Awaitable[T]) -> T:
         """Await `work`, but give up on it as soon as an abort is requested."""
@@ -455,24 +466,24 @@ class Engine:
                 done, _ = await asyncio.wait({task}, timeout=POLL)
                 if done:
                     return task.result()
-                self._check_abort(r)
+                await self._check_abort(r)
         finally:
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    def _check_abort(self, r: Rollout) -> None:
-        reason = self._interrupted or self.store.abort_requested(r.id)
+    async def _check_abort(self, r: Rollout) -> None:
+        reason = self._interrupted or await self.store.abort_requested(r.id)
         if reason:
             raise AbortRequested(reason)
 
     async def _follow(self, spec: AppSpec, rollout_id: str, *, lock: Lock, reason: str) -> Rollout:
         """Follow a rollout driven by another process until it ends; finish the abort if that process dies."""
-        self._following.add(rollout_id)
+        await self._track(rollout_id, self._following)
         while True:
-            self._emit()
-            rollout = self.store.rollout(rollout_id)
+            await self._emit()
+            rollout = await self.store.rollout(rollout_id)
             assert rollout is not None
             if not rollout.active:
                 return rollout
@@ -486,7 +497,7 @@ class Engine:
 
     # ------------------------------------------------------------------ records
 
-    def _advance(
+    async def _advance(
         self,
         r: Rollout,
         *,
@@ -495,19 +506,35 @@ class Engine:
         step: int | None = None,
         weights: Mapping[Colour, int] | None = None,
     ) -> Rollout:
-        new = self.store.advance(r, message=message, phase=phase, step=step, weights=weights)
-        self._emit()
+        # Awaited whole, the event's webhooks sent, before the caller starts the side effect it announces.
+        new = await self.store.advance(r, message=message, phase=phase, step=step, weights=weights)
+        await self._emit()
         return new
 
-    def _emit(self) -> None:
-        for event in self.store.events(after=self._seen_event):
-            self._seen_event = event.seq
-            if event.rollout_id in self._driving:
-                self.hooks.notify(event, self.store.rollout(event.rollout_id))
-            elif event.rollout_id not in self._following:
-                continue
-            if self._on_event is not None:
-                self._on_event(event)
+    async def _mark_start(self) -> None:
+        """Note where the event log stands when this engine is first used: what it reports starts there."""
+        if self._start_seq is None:
+            self._start_seq = await self.store.last_event_seq()
+
+    async def _track(self, rollout_id: str, into: set[str]) -> None:
+        """Report the rollout's events from now on: those recorded since this engine was first used."""
+        await self._mark_start()
+        assert self._start_seq is not None
+        into.add(rollout_id)
+        self._seen.setdefault(rollout_id, self._start_seq)
+
+    async def _emit(self) -> None:
+        """Report the new events of the rollouts this engine drives or follows, in the order recorded."""
+        async with self._emitting:
+            found: list[Event] = []
+            for rollout_id, seen in list(self._seen.items()):
+                found += await self.store.events(after=seen, rollout_id=rollout_id)
+            for event in sorted(found, key=lambda e: e.seq):
+                self._seen[event.rollout_id] = event.seq
+                if event.rollout_id in self._driving:  # a followed rollout's own process notifies
+                    self.hooks.notify(event, await self.store.rollout(event.rollout_id))
+                if self._on_event is not None:
+                    self._on_event(event)
 
     def _progress(self, text: str) -> None:
         if self._on_progress is not None:

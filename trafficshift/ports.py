@@ -28,7 +28,7 @@ from trafficshift.models import (
     Rollout,
     Routing,
 )
-from trafficshift.store.rollouts import StateStore
+from trafficshift.store.aio import AsyncStateStore
 
 
 class ContainerRuntime(Protocol):
@@ -138,7 +138,8 @@ class Adapters:
     """One config's adapters, shared by every engine of a process (the CLI's one, or the service's)."""
 
     config: Config
-    store: StateStore
+    # Off the event loop (its commits wait for an fsync): one writer thread, one reader thread, shared.
+    store: AsyncStateStore
     containers: ContainerRuntime
     routing: RoutingPublisher
     locks: Locks

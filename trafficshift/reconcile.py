@@ -57,8 +57,8 @@ async def reconcile_app(
     with lock:
         # An active rollout that nobody drives (interrupted, or left by exit 5) has recorded weights: the
         # file is routed as its last committed step says, which is what `promote`/`abort` resume from.
-        state = adapters.store.app_state(app)
-        rollout = adapters.store.active_rollout(app)
+        state = await adapters.store.app_state(app)
+        rollout = await adapters.store.active_rollout(app)
         containers = await adapters.containers.list(app=app)
         weights = plan.known_weights(state, rollout, containers)
         if weights is None:

@@ -22,8 +22,8 @@ from trafficshift import report
 from trafficshift.client import Client
 from trafficshift.errors import Conflict, LockedError, NothingToDo, RolloutStuck, TrafficShiftError
 from trafficshift.models import Config, Event, Rollout
+from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import AppLock
-from trafficshift.store.rollouts import StateStore
 
 POLL = 0.2
 # How long a rollout may stay active with nobody holding its app's lock before the CLI stops following it.
@@ -46,13 +46,14 @@ async def run_in_service(
     install_signals: Callable[[Interrupt], None],
 ) -> Rollout:
     """Start `command` (promote, abort, rollback) of `app` in the service; return the rollout as it ended."""
-    store = StateStore(config.state_dir)
+    # Off the loop, which also answers signals: a read waiting for SQLite's lock never holds that up.
+    store = AsyncStateStore(config.state_dir)
     try:
         # No image given: resume the rollout in progress (the service refuses one that still runs), else
         # deploy the config's image, as a local promote does.
         if command == "promote" and body is not None and "image" not in body:
-            body = body if store.active_rollout(app) else {**body, "image": config.apps[app].image}
-        cursor = store.last_event_seq()  # this run's events only, as a local run prints them
+            body = body if await store.active_rollout(app) else {**body, "image": config.apps[app].image}
+        cursor = await store.last_event_seq()  # this run's events only, as a local run prints them
         asked: list[str] = []  # a signal's reason, once the rollout was asked to go back
         started: list[str] = []
         aborts: list[asyncio.Task[None]] = []
@@ -84,11 +85,11 @@ async def run_in_service(
         await asyncio.gather(*aborts, return_exceptions=True)
         return rollout
     finally:
-        store.close()
+        await store.aclose()
 
 
 async def _start(
-    client: Client, store: StateStore, *, command: str, app: str, body: dict[str, Any] | None
+    client: Client, store: AsyncStateStore, *, command: str, app: str, body: dict[str, Any] | None
 ) -> str:
     """POST the command; its rollout id, or the error a local run would raise (409 told apart by state)."""
     path = f"/apps/{urllib.parse.quote(app, safe='')}/{command}"
@@ -96,7 +97,9 @@ async def _start(
         answer = await asyncio.to_thread(client.call, "POST", path, body, timeout=START_TIMEOUT)
     except Conflict as exc:
         # promote: always a rollout in the way; abort: nothing to abort; rollback: either, as the state says.
-        busy = store.active_rollout(app) is not None or AppLock(store.state_dir, app).is_held_elsewhere()
+        busy = (
+            await store.active_rollout(app) is not None or AppLock(store.state_dir, app).is_held_elsewhere()
+        )
         if command == "promote" or (command == "rollback" and busy):
             raise LockedError(app) from None
         raise NothingToDo(str(exc)) from None
@@ -114,7 +117,7 @@ async def _ask_abort(client: Client, app: str) -> None:
 
 
 async def _follow(
-    store: StateStore,
+    store: AsyncStateStore,
     lock: AppLock,
     rollout_id: str,
     *,
@@ -126,8 +129,8 @@ async def _follow(
     """Print the rollout's events until it ends; RolloutStuck when nobody drives it any more."""
     unheld_since: float | None = None
     while True:
-        rollout = store.rollout(rollout_id)
-        for event in store.events(after=cursor, rollout_id=rollout_id):
+        rollout = await store.rollout(rollout_id)
+        for event in await store.events(after=cursor, rollout_id=rollout_id):
             cursor = event.seq
             on_event(event)
         if rollout is None:

@@ -13,8 +13,8 @@ from trafficshift.engine import Engine, EventSink, ProgressSink
 from trafficshift.errors import UnreachableError
 from trafficshift.models import Config
 from trafficshift.ports import Adapters
+from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import FileLocks
-from trafficshift.store.rollouts import StateStore
 from trafficshift.traefik.publish import TraefikPublisher
 from trafficshift.traefik.scrape import TraefikMetrics
 from trafficshift.webhooks import Notifier
@@ -22,7 +22,7 @@ from trafficshift.webhooks import Notifier
 
 @contextlib.asynccontextmanager
 async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
-    """Docker, the state store, one HTTP session and what is built on them; all closed on exit.
+    """Docker, the state store (off the loop), one HTTP session and what is built on them; all closed on exit.
 
     On exit, webhook deliveries still in flight get their timeout first.
     """
@@ -31,7 +31,8 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
     except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
         raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
     try:
-        store = StateStore(config.state_dir)
+        # Opened (and its schema created) before the loop runs anything else: once, at start-up.
+        store = AsyncStateStore(config.state_dir)
     except BaseException:
         await docker.close()
         raise
@@ -53,8 +54,10 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             finally:
                 await notifier.aclose()
     finally:
-        store.close()
-        await docker.close()
+        try:
+            await store.aclose()  # every commit already made lands first
+        finally:
+            await docker.close()
 
 
 @contextlib.asynccontextmanager

@@ -37,7 +37,7 @@ def says(phase: Phase, text: str) -> EventMatch:
 
 def assert_settled(world: World, colour: Colour | None, image: str | None) -> None:
     """No rollout in progress; `colour` serves alone: its file (confirmed by Traefik), only its containers."""
-    assert world.store.active_rollout(APP) is None
+    assert world.records.active_rollout(APP) is None
     live = world.live()
     assert (live.colour, live.image) == (colour, image)
     file = world.publisher.file()

@@ -1,7 +1,8 @@
 """In-memory fakes of the engine's ports, for unit tests of its state machine (no Docker, no Traefik).
 
 A `World` is what outlives a trafficshift process: the containers (Docker), the app's file and what Traefik
-confirmed, the webhooks that were sent; with a real state store (SQLite in tmp_path) and the real lock files.
+confirmed, the webhooks that were sent; with a real state store (SQLite in tmp_path, reached by the engine
+through the real AsyncStateStore, as in production) and the real lock files.
 `world.engine()` is a fresh process over it. `Faults` makes any call of a fake fail on demand, and `Killed`
 is a process dying on the spot (kill -9): a BaseException, so no `except Exception` of the engine sees it.
 """
@@ -45,6 +46,7 @@ from trafficshift.models import (
     ServiceMetrics,
 )
 from trafficshift.ports import Adapters
+from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import FileLocks
 from trafficshift.store.rollouts import StateStore
 from trafficshift.webhooks import ConfirmDenied
@@ -469,7 +471,10 @@ class World:
     """Everything that outlives a trafficshift process, with the real store and lock files."""
 
     config: Config
-    store: StateStore
+    store: AsyncStateStore  # the engines': off the loop, as in production
+    # A query-only connection on the test's own thread, for checks that cannot await (a fault's action,
+    # the publisher's witness, the assertions of tests.support.checks). It sees every commit that returned.
+    records: StateStore
     faults: Faults
     containers: FakeContainers
     publisher: FakePublisher
@@ -521,10 +526,13 @@ class World:
         return Engine(adapters=self.adapters(), on_event=on_event or self.events.append, **kwargs)
 
     def live(self) -> AppState:
-        return self.store.app_state(APP)
+        return self.records.app_state(APP)
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            self.records.close()
 
 
 # Where `fresh_world` keeps its store and lock files: in memory (tmpfs) where there is one, as disk I/O is
@@ -546,21 +554,32 @@ def fresh_world(*, extra: str = "") -> Iterator[World]:
 def make_world(tmp_path: Path, *, extra: str = "", config_text: str = CONFIG_TEXT) -> World:
     """A world for `config_text` (plus app-level keys in `extra`, indented by 4) under `tmp_path`."""
     config = parse_config_text(config_text + extra, source="trafficshift.yml", base_dir=tmp_path)
-    store = StateStore(config.state_dir)
-    # Durability across power loss is not under test here, and an fsync per commit is most of a test's time.
-    store._db.execute("PRAGMA synchronous=OFF")
+    store = AsyncStateStore(config.state_dir)
+    _without_fsync(store)
+    records = StateStore(config.state_dir, read_only=True)
     faults = Faults()
     containers = FakeContainers(faults)
 
     def witness(app: str) -> tuple[frozenset[str], Colour | None]:
-        return containers.ready_urls(app), store.app_state(app).colour
+        return containers.ready_urls(app), records.app_state(app).colour
 
     return World(
         config=config,
         store=store,
+        records=records,
         faults=faults,
         containers=containers,
         publisher=FakePublisher(faults, witness=witness),
         notifier=FakeNotifier(faults),
         metrics=FakeMetrics(faults),
     )
+
+
+def _without_fsync(store: AsyncStateStore) -> None:
+    """Commit without waiting for an fsync, on the writer's own thread (its connection never leaves it).
+
+    Durability across power loss is not under test here, and an fsync per commit is most of a test's time.
+    Through private handles: production has no such switch.
+    """
+    writer = store._writer
+    writer._pool.submit(lambda: writer._store._db.execute("PRAGMA synchronous=OFF")).result()

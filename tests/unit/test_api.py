@@ -40,6 +40,8 @@ from trafficshift.traefik.publish import TraefikPublisher
 from trafficshift.webhooks import Notifier
 
 TOKEN = "t0ken-for-tests"
+# A blocking connection to the service's state folder, for a test to record rollouts with.
+RECORDS = web.AppKey("records", StateStore)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -52,7 +54,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
         base_dir=tmp_path,
     )
     store, schedules = AsyncStateStore(config.state_dir), AsyncScheduleStore(config.state_dir)
-    engine_store = StateStore(config.state_dir)  # the engines' connection; the tests' too, to record rollouts
+    records = StateStore(config.state_dir)
 
     async def start(app: str, image: str) -> Rollout:
         raise AssertionError("no schedule is due in these tests")
@@ -60,7 +62,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
     async with aiohttp.ClientSession() as session:
         adapters = Adapters(
             config=config,
-            store=engine_store,
+            store=store,
             containers=Containers(cast(Any, None)),  # no route under test reaches Docker
             routing=TraefikPublisher(config=config, session=session),
             locks=FileLocks(config.state_dir),
@@ -68,7 +70,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
             metrics=None,
             http=session,
         )
-        runner = Runner(adapters=adapters, store=store)
+        runner = Runner(adapters=adapters)
         context = routes.Context(
             store=store,
             schedules=schedules,
@@ -77,16 +79,18 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
             metrics=ServiceMetrics(config=config, store=store),
             shutdown=asyncio.Event(),
         )
-        async with TestClient(TestServer(routes.build_app(context, token=TOKEN))) as test_client:
+        app = routes.build_app(context, token=TOKEN)
+        app[RECORDS] = records
+        async with TestClient(TestServer(app)) as test_client:
             yield test_client
-    engine_store.close()
+    records.close()
     await schedules.aclose()
     await store.aclose()
 
 
 def _store(client: TestClient[web.Request, web.Application]) -> StateStore:
     """A blocking connection to the service's store, for a test to record rollouts with."""
-    return cast(StateStore, client.app[routes.CONTEXT].runner.adapters.store)
+    return client.app[RECORDS]
 
 
 def _finished_rollout(store: StateStore) -> Rollout:

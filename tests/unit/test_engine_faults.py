@@ -85,7 +85,7 @@ async def test_a_failure_before_the_rollout_is_recorded_changes_nothing(
     with pytest.raises(type(error)) as raised:
         await promote(world)
     assert raised.value.exit_code == exit_code
-    assert world.store.history(APP)[0].to_image == "web:1"  # no rollout of web:2 recorded
+    assert (await world.store.history(APP))[0].to_image == "web:1"  # no rollout of web:2 recorded
     assert len(world.publisher.asked) == asked
     assert_settled(world, Colour.BLUE, "web:1")
 
@@ -207,7 +207,7 @@ async def test_failing_to_stop_the_old_colour_is_stuck_then_completes(world: Wor
         await promote(world)
     assert raised.value.exit_code == 5
     assert str(raised.value).count("trafficshift promote web") == 1  # said once, not wrapped twice
-    stuck = world.store.active_rollout(APP)
+    stuck = await world.store.active_rollout(APP)
     assert stuck is not None
     assert stuck.phase is Phase.CLEANING
     assert world.publisher.file().weights() == {Colour.GREEN: 100}  # blue is out of the file already
@@ -223,7 +223,7 @@ async def test_failing_to_stop_the_new_colour_when_going_back_is_stuck_then_abor
     with pytest.raises(RolloutStuck, match="run `trafficshift abort web` again") as raised:
         await promote(world)
     assert raised.value.exit_code == 5
-    stuck = world.store.active_rollout(APP)
+    stuck = await world.store.active_rollout(APP)
     assert stuck is not None
     assert stuck.phase is Phase.ABORTING
     assert world.publisher.file().weights() == {Colour.BLUE: 100}  # traffic is back already
@@ -289,7 +289,7 @@ async def test_the_file_failing_when_going_back_is_stuck_then_aborts(
     with pytest.raises(RolloutStuck, match="could not go back to blue") as raised:
         await promote(world)
     assert raised.value.exit_code == 5
-    stuck = world.store.active_rollout(APP)
+    stuck = await world.store.active_rollout(APP)
     assert stuck is not None
     assert stuck.phase is Phase.ABORTING
     assert world.containers.names(Colour.GREEN)  # not stopped: the file may still route it
@@ -313,7 +313,7 @@ async def test_killed_at_a_side_effect_then_a_new_process_converges(
     world.faults.at(op, nth, error=Killed(f"{op} #{nth}"))
     with pytest.raises(Killed):
         await promote(world)
-    left = world.store.active_rollout(APP)
+    left = await world.store.active_rollout(APP)
     assert left is not None  # recorded: the next process knows
     if then == "promote":
         ended = await world.engine().promote(app=APP)

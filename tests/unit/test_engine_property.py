@@ -106,7 +106,7 @@ async def run(world: World, scenario: Scenario) -> None:
         def crash() -> None:
             # Only while the engine still looks: once it wrote the file without the old colour (or the
             # rollout ended) nothing it does can notice (`serve` does, from Docker's events).
-            rollout = world.store.active_rollout(APP)
+            rollout = world.records.active_rollout(APP)  # a fault's action cannot await
             if rollout is None or (rollout.phase not in ABORTABLE and op in (WRITE, CONFIRM, STOP)):
                 return
             world.containers.crash(new)
@@ -128,8 +128,8 @@ async def run(world: World, scenario: Scenario) -> None:
         exit_code = stuck.exit_code
         assert exit_code == 5
         event("first run: stuck (exit 5)")
-    if ended is None and world.store.active_rollout(APP) is None:
-        ended = world.store.history(APP)[0]  # it died once the end was recorded: that end stands
+    if ended is None and await world.store.active_rollout(APP) is None:
+        ended = (await world.store.history(APP))[0]  # it died once the end was recorded: that end stands
         assert ended.to_image == "web:2"
     assert_invariants(world)
     if ended is not None:

@@ -78,7 +78,7 @@ async def kill_at(world: World, case: Case, *, image: str) -> str:
     with pytest.raises(Killed):
         await world.engine().promote(app=APP, image=image)
     world.faults.clear()
-    left = world.store.active_rollout(APP)
+    left = await world.store.active_rollout(APP)
     assert left is not None
     assert world.notifier.kill_after is None  # it did die there
     return left.id
@@ -161,6 +161,6 @@ async def test_a_promote_with_another_image_does_not_resume(world: World) -> Non
     with pytest.raises(UsageError, match=r"was interrupted \(ready\)") as raised:
         await world.engine().promote(app=APP, image="web:3")
     assert raised.value.exit_code == 2
-    active = world.store.active_rollout(APP)
+    active = await world.store.active_rollout(APP)
     assert active is not None
     assert active.id == rollout_id

@@ -55,7 +55,7 @@ class FakeContainers:
         return [c for c in self.listed if colour is None or c.colour is colour]
 
 
-def _adapters(config: Config, store: StateStore, containers: FakeContainers) -> Adapters:
+def _adapters(config: Config, store: AsyncStateStore, containers: FakeContainers) -> Adapters:
     """The real file publisher (no Traefik API: no confirmation) and lock files over a listing-only Docker."""
     return Adapters(
         config=config,
@@ -91,20 +91,20 @@ async def test_a_rollout_that_ends_during_a_probe_keeps_its_file(
         base_dir=tmp_path,
     )
     store = StateStore(config.state_dir)
-    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
+    served = AsyncStateStore(config.state_dir)  # the engine's and the provider's: off the loop
     blue1, blue2_restarted, green1 = (
         _container(Colour.BLUE, 1, 31001),
         _container(Colour.BLUE, 2, 31999),  # Docker restarted it on a new port: probed before it is routed
         _container(Colour.GREEN, 1, 32001),
     )
     containers = FakeContainers([blue1, blue2_restarted])
-    adapters = _adapters(config, store, containers)
+    adapters = _adapters(config, served, containers)
     engine = Engine(adapters=adapters)
     _settle(store, Colour.BLUE, "blue:1")
     await engine.write_routing(
         config.apps["web"], routing_for(app="web", weights={Colour.BLUE: 100}, containers=[blue1])
     )
-    provider = Provider(adapters=adapters, store=served)
+    provider = Provider(adapters=adapters)
     probing, rolled = asyncio.Event(), asyncio.Event()
 
     async def probe(app: str, info: ContainerInfo) -> bool:
@@ -142,16 +142,16 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
         base_dir=tmp_path,
     )
     store = StateStore(config.state_dir)
-    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
+    served = AsyncStateStore(config.state_dir)  # the engine's and the provider's: off the loop
     blue1 = _container(Colour.BLUE, 1, 31001)
     restarted = _container(Colour.BLUE, 1, 31002)  # the only replica, back on a new port, not ready yet
     containers = FakeContainers([blue1])
-    adapters = _adapters(config, store, containers)
+    adapters = _adapters(config, served, containers)
     engine = Engine(adapters=adapters)
     _settle(store, Colour.BLUE, "blue:1")
     before = routing_for(app="web", weights={Colour.BLUE: 100}, containers=[blue1])
     await engine.write_routing(config.apps["web"], before)
-    provider = Provider(adapters=adapters, store=served)
+    provider = Provider(adapters=adapters)
 
     async def probe(app: str, info: ContainerInfo) -> bool:
         return False
@@ -166,10 +166,8 @@ async def test_the_provider_never_writes_a_weighted_colour_without_a_server(
     await served.aclose()
 
 
-def _provider(
-    config: Config, store: StateStore, served: AsyncStateStore, containers: FakeContainers
-) -> Provider:
-    provider = Provider(adapters=_adapters(config, store, containers), store=served)
+def _provider(config: Config, served: AsyncStateStore, containers: FakeContainers) -> Provider:
+    provider = Provider(adapters=_adapters(config, served, containers))
 
     async def never_ready(app: str, info: ContainerInfo) -> bool:
         return False
@@ -192,11 +190,11 @@ async def test_unknown_weights_leave_the_file_as_it_is(
     store = StateStore(config.state_dir)
     blue1, green1 = _container(Colour.BLUE, 1, 31001), _container(Colour.GREEN, 1, 32001)
     containers = FakeContainers([blue1, green1])
-    engine = Engine(adapters=_adapters(config, store, containers))
-    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
+    served = AsyncStateStore(config.state_dir)  # the engine's and the provider's: off the loop
+    engine = Engine(adapters=_adapters(config, served, containers))
     split = routing_for(app="web", weights={Colour.BLUE: 50, Colour.GREEN: 50}, containers=[blue1, green1])
     await engine.write_routing(config.apps["web"], split)
-    provider = _provider(config, store, served, containers)
+    provider = _provider(config, served, containers)
 
     assert await provider.reconcile("web") is True
     assert read_routing(dynamic_dir=config.traefik.dynamic_dir, app="web") == split
@@ -221,8 +219,8 @@ async def test_an_undeployed_app_loses_its_file(tmp_path: Path, monkeypatch: pyt
     store = StateStore(config.state_dir)
     blue1 = _container(Colour.BLUE, 1, 31001)
     containers = FakeContainers([blue1])
-    engine = Engine(adapters=_adapters(config, store, containers))
-    served = AsyncStateStore(config.state_dir)  # the provider's: off the loop, as in the service
+    served = AsyncStateStore(config.state_dir)  # the engine's and the provider's: off the loop
+    engine = Engine(adapters=_adapters(config, served, containers))
     await engine.write_routing(
         config.apps["web"], routing_for(app="web", weights={Colour.BLUE: 100}, containers=[blue1])
     )
@@ -234,7 +232,7 @@ async def test_an_undeployed_app_loses_its_file(tmp_path: Path, monkeypatch: pyt
     assert store.app_state("web").recorded
     containers.listed = [blue1, _container(Colour.GREEN, 1, 32001)]  # whatever runs: the record decides
 
-    assert await _provider(config, store, served, containers).reconcile("web") is True
+    assert await _provider(config, served, containers).reconcile("web") is True
     assert not dynamic_path(dynamic_dir=config.traefik.dynamic_dir, app="web").exists()
     store.close()
     await served.aclose()

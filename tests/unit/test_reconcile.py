@@ -165,9 +165,9 @@ async def test_promote_refuses_with_exit_3_when_the_live_colour_is_not_ready(wor
     with pytest.raises(NoReadyServer) as raised:
         await world.engine().promote(app=APP, image="web:2")
     assert raised.value.exit_code == 3
-    assert world.store.active_rollout(APP) is None  # nothing recorded, nothing started
+    assert await world.store.active_rollout(APP) is None  # nothing recorded, nothing started
     assert world.containers.names(GREEN) == []
-    assert len(world.store.history(APP)) == 1
+    assert len(await world.store.history(APP)) == 1
 
 
 @pytest.mark.parametrize("then", ["abort", "promote"])

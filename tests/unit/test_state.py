@@ -5,6 +5,7 @@ import errno
 import multiprocessing
 import multiprocessing.synchronize
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,28 @@ def test_a_lock_whose_holder_cannot_be_written_is_let_go(
     # Not locked until the process exits: the next rollout of the app can take it.
     assert not AppLock(tmp_path, "web").is_held_elsewhere()
     assert AppLock(tmp_path, "web").try_acquire()
+
+
+def test_one_rollouts_events_are_read_by_index_also_in_a_folder_from_before_it(tmp_path: Path) -> None:
+    """The engine and a CLI following the service read one rollout's events: never a scan of every app's."""
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.execute(  # the events table as the store made it before the index
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT NOT NULL,"
+        " app TEXT NOT NULL, at REAL NOT NULL, phase TEXT NOT NULL, step INTEGER NOT NULL,"
+        " weights TEXT NOT NULL, message TEXT NOT NULL)"
+    )
+    old.close()
+    store = StateStore(tmp_path)
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE seq > ? AND rollout_id = ? ORDER BY seq LIMIT ?",
+        (0, "r1", -1),
+    ).fetchall()
+    assert "USING INDEX events_rollout" in " ".join(str(row["detail"]) for row in plan)
+    r = store.create_rollout(
+        app="web", from_state=AppState(app="web"), to_colour=BLUE, to_image="a:1", steps=(100,), pause=0.0
+    )
+    store.create_rollout(
+        app="api", from_state=AppState(app="api"), to_colour=BLUE, to_image="b:1", steps=(100,), pause=0.0
+    )
+    assert [e.rollout_id for e in store.events(rollout_id=r.id)] == [r.id]
+    store.close()

@@ -63,13 +63,13 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
     token, source = resolve_token(config, listen_host=host)
     async with open_adapters(config) as adapters:
         await adapters.containers.ping()
-        # The API, provider, scheduler and metrics reach the store off the loop (each connection on its own
-        # thread); the engines still make their calls on the loop, over the adapters' own connection.
-        store = AsyncStateStore(config.state_dir)
+        # The engines, API, provider, scheduler and metrics all reach the store off the loop: the adapters'
+        # AsyncStateStore (a writer and a reader thread) and the schedules' own thread.
+        store = adapters.store
         schedules = AsyncScheduleStore(config.state_dir)
         try:
-            provider = Provider(adapters=adapters, store=store)
-            runner = Runner(adapters=adapters, store=store)
+            provider = Provider(adapters=adapters)
+            runner = Runner(adapters=adapters)
             scheduler = Scheduler(
                 store=schedules,
                 grace=config.service.schedule_grace,
@@ -89,7 +89,6 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
             return 0
         finally:
             await schedules.aclose()
-            await store.aclose()
 
 
 async def _rollout_of(store: AsyncStateStore, schedule: Schedule) -> str | None:

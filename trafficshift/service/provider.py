@@ -22,7 +22,6 @@ from trafficshift import plan, report
 from trafficshift.models import Colour, ContainerEvent, ContainerInfo, LockRole, Routing
 from trafficshift.ports import Adapters
 from trafficshift.readiness import probe_ready
-from trafficshift.store.aio import AsyncStateStore
 
 log = logging.getLogger("trafficshift.provider")
 
@@ -38,11 +37,11 @@ Allowed = set[tuple[str, str | None]]  # (container id, url) pairs that may be s
 class Provider:
     """Watches Docker for the managed containers and re-renders the affected app's dynamic file."""
 
-    def __init__(self, *, adapters: Adapters, store: AsyncStateStore) -> None:
+    def __init__(self, *, adapters: Adapters) -> None:
         self.adapters = adapters
         config = self.config = adapters.config
         # Read off the loop; the file itself is written through the adapters (under the app's lock).
-        self.store = store
+        self.store = adapters.store
         self.containers = adapters.containers
         self._dirty = {app: asyncio.Event() for app in config.apps}
         # Deaths seen per container id, and how many of them a successful probe has cleared since.

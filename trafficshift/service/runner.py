@@ -4,8 +4,7 @@ The API and the scheduler start rollouts here and get their id as soon as it is 
 (never fire-and-forget). At shutdown the runner first closes (new starts and aborts are refused with
 ShuttingDown), then asks every rollout it keeps to go back and waits for each, within a bound.
 
-The runner's own reads go through the async store (off the loop). Each Engine still gets the blocking
-`engine_store`, whose calls run on the loop, until the engine awaits AsyncStateStore itself.
+The runner and its engines reach the store through the adapters' AsyncStateStore, off the loop.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from trafficshift.errors import (
 )
 from trafficshift.models import LockRole, Rollout
 from trafficshift.ports import Adapters
-from trafficshift.store.aio import AsyncStateStore
 
 log = logging.getLogger("trafficshift.runner")
 
@@ -35,11 +33,10 @@ log = logging.getLogger("trafficshift.runner")
 class Runner:
     """Starts promotes, rollbacks and aborts as tasks and keeps them until they end."""
 
-    def __init__(self, *, adapters: Adapters, store: AsyncStateStore) -> None:
+    def __init__(self, *, adapters: Adapters) -> None:
         self.adapters = adapters
         self.config = adapters.config
-        # The runner's own reads go off the loop; the engines it starts use the adapters' store.
-        self.store = store
+        self.store = adapters.store
         self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
         self._closing = False
 

@@ -1,4 +1,4 @@
-"""The state store for code on an event loop (`trafficshift serve`): every call on a thread of its own.
+"""The state store for code on an event loop (the engine, `serve`): every call on a thread of its own.
 
 Each commit to `state.db` waits for an fsync (WAL, `synchronous=FULL`), and some reads scan the event log.
 On the event loop they stall the API, the SSE streams, the Docker-event provider and every other rollout:
@@ -90,6 +90,13 @@ class AsyncStateStore:
             await self._writer.aclose()
         finally:
             await self._reader.aclose()
+
+    def close(self) -> None:
+        """`aclose` for code with no running loop (it blocks until the queued calls have run)."""
+        try:
+            self._writer.close()
+        finally:
+            self._reader.close()
 
     # -------------------------------------------------------------- writes: one thread, in call order
 

@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT NOT NULL, app TEXT NOT NULL, at REAL NOT NULL,
     phase TEXT NOT NULL, step INTEGER NOT NULL, weights TEXT NOT NULL, message TEXT NOT NULL
 );
+-- One rollout's events (the engine's reports, a CLI following the service) without scanning every app's;
+-- IF NOT EXISTS: a state folder from before it gets it when first opened.
+CREATE INDEX IF NOT EXISTS events_rollout ON events (rollout_id, seq);
 """
 
 
