@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from trafficshift import judge, plan, report
+from trafficshift import changes, judge, plan, report
 from trafficshift.config import require_app
 from trafficshift.errors import (
     AbortRequested,
@@ -125,11 +125,15 @@ class Engine:
             await self.preflight()
             if spec.analysis is not None and self.metrics is not None:
                 await self.metrics.scrape()  # exit 3 if down
-            await self.containers.ensure_image(image)
+            image_id = await self.containers.ensure_image(image)
             await self.containers.check_needs(app=spec)  # depends_on services run: exit 3 if not
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
             state = self.store.app_state(app)
+            # A compose-backed app whose live colour runs this spec already: Unchanged (exit 0).
+            to_spec = await changes.spec_to_deploy(
+                self.containers, app=spec, state=state, image=image, image_id=image_id
+            )
             rollout = self.store.create_rollout(
                 app=app,
                 from_state=state,
@@ -138,6 +142,7 @@ class Engine:
                 # A first deploy has nothing to shift from: one step, straight to 100%.
                 steps=(steps or spec.rollout.steps) if state.colour else (100,),
                 pause=spec.rollout.pause if pause is None else pause,
+                spec=to_spec,
             )
             self._driving.add(rollout.id)
             self._emit()
