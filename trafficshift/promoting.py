@@ -101,7 +101,7 @@ async def promote_command(config: Config, args: argparse.Namespace) -> int:
 
         result = await _run(config, args, apps, printer, start_remote, stop)
     if args.all:
-        _report(result, as_json=args.json)
+        report_all(result, as_json=args.json)
     return result.code
 
 
@@ -171,7 +171,8 @@ async def _build_first(config: Config, app: str, *, force: bool, printer: Printe
     await asyncio.to_thread(build_service, spec.compose)
 
 
-def _report(result: BatchResult, *, as_json: bool) -> None:
+def report_all(result: BatchResult, *, as_json: bool) -> None:
+    """What `--all` came to: summary lines on stderr, or one JSON line on stdout."""
     if as_json:
         doc = {
             "rolled_out": list(result.rolled),

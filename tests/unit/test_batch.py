@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -90,3 +91,26 @@ async def test_a_signal_starts_nothing_more() -> None:
 async def test_parallel_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         await run_batch(APPS, parallel=0, run_one=Apps().run)
+
+
+def test_the_report_of_all_for_people_and_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from trafficshift.promoting import report_all
+
+    result = BatchResult(
+        rolled=("a",), unchanged=("b",), failed=("c",), first_failure=("c", 3), not_attempted=("d",)
+    )
+    report_all(result, as_json=False)
+    assert capsys.readouterr().err.splitlines() == [
+        "trafficshift: promote --all: rolled out: a; unchanged: b; failed: c; not attempted: d",
+        "trafficshift: promote --all: stopped at the first failure: c (exit 3)",
+    ]
+    report_all(result, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {
+        "all": {
+            "rolled_out": ["a"],
+            "unchanged": ["b"],
+            "failed": ["c"],
+            "not_attempted": ["d"],
+            "exit_code": 3,
+        }
+    }

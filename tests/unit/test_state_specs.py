@@ -172,3 +172,38 @@ def test_every_added_column_is_in_the_schema_of_a_new_file(tmp_path: Path) -> No
     StateStore(tmp_path).close()
     for table, column, _ in ADDED_COLUMNS:
         assert column in columns(tmp_path, table)
+
+
+def test_status_shows_the_live_spec_and_what_the_rollout_in_progress_changes(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    try:
+        first = store.create_rollout(
+            app="web",
+            from_state=AppState(app="web"),
+            to_colour=BLUE,
+            to_image="shop/web:1",
+            steps=(100,),
+            pause=0.0,
+            spec=V1,
+        )
+        live = AppState(app="web", colour=BLUE, image="shop/web:1")
+        store.finish(first, outcome=Outcome.DONE, reason=None, live=live)
+        state = store.app_state("web")
+        change = store.create_rollout(
+            app="web",
+            from_state=state,
+            to_colour=GREEN,
+            to_image="shop/web:1",
+            steps=(100,),
+            pause=0.0,
+            spec=V2,
+        )
+    finally:
+        store.close()
+    status = report.app_status(
+        state=state, weights={BLUE: 100}, rollout=change, interrupted=False, containers=[]
+    )
+    assert status["spec"] == report.rollout_dict(first)["spec"]
+    text = report.format_status(status)
+    assert f"web: blue (shop/web:1, spec {status['spec']})" in text
+    assert "changed: environment.GREETING" in text
