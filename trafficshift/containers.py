@@ -252,25 +252,6 @@ class Containers:
                     raise
 
 
-async def image_present(image: str) -> bool:
-    """Whether `image` is on this host (no pull): UnreachableError when the Docker engine is not there."""
-    try:
-        docker = aiodocker.Docker()
-    except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
-        raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
-    try:
-        with _translate(f"image {image}"):
-            try:
-                await docker.images.inspect(image)
-            except aiodocker.DockerError as exc:
-                if exc.status == 404:
-                    return False
-                raise
-        return True
-    finally:
-        await docker.close()
-
-
 def _plan(*, app: AppSpec, colour: Colour, image: str, image_id: str) -> CreatePlan:
     """The create body (and networks to connect) of one container of `app`'s colour, with our labels."""
     doc = app_doc(app, image=image, image_id=image_id)

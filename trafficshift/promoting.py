@@ -159,7 +159,7 @@ async def _build_first(config: Config, app: str, *, force: bool, printer: Printe
         return
     why = "--build"
     if not force:
-        from trafficshift.containers import image_present
+        from trafficshift.pull import image_present
 
         if await image_present(spec.image):
             return

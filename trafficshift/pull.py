@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiodocker
+import aiohttp
 
 from trafficshift import credentials
-from trafficshift.errors import ImageError
+from trafficshift.errors import ImageError, UnreachableError
 
 ProgressSink = Callable[[str], None]
 _MB = 1_000_000
@@ -85,3 +86,27 @@ async def pull(docker: aiodocker.Docker, image: str, *, on_progress: ProgressSin
         raise ImageError(
             pull_failed(image, registry=found.registry, answer=exc.message, note=found.note)
         ) from exc
+
+
+async def image_present(image: str) -> bool:
+    """Whether `image` is on this host (no pull): UnreachableError when the Docker engine is not there."""
+    try:
+        docker = aiodocker.Docker()
+    except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
+        raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
+    try:
+        try:
+            await docker.images.inspect(image)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 900:
+                raise UnreachableError(
+                    f"image {image}: the Docker engine is unreachable: {exc.message}"
+                ) from exc
+            raise ImageError(f"image {image}: Docker refuses it: {exc.message}") from exc
+        except aiohttp.ClientError as exc:
+            raise UnreachableError(f"image {image}: the Docker engine is unreachable: {exc}") from exc
+        return True
+    finally:
+        await docker.close()
