@@ -5,24 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from trafficshift import __version__, plan, report
 from trafficshift.config import load_config, require_app, resolve_config_path
-from trafficshift.durations import format_duration, parse_duration
+from trafficshift.console import EXIT_OK, Printer, install_signal_handlers, outcome_code
+from trafficshift.durations import parse_duration
 from trafficshift.errors import ConfigError, TrafficShiftError, UsageError
-from trafficshift.models import Config, Event, Outcome, Rollout
+from trafficshift.models import Config, Rollout
 
 if TYPE_CHECKING:
     from trafficshift.client import Client
-
-# Errors carry their own exit code (errors.py); these are the codes of a rollout that ended.
-EXIT_OK, EXIT_ROLLED_BACK = 0, 1
 # Commands that never start a container: they work without reading compose files (even broken ones).
 _NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile")
 
@@ -55,10 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     p = add(
         "promote", "deploy a new image: first deploy, or a gradual cutover to the other colour", json_flag
     )
-    p.add_argument("app")
+    p.add_argument("app", nargs="?")
     p.add_argument("--image", help="image to deploy (default: the config's image)")
     p.add_argument("--steps", type=_steps_arg, help="percentages on the new colour, e.g. 10,50,100")
     p.add_argument("--pause", type=_duration_arg, help="time held at each step, e.g. 5s")
+    p.add_argument(
+        "--all", action="store_true", help="every compose-backed app whose spec changed, one after another"
+    )
+    p.add_argument(
+        "--parallel", type=_positive_arg, metavar="N", help="with --all: promote up to N apps at once"
+    )
+    p.add_argument(
+        "--build", action="store_true", help="build the image from the compose service's build: first"
+    )
     _local_flag(p)
 
     p = add("abort", "stop a rollout in progress: all traffic back to the old colour", json_flag)
@@ -107,6 +113,12 @@ def _local_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_arg(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _steps_arg(text: str) -> tuple[int, ...]:
     try:
         return plan.parse_steps(text)
@@ -121,69 +133,6 @@ def _duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-# ---------------------------------------------------------------------- output
-
-
-class Printer:
-    """Events and progress for a person (stderr), or one JSON event per line (stdout) with --json."""
-
-    def __init__(self, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.as_json = as_json
-        self.out = out
-        self.err = err
-        self._live = err.isatty()
-        self._transient = False
-
-    def event(self, e: Event) -> None:
-        if self.as_json:
-            print(json.dumps(report.event_dict(e)), file=self.out, flush=True)
-            return
-        self._clear()
-        print(report.format_event(e), file=self.err, flush=True)
-
-    def progress(self, text: str) -> None:
-        if self.as_json:
-            return
-        if self._live:
-            # One line rewritten in place: countdowns and readiness without flooding the terminal.
-            self.err.write(f"\r\x1b[2K  {text}")
-            self.err.flush()
-            self._transient = True
-
-    def close(self) -> None:
-        self._clear()
-
-    def _clear(self) -> None:
-        if self._transient:
-            self.err.write("\r\x1b[2K")
-            self._transient = False
-
-
-def _outcome_code(rollout: Rollout, *, command: str, as_json: bool, took: float) -> int:
-    """Say how the rollout ended (people only: --json output ends with the final event) and map it."""
-
-    def say(text: str) -> None:
-        if not as_json:
-            print(text)
-
-    if rollout.outcome is Outcome.DONE:
-        serves = f"{rollout.app} serves {rollout.to_image} ({rollout.to_colour})"
-        if command == "abort":
-            say(f"too late to abort: rollout {rollout.id} had passed the point of return; {serves}")
-        else:
-            say(f"done: {serves} after {took:.0f}s")
-        return EXIT_OK
-    back = f"{rollout.from_colour or 'nothing'} ({rollout.from_image or '-'})"
-    if command == "abort":
-        say(f"aborted: all traffic of {rollout.app} is on {back}")
-        return EXIT_OK
-    print(
-        f"trafficshift: {rollout.app}: {rollout.outcome}: {rollout.reason}; all traffic is on {back}",
-        file=sys.stderr,
-    )
-    return EXIT_ROLLED_BACK
-
-
 # ---------------------------------------------------------------------- commands
 
 
@@ -195,10 +144,10 @@ async def _run_rollout(
     printer = Printer(as_json=args.json)
     started = time.monotonic()
     async with open_engine(config=config, on_event=printer.event, on_progress=printer.progress) as engine:
-        _install_signal_handlers(engine.interrupt)
+        install_signal_handlers(engine.interrupt)
         rollout = await action(engine)
     printer.close()
-    return _outcome_code(rollout, command=args.command, as_json=args.json, took=time.monotonic() - started)
+    return outcome_code(rollout, command=args.command, as_json=args.json, took=time.monotonic() - started)
 
 
 async def _run_in_service(config: Config, args: argparse.Namespace, service: Client) -> int:
@@ -206,15 +155,7 @@ async def _run_in_service(config: Config, args: argparse.Namespace, service: Cli
     from trafficshift.remote import run_in_service
 
     body: dict[str, Any] | None = None
-    if args.command == "promote":
-        # Without --image the service resumes the app's interrupted rollout, if there is one (as a local
-        # promote does); `run_in_service` names the config's image when there is none.
-        body = {"image": args.image} if args.image else {}
-        if args.steps is not None:
-            body["steps"] = list(args.steps)
-        if args.pause is not None:
-            body["pause"] = format_duration(args.pause)
-    elif args.command == "rollback":
+    if args.command == "rollback":
         body = {"now": args.now}
     printer = Printer(as_json=args.json)
     started = time.monotonic()
@@ -226,30 +167,10 @@ async def _run_in_service(config: Config, args: argparse.Namespace, service: Cli
         body=body,
         on_event=printer.event,
         on_progress=printer.progress,
-        install_signals=_install_signal_handlers,
+        install_signals=install_signal_handlers,
     )
     printer.close()
-    return _outcome_code(rollout, command=args.command, as_json=args.json, took=time.monotonic() - started)
-
-
-def _install_signal_handlers(interrupt: Callable[[str], None]) -> None:
-    """First SIGINT/SIGTERM: abort at the next safe point. A second one: exit at once."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    seen: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if seen:
-            print("\ntrafficshift: second signal, exiting now", file=sys.stderr)
-            os._exit(128 + signum)
-        seen.append(signum)
-        name = signal.Signals(signum).name
-        print(f"\ntrafficshift: {name}: aborting (send it again to exit at once)", file=sys.stderr)
-        interrupt(f"interrupted by {name}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
+    return outcome_code(rollout, command=args.command, as_json=args.json, took=time.monotonic() - started)
 
 
 async def _status(config: Config, args: argparse.Namespace) -> int:
@@ -342,19 +263,15 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
     # the CLI's import time.
     import asyncio
 
-    if command in ("promote", "abort", "rollback") and not args.local:
+    if command == "promote":
+        from trafficshift.promoting import promote_command
+
+        return asyncio.run(promote_command(config, args))
+    if command in ("abort", "rollback") and not args.local:
         from trafficshift.client import running_service
 
         if (service := running_service(config)) is not None:
             return asyncio.run(_run_in_service(config, args, service))
-    if command == "promote":
-        return asyncio.run(
-            _run_rollout(
-                config,
-                args,
-                lambda e: e.promote(app=args.app, image=args.image, steps=args.steps, pause=args.pause),
-            )
-        )
     if command == "abort":
         return asyncio.run(_run_rollout(config, args, lambda e: e.abort(app=args.app)))
     if command == "rollback":

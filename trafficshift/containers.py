@@ -19,6 +19,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
+    Callable,
     Coroutine,
     Iterable,
     Iterator,
@@ -31,9 +32,11 @@ import aiodocker
 import aiohttp
 
 from trafficshift.compose.body import CreatePlan, create_plan
+from trafficshift.compose.fingerprint import app_doc, digest
 from trafficshift.compose.resources import check_prerequisites, ensure_resources
 from trafficshift.errors import ContainerError, ImageError, UnreachableError
 from trafficshift.models import AppSpec, Colour, ContainerEvent, ContainerInfo, ContainerState
+from trafficshift.pull import pull
 
 __all__ = ["ContainerError", "ContainerState", "Containers", "container_name"]
 
@@ -42,7 +45,9 @@ LABEL_COLOUR = "trafficshift.colour"
 LABEL_IMAGE = "trafficshift.image"
 # The app port, so that URLs can be rebuilt from Docker alone (status, serve) without the config.
 LABEL_PORT = "trafficshift.port"
-# Hash of everything start_colour sets; a container made from an older config is replaced, not reused.
+# Hash of everything start_colour sets; a container made from an older config is replaced, not reused. For a
+# compose-backed app it is the digest of its spec (compose/fingerprint.py), with the image's id: `promote`
+# compares it with the new spec's to tell whether anything changed.
 LABEL_SPEC = "trafficshift.spec"
 
 # `unless-stopped`: Docker restarts a crashed replica, and brings every replica back after a daemon restart or
@@ -72,8 +77,10 @@ def container_name(*, app: str, colour: Colour, n: int) -> str:
 class Containers:
     """The Docker side of trafficshift, over one aiodocker client (which the caller owns and closes)."""
 
-    def __init__(self, docker: aiodocker.Docker) -> None:
+    def __init__(self, docker: aiodocker.Docker, *, on_progress: Callable[[str], None] | None = None) -> None:
         self._docker = docker
+        # Where a pull's progress goes (the CLI's live line on a terminal); None: pull quietly.
+        self._on_progress = on_progress
 
     async def ping(self) -> None:
         """Raise UnreachableError unless the Docker engine answers within QUICK seconds."""
@@ -98,12 +105,8 @@ class Containers:
                 if exc.status != 404:
                     raise
         async with _docker(what, within=PULL):
-            try:
-                await self._docker.images.pull(image)
-            except aiodocker.DockerError as exc:
-                if _unreachable(exc):
-                    raise
-                raise ImageError(f"{what} is not on this host and pulling it failed: {exc.message}") from exc
+            # With Docker's own credentials; a refusal names the registry and its answer (ImageError).
+            await pull(self._docker, image, on_progress=self._on_progress)
         async with _docker(what, within=QUICK):
             return str((await self._docker.images.inspect(image))["Id"])
 
@@ -220,7 +223,7 @@ class Containers:
         self, *, app: AppSpec, colour: Colour, image: str, image_id: str, n: int
     ) -> ContainerInfo:
         name = container_name(app=app.name, colour=colour, n=n)
-        plan = _plan(app=app, colour=colour, image=image)
+        plan = _plan(app=app, colour=colour, image=image, image_id=image_id)
         config = plan.config
         existing = await self._inspect_raw(name)
         if existing is not None:
@@ -294,10 +297,12 @@ async def _unless_gone(call: Awaitable[object]) -> bool:
     return True
 
 
-def _plan(*, app: AppSpec, colour: Colour, image: str) -> CreatePlan:
+def _plan(*, app: AppSpec, colour: Colour, image: str, image_id: str) -> CreatePlan:
     """The create body (and networks to connect) of one container of `app`'s colour, with our labels."""
-    if app.container is None:
+    doc = app_doc(app, image=image, image_id=image_id)
+    if doc is None:
         return CreatePlan(config=_config(app=app, colour=colour, image=image))
+    assert app.container is not None
     plan = create_plan(
         app.container,
         image=image,
@@ -307,8 +312,9 @@ def _plan(*, app: AppSpec, colour: Colour, image: str) -> CreatePlan:
         default_restart=RESTART_POLICY,
     )
     config = plan.config
-    spec = hashlib.sha256(json.dumps([config, plan.connect], sort_keys=True).encode()).hexdigest()[:16]
-    config["Labels"] = {**config.get("Labels", {}), **_labels(app=app, colour=colour, image=image, spec=spec)}
+    # The create body is made of the spec document's settings alone: equal digests, equal containers.
+    labels = _labels(app=app, colour=colour, image=image, spec=digest(doc))
+    config["Labels"] = {**config.get("Labels", {}), **labels}
     return plan
 
 
@@ -371,6 +377,7 @@ def _info(raw: Mapping[str, Any]) -> ContainerInfo:
         health=(state.get("Health") or {}).get("Status"),
         url=url,
         probe_url=probe_url,
+        spec=labels.get(LABEL_SPEC),
     )
 
 

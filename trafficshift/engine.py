@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from trafficshift import judge, plan, report
+from trafficshift import changes, judge, plan, report
 from trafficshift.config import require_app
 from trafficshift.errors import (
     AbortRequested,
@@ -133,7 +133,7 @@ class Engine:
             await self.preflight()
             if spec.analysis is not None and self.metrics is not None:
                 await self.metrics.scrape()  # exit 3 if down
-            await self.containers.ensure_image(image)
+            image_id = await self.containers.ensure_image(image)
             await self.containers.check_needs(app=spec)  # depends_on services run: exit 3 if not
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
@@ -141,6 +141,10 @@ class Engine:
             # The live colour must be routed where its containers are now (Docker may have restarted them on
             # new ports), as the new colour's steps share traffic with it: exit 3 when none is ready.
             await repair_live(adapters=self.adapters, spec=spec, state=state, on_progress=self._progress)
+            # A compose-backed app whose live colour runs this spec already: Unchanged (exit 0).
+            to_spec = await changes.spec_to_deploy(
+                self.containers, app=spec, state=state, image=image, image_id=image_id
+            )
             rollout = await self.store.create_rollout(
                 app=app,
                 from_state=state,
@@ -149,6 +153,7 @@ class Engine:
                 # A first deploy has nothing to shift from: one step, straight to 100%.
                 steps=(steps or spec.rollout.steps) if state.colour else (100,),
                 pause=spec.rollout.pause if pause is None else pause,
+                spec=to_spec,
             )
             await self._track(rollout.id, self._driving)
             await self._emit()

@@ -25,6 +25,23 @@ class TrafficShiftError(Exception):
     field: str | None = None
 
 
+# ---------------------------------------------------------------------- exit 0: nothing to do
+
+
+class Unchanged(TrafficShiftError):
+    """A compose-backed app's spec is the one its live colour runs: the promote started nothing (exit 0).
+
+    Not a failure: the CLI says so and exits 0; the API answers 200 `{"id": null, "unchanged": true}`.
+    """
+
+    exit_code = 0
+    http_status = 200
+
+    def __init__(self, app: str, message: str) -> None:
+        self.app = app
+        super().__init__(message)
+
+
 # ---------------------------------------------------------------------- exit 2: bad usage or input
 
 
@@ -194,6 +211,10 @@ class ComposeError(UsageError):
     def __init__(self, lines: Sequence[str]) -> None:
         self.lines = tuple(lines)
         super().__init__("\n".join(self.lines))
+
+
+class BuildFailed(UsageError):
+    """Compose could not build a service's image (its output says why): exit 2, nothing changed."""
 
 
 class ComposeMissing(ComposeError):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trafficshift.compose.spec import ComposeRef, ContainerSpec
+from trafficshift.compose.spec import ComposeRef, ContainerSpec, SpecDoc
 
 
 class Colour(enum.StrEnum):
@@ -160,6 +160,8 @@ class ContainerInfo:
     url: str | None
     # The URL trafficshift itself probes from the host (container IP on the network, or the published port).
     probe_url: str | None
+    # Its `trafficshift.spec` label: a compose-backed app's spec digest (compose/fingerprint.py).
+    spec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,9 @@ class AppState:
     # Whether the store has a record of the app at all. Without one (never deployed, or a lost state folder)
     # a colour of None says nothing; with one, it says the app is undeployed (its first deploy went back).
     recorded: bool = False
+    # A compose-backed app's live spec (compose/fingerprint.py), as recorded when it went live; None for
+    # other apps and for what was deployed before trafficshift recorded specs.
+    spec: SpecDoc | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,10 @@ class Rollout:
     outcome: Outcome | None = None
     reason: str | None = None
     ended_at: float | None = None
+    # A compose-backed app's spec before (the live one, when recorded) and the one it deploys: the keys
+    # that differ are what the rollout changes.
+    from_spec: SpecDoc | None = None
+    to_spec: SpecDoc | None = None
 
     @property
     def active(self) -> bool:

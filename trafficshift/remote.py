@@ -20,7 +20,14 @@ from typing import Any
 
 from trafficshift import report
 from trafficshift.client import Client
-from trafficshift.errors import Conflict, LockedError, NothingToDo, RolloutStuck, TrafficShiftError
+from trafficshift.errors import (
+    Conflict,
+    LockedError,
+    NothingToDo,
+    RolloutStuck,
+    TrafficShiftError,
+    Unchanged,
+)
 from trafficshift.models import Config, Event, Rollout
 from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import AppLock
@@ -50,8 +57,10 @@ async def run_in_service(
     store = AsyncStateStore(config.state_dir)
     try:
         # No image given: resume the rollout in progress (the service refuses one that still runs), else
-        # deploy the config's image, as a local promote does.
-        if command == "promote" and body is not None and "image" not in body:
+        # deploy the config's image, as a local promote does. A compose-backed app's image is the one its
+        # compose file names when the service reads it again for this promote: none is sent.
+        compose_backed = config.apps[app].compose is not None
+        if command == "promote" and body is not None and "image" not in body and not compose_backed:
             body = body if await store.active_rollout(app) else {**body, "image": config.apps[app].image}
         cursor = await store.last_event_seq()  # this run's events only, as a local run prints them
         asked: list[str] = []  # a signal's reason, once the rollout was asked to go back
@@ -103,6 +112,8 @@ async def _start(
         if command == "promote" or (command == "rollback" and busy):
             raise LockedError(app) from None
         raise NothingToDo(str(exc)) from None
+    if answer.get("unchanged"):  # 200: a compose-backed app that runs this spec already
+        raise Unchanged(app, str(answer.get("message") or f"{app}: nothing changed"))
     return str(answer["id"])
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from trafficshift.compose.fingerprint import changed_keys, describe, digest
 from trafficshift.drift import Drift, find_drift
 from trafficshift.models import AppState, Colour, ContainerInfo, Event, Rollout, Routing
 
@@ -47,7 +48,18 @@ def rollout_dict(r: Rollout) -> JSON:
         "reason": r.reason,
         "started_at": iso_time(r.started_at),
         "ended_at": iso_time(r.ended_at),
+        # A compose-backed app's: the digest of the spec it deploys, and the keys that differ from the spec
+        # that was live when it started (None when either was not recorded).
+        "spec": None if r.to_spec is None else digest(r.to_spec),
+        "changed": changes_of(r),
     }
+
+
+def changes_of(r: Rollout) -> list[str] | None:
+    """The spec keys the rollout changes; None unless both specs were recorded (a compose-backed app)."""
+    if r.from_spec is None or r.to_spec is None:
+        return None
+    return changed_keys(r.from_spec, r.to_spec)
 
 
 def event_dict(e: Event) -> JSON:
@@ -88,6 +100,7 @@ def app_status(
         "app": state.app,
         "colour": state.colour,
         "image": state.image,
+        "spec": None if state.spec is None else digest(state.spec),
         "weights": weights_dict(weights),
         "containers": [container_dict(c) for c in containers],
         "rollout": None if rollout is None else {**rollout_dict(rollout), "interrupted": interrupted},
@@ -130,9 +143,10 @@ def _and(items: Sequence[str]) -> str:
 
 
 def format_status(status: JSON) -> str:
+    spec = f", spec {status['spec']}" if status.get("spec") else ""
     lines = [
         f"{status['app']}: "
-        + (f"{status['colour']} ({status['image']})" if status["colour"] else "not deployed")
+        + (f"{status['colour']} ({status['image']}{spec})" if status["colour"] else "not deployed")
     ]
     if status["weights"]:
         lines.append("  weights:    " + weights_text(status["weights"]))
@@ -150,6 +164,8 @@ def format_status(status: JSON) -> str:
             f"  rollout:    {rollout['id']} -> {rollout['image']} ({rollout['to_colour']}) {how},"
             f" {rollout['state']}, step {rollout['step'] + 1}/{len(rollout['steps'])}"
         )
+        if rollout.get("changed") is not None:
+            lines.append(f"              changed: {describe(rollout['changed'])}")
         if rollout["interrupted"]:
             app, back = status["app"], rollout["from_colour"] or "nothing"
             lines.append(
@@ -164,9 +180,10 @@ def format_history(rollouts: Iterable[Rollout]) -> str:
     for r in rollouts:
         outcome = str(r.outcome) if r.outcome else f"in progress ({r.phase})"
         reason = f"  {r.reason}" if r.reason else ""
-        lines.append(
-            f"{iso_time(r.started_at)}  {r.id}  {r.from_image or '-'} -> {r.to_image}  {outcome}{reason}"
-        )
+        changed = changes_of(r)
+        what = "" if changed is None else f"  changed: {describe(changed)}"
+        head = f"{iso_time(r.started_at)}  {r.id}  {r.from_image or '-'} -> {r.to_image}"
+        lines.append(f"{head}  {outcome}{what}{reason}")
     return "\n".join(lines) if lines else "no rollouts yet"
 
 

@@ -21,10 +21,13 @@ from trafficshift.webhooks import Notifier
 
 
 @contextlib.asynccontextmanager
-async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
+async def open_adapters(
+    config: Config, *, on_progress: ProgressSink | None = None
+) -> AsyncIterator[Adapters]:
     """Docker, the state store (off the loop), one HTTP session and what is built on them; all closed on exit.
 
-    On exit, webhook deliveries still in flight get their timeout first.
+    `on_progress` gets an image pull's progress (the CLI's live line). On exit, webhook deliveries still in
+    flight get their timeout first.
     """
     try:
         docker = aiodocker.Docker()
@@ -44,7 +47,7 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
                 yield Adapters(
                     config=config,
                     store=store,
-                    containers=Containers(docker),
+                    containers=Containers(docker, on_progress=on_progress),
                     routing=TraefikPublisher(config=config, session=session),
                     locks=FileLocks(config.state_dir),
                     notifier=notifier,
@@ -65,7 +68,7 @@ async def open_engine(
     *, config: Config, on_event: EventSink | None = None, on_progress: ProgressSink | None = None
 ) -> AsyncIterator[Engine]:
     """An engine over live adapters, closed on exit."""
-    async with open_adapters(config) as adapters:
+    async with open_adapters(config, on_progress=on_progress) as adapters:
         engine = Engine(adapters=adapters, on_event=on_event, on_progress=on_progress)
         try:
             yield engine

@@ -73,3 +73,33 @@ def test_reconcile_without_docker_exits_3(
     assert "Docker" in err
     assert "Traceback" not in err
     assert not (tmp_path / "dyn").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["promote"], "name one APP, or --all"),
+        (["promote", "web", "--all"], "name one APP, or --all"),
+        (["promote", "web", "--parallel", "2"], "--parallel goes with --all"),
+        (["promote", "--all", "--image", "a:2"], "--image does not go with --all"),
+        (["promote", "web", "--build", "--image", "a:2"], "--image does not go with --build"),
+        (["promote", "web", "--build"], "it is not compose-backed; there is nothing to build"),
+        (["promote", "--all"], "ts.yml has no compose-backed app (compose:)"),
+    ],
+)
+def test_promote_flags_that_do_not_go_together_exit_2_before_anything(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ts.yml"
+    config.write_text(VALID)
+    assert main([*argv, "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert said in err
+    assert not (tmp_path / ".trafficshift").exists()  # nothing opened or created
+
+
+def test_parallel_takes_a_positive_count(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["promote", "--all", "--parallel", "0"])
+    assert exc.value.code == 2
+    assert "at least 1" in capsys.readouterr().err

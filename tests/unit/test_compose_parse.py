@@ -24,7 +24,6 @@ from trafficshift.compose.spec import (
     RestartPolicy,
     Ulimit,
     VolumeResource,
-    spec_digest,
 )
 
 
@@ -360,7 +359,7 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"deploy": {"mode": "global"}}, "services.web.deploy.mode", "Swarm"),
     ({"deploy": {"update_config": {"parallelism": 2}}}, "services.web.deploy.update_config", "not supported"),
     ({"deploy": {"restart_policy": {"condition": "any", "delay": "5s"}}}, "restart_policy.delay", "Swarm"),
-    ({"image": None, "build": {"context": "."}}, "services.web.image", "missing"),
+    ({"image": None}, "services.web.image", "missing"),
     ({"pull_policy": "always"}, "services.web.pull_policy", "missing"),
     ({"links": ["db"]}, "services.web.links", "not supported"),
     ({"volumes_from": ["db"]}, "services.web.volumes_from", "not supported"),
@@ -489,8 +488,9 @@ def test_what_counts_as_empty(value: Any, empty: bool) -> None:
     assert is_empty(value) is empty
 
 
-def test_the_digest_is_stable_and_tells_any_change() -> None:
-    one = parse({"environment": {"A": "1"}})
-    assert spec_digest(one) == spec_digest(parse({"environment": {"A": "1"}}))
-    assert spec_digest(one) != spec_digest(parse({"environment": {"A": "2"}}))
-    assert len(spec_digest(one)) == 64
+def test_build_gives_the_context_and_without_image_the_name_compose_builds() -> None:
+    built = parse({"image": None, "build": {"context": "/srv/shop/app", "dockerfile": "Dockerfile"}})
+    assert (built.image, built.build_context) == ("shop-web", "/srv/shop/app")
+    named = parse({"image": "reg.example/web:2", "build": {"context": "/srv/shop/app"}})
+    assert (named.image, named.build_context) == ("reg.example/web:2", "/srv/shop/app")
+    assert parse().build_context == ""

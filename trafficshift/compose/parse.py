@@ -52,12 +52,13 @@ def parse_service(doc: Mapping[str, Any], *, service: str, replicas: int) -> Con
     problems = Problems()
     s = problems.keys(services[service], f"services.{service}")
     _refuse_what_trafficshift_does_itself(s, replicas=replicas)
-    image = s.text("image")
+    project = str(doc.get("name") or "")
+    build_context = _build_context(s)
+    # Compose's own name for the image it builds when the service names none (`docker compose build`
+    # tags it so, and `up` runs it): `<project>-<service>`.
+    image = s.text("image") or (f"{project}-{service}" if build_context else "")
     if not image:
-        s.fail("image", "missing: trafficshift deploys an image (building one is not supported yet)")
-    # `build:` beside `image:` works as `docker compose up` without --build: the image is used when it is
-    # on the host (or pulled), and never built.
-    s.get("build")
+        s.fail("image", "missing: trafficshift deploys an image, or builds one from `build:`")
     # Compose selects services by profile; `develop` drives `docker compose watch`, `attach` the log
     # output of `up`: none of them changes a container.
     for key in ("profiles", "develop", "attach"):
@@ -69,7 +70,7 @@ def parse_service(doc: Mapping[str, Any], *, service: str, replicas: int) -> Con
     networks, network_resources = read_networks(s, doc, problems, service=service)
     mounts, volumes = read_volumes(s, doc, problems)
     spec = ContainerSpec(
-        project=str(doc.get("name") or ""),
+        project=project,
         service=service,
         image=image,
         command=s.words("command"),
@@ -114,6 +115,7 @@ def parse_service(doc: Mapping[str, Any], *, service: str, replicas: int) -> Con
         volumes=volumes,
         network_resources=network_resources,
         depends_on=_depends_on(s),
+        build_context=build_context,
     )
     problems.refuse_unread()
     if problems.lines:
@@ -144,6 +146,17 @@ def _refuse_what_trafficshift_does_itself(s: Keys, *, replicas: int) -> None:
                 s.at(key),
                 f"{value}, but the app has replicas: {replicas} in trafficshift.yml; make them equal",
             )
+
+
+def _build_context(s: Keys) -> str:
+    """The build context of `build:` ("" without one). The rest of `build:` is Compose's to apply: it builds
+    the image (`promote --build` runs `docker compose build`), and no key of it changes a container."""
+    build = s.get("build")
+    if build is None:
+        return ""
+    if isinstance(build, Mapping):
+        return str(build.get("context") or ".")
+    return str(build)  # a newer Compose printing the short form
 
 
 def _environment(s: Keys) -> tuple[tuple[str, str | None], ...]:

@@ -88,3 +88,16 @@ def _display(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def reread_app(config: Config, name: str) -> Config:
+    """`config` with app `name` read through Compose again (its files as they are now), the rest as it was.
+
+    `serve` reads every compose file when it starts; a promote it runs later must deploy the file as it is
+    then. ConfigError (exit 2, HTTP 400) as at start-up when Compose refuses it now.
+    """
+    app = config.apps[name]
+    if app.compose is None:
+        return config
+    fresh = resolve_compose(dataclasses.replace(config, apps={name: app}))
+    return dataclasses.replace(config, apps={**config.apps, name: fresh.apps[name]})

@@ -1,18 +1,21 @@
 """A Compose service's container spec, as Compose normalised it: frozen, typed, no I/O.
 
 Every field is a str, int, float, bool, None or a tuple of those (mappings are sorted tuples of pairs), so
-`spec_digest` can hash a spec stably: the same compose file gives the same digest in any process.
+a spec compares and hashes stably (`compose/fingerprint.py` makes the digest that tells a changed spec).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 Pairs = tuple[tuple[str, str], ...]
+# A JSON leaf: a scalar, or a list of scalars (a command, DNS servers...).
+Leaf = str | int | float | bool | None | list[Any]
+# What a compose-backed app's containers are made of, flat (`compose/fingerprint.py` makes and compares it).
+SpecDoc = Mapping[str, Leaf]
 
 
 @dataclass(frozen=True)
@@ -194,9 +197,6 @@ class ContainerSpec:
     volumes: tuple[VolumeResource, ...] = ()
     network_resources: tuple[NetworkResource, ...] = ()
     depends_on: tuple[Dependency, ...] = ()
-
-
-def spec_digest(spec: ContainerSpec) -> str:
-    """A stable hash of the whole spec (hex): equal specs, equal digests, in any process."""
-    text = json.dumps(dataclasses.asdict(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    # `build:` of the service: its context (an absolute path or URL, as Compose gives it); "" without one.
+    # Not part of the containers: `promote --build` has Compose build the image, which is then `image`.
+    build_context: str = ""

@@ -49,6 +49,16 @@ _ROLLOUT_PROPS: JSON = {
     "reason": _nullable({"type": "string"}),
     "started_at": {"type": "string", "format": "date-time"},
     "ended_at": _nullable({"type": "string", "format": "date-time"}),
+    "spec": _nullable(
+        {"type": "string", "description": "a compose-backed app's: digest of the spec it deploys"}
+    ),
+    "changed": _nullable(
+        {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the spec keys that differ from the live one when it started (compose-backed)",
+        }
+    ),
 }
 _SCHEDULE_PROPS: JSON = {
     "id": {"type": "string"},
@@ -73,6 +83,16 @@ SCHEMAS: JSON = {
         },
     },
     "Accepted": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+    "Unchanged": {
+        "type": "object",
+        "description": "a compose-backed app whose live colour runs the spec already: nothing started",
+        "required": ["id", "unchanged", "message"],
+        "properties": {
+            "id": _nullable({"type": "string", "description": "null: no rollout was started"}),
+            "unchanged": {"type": "boolean"},
+            "message": {"type": "string"},
+        },
+    },
     "Rollout": {"type": "object", "required": list(_ROLLOUT_PROPS), "properties": _ROLLOUT_PROPS},
     "Container": {
         "type": "object",
@@ -88,11 +108,12 @@ SCHEMAS: JSON = {
     },
     "AppStatus": {
         "type": "object",
-        "required": ["app", "colour", "image", "weights", "containers", "rollout", "file"],
+        "required": ["app", "colour", "image", "spec", "weights", "containers", "rollout", "file"],
         "properties": {
             "app": {"type": "string"},
             "colour": _nullable({"type": "string", "enum": _COLOURS}),
             "image": _nullable({"type": "string"}),
+            "spec": _nullable({"type": "string", "description": "a compose-backed app's live spec digest"}),
             "weights": _WEIGHTS,
             "containers": {"type": "array", "items": _ref("Container")},
             "rollout": _nullable(
@@ -153,7 +174,8 @@ SCHEMAS: JSON = {
     "Schedule": {"type": "object", "required": list(_SCHEDULE_PROPS), "properties": _SCHEDULE_PROPS},
     "PromoteBody": {
         "type": "object",
-        "description": "without `image`: resume the app's interrupted rollout (400 when there is none)",
+        "description": "without `image`: resume the app's interrupted rollout; else, for a compose-backed"
+        " app, the image its compose file names now (re-read for every promote); else 400",
         "additionalProperties": False,
         "properties": {
             "image": _IMAGE,
@@ -243,6 +265,7 @@ def _paths() -> JSON:
             "post": _op(
                 "start a promote of `image`, or resume the app's interrupted rollout",
                 {
+                    "200": _answer("a compose-backed app that runs this spec already", _ref("Unchanged")),
                     **accepted,
                     **_BODY_ERRORS,
                     **_404,

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from trafficshift import report
 from trafficshift.config import require_app
-from trafficshift.errors import TrafficShiftError
+from trafficshift.errors import TrafficShiftError, Unchanged
 from trafficshift.service.metrics import CONTENT_TYPE, ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.requests import (
@@ -196,11 +196,18 @@ async def promote(request: web.Request) -> web.Response:
     app = _app_name(request)
     wanted = promote_request(await _body(request, required=False))
     runner = _ctx(request).runner
-    if wanted.image is None and await runner.store.active_rollout(app) is None:
+    compose_backed = runner.config.apps[app].compose is not None
+    if wanted.image is None and not compose_backed and await runner.store.active_rollout(app) is None:
         raise ApiError(
-            400, "required (only the resume of an interrupted rollout of the app takes none)", field="image"
+            400,
+            "required (only the resume of an interrupted rollout of the app, or a compose-backed app, takes"
+            " none)",
+            field="image",
         )
-    rollout = await runner.promote(app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause)
+    try:
+        rollout = await runner.promote(app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause)
+    except Unchanged as exc:
+        return web.json_response({"id": None, "unchanged": True, "message": str(exc)})
     return _accepted(rollout.id)
 
 

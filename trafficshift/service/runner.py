@@ -10,10 +10,12 @@ The runner and its engines reach the store through the adapters' AsyncStateStore
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from trafficshift.compose.resolve import reread_app
 from trafficshift.config import require_app
 from trafficshift.engine import Engine
 from trafficshift.errors import (
@@ -22,6 +24,7 @@ from trafficshift.errors import (
     NothingToDo,
     ShuttingDown,
     TrafficShiftError,
+    Unchanged,
     UsageError,
 )
 from trafficshift.models import LockRole, Rollout
@@ -40,8 +43,18 @@ class Runner:
         self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
         self._closing = False
 
-    def engine(self, *, on_created: Callable[[Rollout], None] | None = None) -> Engine:
-        return Engine(adapters=self.adapters, on_created=on_created)
+    def engine(
+        self, *, on_created: Callable[[Rollout], None] | None = None, adapters: Adapters | None = None
+    ) -> Engine:
+        return Engine(adapters=adapters or self.adapters, on_created=on_created)
+
+    async def adapters_for(self, app: str) -> Adapters:
+        """The adapters for a rollout of `app`: for a compose-backed app, with its service read through
+        Compose again (the service read it at start-up; a promote deploys the file as it is now)."""
+        if require_app(self.config, app).compose is None:
+            return self.adapters
+        config = await asyncio.to_thread(reread_app, self.config, app)  # Compose runs ~0.1 s: off the loop
+        return dataclasses.replace(self.adapters, config=config)
 
     # ------------------------------------------------------------------ starting
 
@@ -58,24 +71,36 @@ class Runner:
 
         LockedError when a rollout of the app runs (anywhere), or when one is interrupted and `resume` is
         False (a schedule deploys its own image; it does not take over another rollout). Without an image
-        there must be such a rollout to resume (UsageError otherwise).
+        there must be such a rollout to resume, or the app must be compose-backed (its compose file names
+        the image); UsageError otherwise. Unchanged when a compose-backed app runs that spec already.
         """
         if image is None:
             active = await self.store.active_rollout(app)
-            if active is None:
+            if active is not None:
+                image = active.to_image  # the engine resumes the rollout to this image (409 while it runs)
+        adapters = await self.adapters_for(app)
+        if image is None:
+            spec = adapters.config.apps[app]
+            if spec.compose is None:
                 raise UsageError(f"no interrupted rollout of {app} to resume: name the image to promote")
-            image = active.to_image  # the engine resumes the rollout to this image (409 while it runs)
+            image = spec.image
+        wanted = image
         return await self._start(
             app,
-            lambda e: e.promote(app=app, image=image, steps=steps, pause=pause),
+            lambda e: e.promote(app=app, image=wanted, steps=steps, pause=pause),
             what=f"promote {app}",
             resume=resume,
+            adapters=adapters,
         )
 
     async def rollback(self, *, app: str, now: bool) -> Rollout:
         """Start a rollback; NothingToDo when the app has no earlier image (the engine's check)."""
         return await self._start(
-            app, lambda e: e.rollback(app=app, now=now), what=f"rollback {app}", resume=False
+            app,
+            lambda e: e.rollback(app=app, now=now),
+            what=f"rollback {app}",
+            resume=False,
+            adapters=await self.adapters_for(app),
         )
 
     async def abort(self, *, app: str, reason: str = "aborted through the API") -> Rollout:
@@ -112,7 +137,13 @@ class Runner:
         return len(self._tasks)
 
     async def _start(
-        self, app: str, action: Callable[[Engine], Coroutine[Any, Any, Rollout]], *, what: str, resume: bool
+        self,
+        app: str,
+        action: Callable[[Engine], Coroutine[Any, Any, Rollout]],
+        *,
+        what: str,
+        resume: bool,
+        adapters: Adapters,
     ) -> Rollout:
         """Run `action` as a kept task; return its rollout once recorded, or raise why it was not."""
         if self._closing:
@@ -126,7 +157,7 @@ class Runner:
             if not created.done():
                 created.set_result(rollout)
 
-        engine = self.engine(on_created=on_created)
+        engine = self.engine(on_created=on_created, adapters=adapters)
         task = asyncio.create_task(_closing(engine, action(engine)))
         # Kept at once: should the caller be cancelled while it waits, the rollout still has an owner.
         self._keep(task, engine, what=what)
@@ -156,7 +187,7 @@ class Runner:
         self._tasks.pop(task, None)
         if task.cancelled():
             log.warning("%s: cancelled; its record says where it stopped", what)
-        elif isinstance(exc := task.exception(), (LockedError, UsageError, ShuttingDown)):
+        elif isinstance(exc := task.exception(), (LockedError, UsageError, ShuttingDown, Unchanged)):
             log.info("%s: not started: %s", what, exc)  # the caller was told (409/400/503)
         elif isinstance(exc, AbortRequested | TrafficShiftError):
             log.error("%s: %s", what, exc)

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
+from trafficshift.compose.spec import SpecDoc
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import Schedule, ScheduleState, ScheduleStore
@@ -109,6 +110,7 @@ class AsyncStateStore:
         to_image: str,
         steps: tuple[int, ...],
         pause: float,
+        spec: SpecDoc | None = None,
     ) -> Rollout:
         return await self._writer.run(
             StateStore.create_rollout,
@@ -118,6 +120,7 @@ class AsyncStateStore:
             to_image=to_image,
             steps=steps,
             pause=pause,
+            spec=spec,
         )
 
     async def advance(

@@ -17,20 +17,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from trafficshift.errors import LockedError
+from trafficshift.compose.fingerprint import changed_keys, describe
+from trafficshift.compose.spec import SpecDoc
+from trafficshift.errors import LockedError, UsageError
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
 from trafficshift.store.db import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
-    app TEXT PRIMARY KEY, colour TEXT, image TEXT, updated_at REAL NOT NULL
+    app TEXT PRIMARY KEY, colour TEXT, image TEXT, updated_at REAL NOT NULL, spec TEXT
 );
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, app TEXT NOT NULL,
     from_colour TEXT, from_image TEXT, to_colour TEXT NOT NULL, to_image TEXT NOT NULL,
     steps TEXT NOT NULL, pause REAL NOT NULL, phase TEXT NOT NULL, step INTEGER NOT NULL,
     weights TEXT NOT NULL, abort_requested TEXT,
-    outcome TEXT, reason TEXT, started_at REAL NOT NULL, updated_at REAL NOT NULL, ended_at REAL
+    outcome TEXT, reason TEXT, started_at REAL NOT NULL, updated_at REAL NOT NULL, ended_at REAL,
+    from_spec TEXT, to_spec TEXT
 );
 CREATE INDEX IF NOT EXISTS rollouts_app ON rollouts (app, started_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -41,6 +44,42 @@ CREATE TABLE IF NOT EXISTS events (
 -- IF NOT EXISTS: a state folder from before it gets it when first opened.
 CREATE INDEX IF NOT EXISTS events_rollout ON events (rollout_id, seq);
 """
+
+
+# Columns added since the first release: a state.db made before gets them at the first writable open (its
+# old rows read as NULL: no spec recorded). (table, column, type), in the order they were added.
+ADDED_COLUMNS = (("apps", "spec", "TEXT"), ("rollouts", "from_spec", "TEXT"), ("rollouts", "to_spec", "TEXT"))
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Add the columns an older state.db lacks, in one transaction; return them as `table.column`.
+
+    Two processes opening an old file at once: the second finds them added (BEGIN IMMEDIATE serialises).
+    """
+    added = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, kind in ADDED_COLUMNS:
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                added.append(f"{table}.{column}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return added
+
+
+def _spec_json(spec: SpecDoc | None) -> str | None:
+    return None if spec is None else json.dumps(dict(spec), sort_keys=True, separators=(",", ":"))
+
+
+def _spec_from(row: sqlite3.Row, column: str) -> SpecDoc | None:
+    # A query-only connection cannot migrate: an old file it opened first has no such column yet.
+    # (`in row` would look among the values: a Row's keys are only in keys().)
+    text = row[column] if column in row.keys() else None  # noqa: SIM118
+    return None if text is None else dict(json.loads(text))
 
 
 def _weights_json(weights: Mapping[Colour, int]) -> str:
@@ -69,6 +108,8 @@ def _rollout_from(row: sqlite3.Row) -> Rollout:
         outcome=Outcome(row["outcome"]) if row["outcome"] else None,
         reason=row["reason"],
         ended_at=row["ended_at"],
+        from_spec=_spec_from(row, "from_spec"),
+        to_spec=_spec_from(row, "to_spec"),
     )
 
 
@@ -95,6 +136,12 @@ class StateStore:
     def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
         self.state_dir = state_dir
         self._db = connect(state_dir, _SCHEMA, query_only=read_only)
+        if not read_only:
+            try:
+                migrate(self._db)
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise UsageError(f"cannot update the state store in {state_dir} (state_dir): {exc}") from None
 
     def close(self) -> None:
         self._db.close()
@@ -112,11 +159,13 @@ class StateStore:
     # -------------------------------------------------------------- apps
 
     def app_state(self, app: str) -> AppState:
-        row = self._db.execute("SELECT colour, image FROM apps WHERE app = ?", (app,)).fetchone()
+        row = self._db.execute("SELECT * FROM apps WHERE app = ?", (app,)).fetchone()
         if row is None:
             return AppState(app=app)
         colour = Colour(row["colour"]) if row["colour"] else None
-        return AppState(app=app, colour=colour, image=row["image"], recorded=True)
+        return AppState(
+            app=app, colour=colour, image=row["image"], recorded=True, spec=_spec_from(row, "spec")
+        )
 
     # -------------------------------------------------------------- rollouts
 
@@ -129,7 +178,9 @@ class StateStore:
         to_image: str,
         steps: tuple[int, ...],
         pause: float,
+        spec: SpecDoc | None = None,
     ) -> Rollout:
+        """Record a new rollout (`starting`); `spec`: a compose-backed app's spec it deploys."""
         now = time.time()
         weights = {from_state.colour: 100} if from_state.colour else {}
         rollout = Rollout(
@@ -146,6 +197,8 @@ class StateStore:
             weights=weights,
             started_at=now,
             updated_at=now,
+            from_spec=from_state.spec if spec is not None else None,
+            to_spec=spec,
         )
         with self._transaction() as db:
             active = db.execute(
@@ -155,7 +208,8 @@ class StateStore:
                 raise LockedError(app)
             db.execute(
                 "INSERT INTO rollouts (id, app, from_colour, from_image, to_colour, to_image, steps, pause,"
-                " phase, step, weights, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " phase, step, weights, started_at, updated_at, from_spec, to_spec)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rollout.id,
                     app,
@@ -170,9 +224,14 @@ class StateStore:
                     _weights_json(weights),
                     now,
                     now,
+                    _spec_json(rollout.from_spec),
+                    _spec_json(spec),
                 ),
             )
-            self._append_event(db, rollout, f"rollout {rollout.id}: {app} -> {to_image} ({to_colour})")
+            message = f"rollout {rollout.id}: {app} -> {to_image} ({to_colour})"
+            if rollout.from_spec is not None and spec is not None:
+                message += f"; changed: {describe(changed_keys(rollout.from_spec, spec))}"
+            self._append_event(db, rollout, message)
         return rollout
 
     def advance(
@@ -214,11 +273,13 @@ class StateStore:
                 " ended_at = ? WHERE id = ?",
                 (new.phase, _weights_json(new.weights), outcome, reason, now, now, new.id),
             )
+            # What serves now: the new spec once done, else the one that served before (a compose-backed app).
+            spec = rollout.to_spec if outcome is Outcome.DONE else rollout.from_spec
             db.execute(
-                "INSERT INTO apps (app, colour, image, updated_at) VALUES (?,?,?,?)"
+                "INSERT INTO apps (app, colour, image, updated_at, spec) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (app) DO UPDATE SET colour = excluded.colour, image = excluded.image,"
-                " updated_at = excluded.updated_at",
-                (live.app, live.colour, live.image, now),
+                " updated_at = excluded.updated_at, spec = excluded.spec",
+                (live.app, live.colour, live.image, now, _spec_json(spec)),
             )
             message = f"{outcome}" + (f": {reason}" if reason else "")
             self._append_event(db, new, message)

@@ -1,0 +1,96 @@
+"""What a rollout command shows a person (or prints as JSON), its exit code, and its signal handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from trafficshift import report
+from trafficshift.models import Event, Outcome, Rollout
+
+# Errors carry their own exit code (errors.py); these are the codes of a rollout that ended.
+EXIT_OK, EXIT_ROLLED_BACK = 0, 1
+
+
+class Printer:
+    """Events and progress for a person (stderr), or one JSON event per line (stdout) with --json."""
+
+    def __init__(self, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.err = err
+        self._live = err.isatty()
+        self._transient = False
+
+    def event(self, e: Event) -> None:
+        if self.as_json:
+            print(json.dumps(report.event_dict(e)), file=self.out, flush=True)
+            return
+        self._clear()
+        print(report.format_event(e), file=self.err, flush=True)
+
+    def progress(self, text: str) -> None:
+        if self.as_json:
+            return
+        if self._live:
+            # One line rewritten in place: countdowns and readiness without flooding the terminal.
+            self.err.write(f"\r\x1b[2K  {text}")
+            self.err.flush()
+            self._transient = True
+
+    def close(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self._transient:
+            self.err.write("\r\x1b[2K")
+            self._transient = False
+
+
+def outcome_code(rollout: Rollout, *, command: str, as_json: bool, took: float) -> int:
+    """Say how the rollout ended (people only: --json output ends with the final event) and map it."""
+
+    def say(text: str) -> None:
+        if not as_json:
+            print(text)
+
+    if rollout.outcome is Outcome.DONE:
+        serves = f"{rollout.app} serves {rollout.to_image} ({rollout.to_colour})"
+        if command == "abort":
+            say(f"too late to abort: rollout {rollout.id} had passed the point of return; {serves}")
+        else:
+            say(f"done: {serves} after {took:.0f}s")
+        return EXIT_OK
+    back = f"{rollout.from_colour or 'nothing'} ({rollout.from_image or '-'})"
+    if command == "abort":
+        say(f"aborted: all traffic of {rollout.app} is on {back}")
+        return EXIT_OK
+    print(
+        f"trafficshift: {rollout.app}: {rollout.outcome}: {rollout.reason}; all traffic is on {back}",
+        file=sys.stderr,
+    )
+    return EXIT_ROLLED_BACK
+
+
+def install_signal_handlers(interrupt: Callable[[str], None]) -> None:
+    """First SIGINT/SIGTERM: abort at the next safe point. A second one: exit at once."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if seen:
+            print("\ntrafficshift: second signal, exiting now", file=sys.stderr)
+            os._exit(128 + signum)
+        seen.append(signum)
+        name = signal.Signals(signum).name
+        print(f"\ntrafficshift: {name}: aborting (send it again to exit at once)", file=sys.stderr)
+        interrupt(f"interrupted by {name}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
