@@ -139,18 +139,21 @@ def remount(path: Path, *, read_only: bool) -> None:
     _run("mount", "-o", f"remount,{'ro' if read_only else 'rw'}", str(path))
 
 
-def fill(folder: Path) -> Path:
-    """Fill the filesystem of `folder` to the last byte with one file (ENOSPC); return that file."""
-    filler = folder / "filler"
-    with filler.open("wb") as handle:
+def fill(folder: Path, *, name: str = "filler.bin") -> Path:
+    """Fill the filesystem of `folder` to the last byte with one file (ENOSPC); return that file.
+
+    The default name is not one Traefik's file provider reads.
+    """
+    filler = folder / name
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         for chunk in (1 << 16, 1 << 12, 1 << 9, 1):
             block = b"\0" * chunk
             with contextlib.suppress(OSError):
-                while True:
-                    handle.write(block)
-                    handle.flush()
-        with contextlib.suppress(OSError):
-            os.fsync(handle.fileno())
+                while os.write(fd, block):
+                    pass
+    finally:
+        os.close(fd)
     free = os.statvfs(folder).f_bavail
     assert free == 0, f"{folder} has {free} blocks free after it was filled"
     return filler
