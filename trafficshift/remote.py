@@ -20,7 +20,14 @@ from typing import Any
 
 from trafficshift import report
 from trafficshift.client import Client
-from trafficshift.errors import Conflict, LockedError, NothingToDo, RolloutStuck, TrafficShiftError
+from trafficshift.errors import (
+    Conflict,
+    LockedError,
+    NothingToDo,
+    RolloutStuck,
+    TrafficShiftError,
+    UnreachableError,
+)
 from trafficshift.models import Config, Event, Rollout
 from trafficshift.store.locks import AppLock
 from trafficshift.store.rollouts import StateStore
@@ -63,7 +70,7 @@ async def run_in_service(
                 aborts.append(asyncio.create_task(_ask_abort(client, app)))
 
         install_signals(interrupt)
-        rollout_id = await _start(client, store, command=command, app=app, body=body)
+        rollout_id = await _start(client, store, command=command, app=app, body=body, cursor=cursor)
         started.append(rollout_id)
         print(
             f"trafficshift: rollout {rollout_id} runs in the service at {client.url}; following it",
@@ -88,12 +95,21 @@ async def run_in_service(
 
 
 async def _start(
-    client: Client, store: StateStore, *, command: str, app: str, body: dict[str, Any] | None
+    client: Client, store: StateStore, *, command: str, app: str, body: dict[str, Any] | None, cursor: int
 ) -> str:
     """POST the command; its rollout id, or the error a local run would raise (409 told apart by state)."""
     path = f"/apps/{urllib.parse.quote(app, safe='')}/{command}"
     try:
         answer = await asyncio.to_thread(client.call, "POST", path, body, timeout=START_TIMEOUT)
+    except UnreachableError:
+        # The service died before it answered (killed -9 right after it recorded the rollout): not "nothing
+        # changed" (exit 3) when a rollout of the app was recorded meanwhile. Follow it: nobody drives it,
+        # so that is exit 5, and `status` explains it.
+        if command != "abort":
+            for event in store.events(after=cursor):
+                if event.app == app:
+                    return event.rollout_id
+        raise
     except Conflict as exc:
         # promote: always a rollout in the way; abort: nothing to abort; rollback: either, as the state says.
         busy = store.active_rollout(app) is not None or AppLock(store.state_dir, app).is_held_elsewhere()
