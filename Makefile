@@ -42,8 +42,9 @@ test: lint
 	$(BIN)/coverage report --include='$(COV_CORE)' --fail-under=$(COV_FLOOR_CORE) --format=total
 	$(BIN)/coverage report --include=trafficshift/engine.py --fail-under=$(COV_FLOOR_ENGINE) --format=total
 
-# The chaos suite (tests/chaos, marker `chaos`): Traefik, replicas, disks and `serve` broken for real under
-# load, and the fuzz of the config and the API (~6 min). Needs root for its tmpfs mounts.
+# The chaos suite (marker `chaos`: tests/chaos and one case in tests/integration): Traefik, replicas, disks
+# and `serve` broken for real under load, and the fuzz of the config and the API (~4 min). Needs root for
+# its tmpfs mounts.
 chaos: $(STAMP)
 	$(BIN)/pytest -q -m chaos
 
