@@ -250,7 +250,13 @@ class Engine:
             raise
         except Exception as exc:
             outcome, reason = Outcome.FAILED, _describe(exc)
-        current = await self.store.rollout(rollout.id) or rollout
+        try:
+            current = await self.store.rollout(rollout.id) or rollout
+        except Exception as exc:  # the store fails too (disk full): where it stands is in the record, later
+            raise RolloutStuck(
+                f"rollout {rollout.id} failed ({reason}) and its record cannot be read ({_describe(exc)});"
+                f" fix the cause, then run `trafficshift abort {spec.name}`"
+            ) from exc
         if current.phase not in plan.ABORTABLE:
             raise RolloutStuck(
                 f"rollout {current.id} failed while removing the old colour ({reason});"
@@ -342,7 +348,13 @@ class Engine:
                 f" fix the cause, then run `trafficshift abort {spec.name}` again"
             ) from exc
         live = AppState(app=spec.name, colour=r.from_colour, image=r.from_image)
-        ended = await self.store.finish(r, outcome=outcome, reason=reason, live=live)
+        try:
+            ended = await self.store.finish(r, outcome=outcome, reason=reason, live=live)
+        except Exception as exc:  # back, but not recorded (disk full): exit 5 until the record says so
+            raise RolloutStuck(
+                f"rollout {r.id}: all traffic is back on {r.from_colour or 'nothing'}, but its end could not"
+                f" be recorded ({_describe(exc)}); fix the cause, then run `trafficshift abort {spec.name}`"
+            ) from exc
         await self._emit()
         return ended
 

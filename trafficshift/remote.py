@@ -27,6 +27,7 @@ from trafficshift.errors import (
     RolloutStuck,
     TrafficShiftError,
     Unchanged,
+    UnreachableError,
 )
 from trafficshift.models import Config, Event, Rollout
 from trafficshift.store.aio import AsyncStateStore
@@ -73,7 +74,7 @@ async def run_in_service(
                 aborts.append(asyncio.create_task(_ask_abort(client, app)))
 
         install_signals(interrupt)
-        rollout_id = await _start(client, store, command=command, app=app, body=body)
+        rollout_id = await _start(client, store, command=command, app=app, body=body, cursor=cursor)
         started.append(rollout_id)
         print(
             f"trafficshift: rollout {rollout_id} runs in the service at {client.url}; following it",
@@ -98,12 +99,27 @@ async def run_in_service(
 
 
 async def _start(
-    client: Client, store: AsyncStateStore, *, command: str, app: str, body: dict[str, Any] | None
+    client: Client,
+    store: AsyncStateStore,
+    *,
+    command: str,
+    app: str,
+    body: dict[str, Any] | None,
+    cursor: int,
 ) -> str:
     """POST the command; its rollout id, or the error a local run would raise (409 told apart by state)."""
     path = f"/apps/{urllib.parse.quote(app, safe='')}/{command}"
     try:
         answer = await asyncio.to_thread(client.call, "POST", path, body, timeout=START_TIMEOUT)
+    except UnreachableError:
+        # The service died before it answered (killed -9 right after it recorded the rollout): not "nothing
+        # changed" (exit 3) when a rollout of the app was recorded meanwhile. Follow it: nobody drives it,
+        # so that is exit 5, and `status` explains it.
+        if command != "abort":
+            for event in await store.events(after=cursor):
+                if event.app == app:
+                    return event.rollout_id
+        raise
     except Conflict as exc:
         # promote: always a rollout in the way; abort: nothing to abort; rollback: either, as the state says.
         busy = (

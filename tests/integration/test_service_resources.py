@@ -222,6 +222,7 @@ async def test_at_the_cap_a_half_open_connection_makes_room_and_requests_keep_th
     assert "Traceback" not in log
 
 
+@pytest.mark.chaos  # the chaos suite's case of half-open connections (`make chaos` runs it too)
 async def test_200_half_open_connections_during_an_api_promote_under_load(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:

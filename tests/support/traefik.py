@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -94,6 +95,37 @@ async def run_traefik(
         yield proc
     finally:
         await _stop(proc.process)
+
+
+async def start_again(proc: TraefikProc) -> TraefikProc:
+    """Start Traefik again as `proc` ran it (same static config: ports, folder), once `proc` has died.
+
+    For a Traefik that was killed: the new process logs to the same file. run_traefik stops only the
+    process it started: stop this one with `stop_traefik`.
+    """
+    assert proc.process.poll() is not None, "restart a Traefik that is down"
+    again = dataclasses.replace(proc, process=_respawn(proc))
+    try:
+        await _wait_started(again)
+    except BaseException:
+        await _stop(again.process)
+        raise
+    return again
+
+
+async def stop_traefik(proc: TraefikProc) -> None:
+    await _stop(proc.process)
+
+
+def _respawn(proc: TraefikProc) -> subprocess.Popen[bytes]:
+    work_dir = proc.log_path.parent
+    with proc.log_path.open("ab") as log:
+        return subprocess.Popen(
+            [str(traefik_binary()), f"--configFile={work_dir / 'traefik-static.yml'}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=work_dir,
+        )
 
 
 class _PortTaken(RuntimeError):
