@@ -107,7 +107,7 @@ async def _open(world: World) -> tuple[TestClient[web.Request, web.Application],
     async def start(app: str, image: str) -> Any:
         raise AssertionError("the scheduler does not run here: no schedule fires")
 
-    runner = Runner(adapters=world.adapters(), store=store)
+    runner = Runner(adapters=world.adapters())
     context = routes.Context(
         store=store,
         schedules=schedules,
@@ -261,7 +261,7 @@ def _check(api: Api, route: str, app: str, body: bytes, content_type: str) -> No
             assert doc["field"] in routes.BODY_FIELDS.get(route, ()) or doc["field"] in sent, doc
     api.settle()
     assert not api.traces.tracebacks(), api.traces.tracebacks()
-    assert api.world.store.active_rollout(APP) is None
+    assert api.world.records.active_rollout(APP) is None
 
 
 @settings(
@@ -300,5 +300,5 @@ def test_the_fuzz_reaches_every_outcome(api: Api) -> None:
     status, doc = api.post(f"/apps/{APP}/promote", _encode({"image": "web:9", "steps": [50, 100]}))
     assert status == 202, doc
     api.settle()
-    assert api.world.store.history(APP)[0].to_image == "web:9"
-    assert not math.isnan(api.world.store.history(APP)[0].pause)
+    assert api.world.records.history(APP)[0].to_image == "web:9"
+    assert not math.isnan(api.world.records.history(APP)[0].pause)
