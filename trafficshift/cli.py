@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image")
     p.add_argument("--at", help="ISO 8601 time with offset, e.g. 2026-12-01T03:00:00+01:00")
     p.add_argument("--json", action="store_true", help="print data as JSON")
+    _cacert_flag(p)
     return parser
 
 
@@ -110,6 +111,16 @@ def _local_flag(p: argparse.ArgumentParser) -> None:
         "--local",
         action="store_true",
         help="run it in this process even while `trafficshift serve` runs for this config",
+    )
+    _cacert_flag(p)
+
+
+def _cacert_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cacert",
+        metavar="PEM",
+        help="CA certificate that an https:// service's certificate is checked against"
+        " (default: $TRAFFICSHIFT_CACERT, else the system's)",
     )
 
 
@@ -143,7 +154,9 @@ async def _run_rollout(
 
     printer = Printer(as_json=args.json)
     started = time.monotonic()
-    async with open_engine(config=config, on_event=printer.event, on_progress=printer.progress) as engine:
+    async with open_engine(
+        config=config, on_event=printer.event, on_progress=printer.progress, on_live=printer.live
+    ) as engine:
         install_signal_handlers(engine.interrupt)
         rollout = await action(engine)
     printer.close()
@@ -167,6 +180,7 @@ async def _run_in_service(config: Config, args: argparse.Namespace, service: Cli
         body=body,
         on_event=printer.event,
         on_progress=printer.progress,
+        on_live=printer.live,
         install_signals=install_signal_handlers,
     )
     printer.close()
@@ -270,7 +284,7 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
     if command in ("abort", "rollback") and not args.local:
         from trafficshift.client import running_service
 
-        if (service := running_service(config)) is not None:
+        if (service := running_service(config, cacert=args.cacert)) is not None:
             return asyncio.run(_run_in_service(config, args, service))
     if command == "abort":
         return asyncio.run(_run_rollout(config, args, lambda e: e.abort(app=args.app)))
@@ -293,7 +307,13 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         from trafficshift.client import schedule_command
 
         return schedule_command(
-            config, args=args.args, image=args.image, at=args.at, as_json=args.json, out=sys.stdout
+            config,
+            args=args.args,
+            image=args.image,
+            at=args.at,
+            as_json=args.json,
+            out=sys.stdout,
+            cacert=args.cacert,
         )
     raise UsageError(f"unknown command {command}")  # argparse rejects these before here
 

@@ -6,49 +6,75 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from trafficshift import report
-from trafficshift.models import Event, Outcome, Rollout
+from trafficshift.models import Event, Live, Outcome, Rollout
+
+if TYPE_CHECKING:
+    from trafficshift.display import Display
 
 # Errors carry their own exit code (errors.py); these are the codes of a rollout that ended.
 EXIT_OK, EXIT_ROLLED_BACK = 0, 1
 
 
+# Without a terminal (CI logs), a line at least this often while a rollout waits: a runner that kills a job
+# silent for a while must not kill a rollout in a long pause.
+HEARTBEAT = 10.0
+ENDED = frozenset({"done", "aborted", "failed"})
+
+
 class Printer:
-    """Events and progress for a person (stderr), or one JSON event per line (stdout) with --json."""
+    """Events and progress for a person (stderr), or one JSON event per line (stdout) with --json.
+
+    On a terminal, a live display (`display`, with rich) under the transitions; without one, a line per
+    transition and a heartbeat line every HEARTBEAT seconds while a rollout holds.
+    """
 
     def __init__(self, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
         self.as_json = as_json
         self.out = out
         self.err = err
-        self._live = err.isatty()
-        self._transient = False
+        self._display: Display | None = None
+        if not as_json and err.isatty():
+            from trafficshift.display import Display  # rich: only when there is a terminal to draw on
+
+            self._display = Display(err)
+        self._last_line = time.monotonic()
 
     def event(self, e: Event) -> None:
         if self.as_json:
             print(json.dumps(report.event_dict(e)), file=self.out, flush=True)
             return
-        self._clear()
-        print(report.format_event(e), file=self.err, flush=True)
+        self._say(report.format_event(e))
+        if self._display is not None and str(e.phase) in ENDED:
+            self._display.forget(e.rollout_id)
 
     def progress(self, text: str) -> None:
+        if self._display is not None:
+            self._display.status(text)
+
+    def live(self, live: Live) -> None:
+        """Where a rollout stands (each second while it holds): drawn, or a heartbeat line now and then."""
         if self.as_json:
             return
-        if self._live:
-            # One line rewritten in place: countdowns and readiness without flooding the terminal.
-            self.err.write(f"\r\x1b[2K  {text}")
-            self.err.flush()
-            self._transient = True
+        if self._display is not None:
+            self._display.update(live)
+        elif live.hold is not None and time.monotonic() - self._last_line >= HEARTBEAT:
+            self._say(report.format_heartbeat(live, at=time.time()))
 
     def close(self) -> None:
-        self._clear()
+        if self._display is not None:
+            self._display.stop()
 
-    def _clear(self) -> None:
-        if self._transient:
-            self.err.write("\r\x1b[2K")
-            self._transient = False
+    def _say(self, line: str) -> None:
+        self._last_line = time.monotonic()
+        if self._display is not None:
+            self._display.line(line)
+        else:
+            print(line, file=self.err, flush=True)
 
 
 def outcome_code(rollout: Rollout, *, command: str, as_json: bool, took: float) -> int:

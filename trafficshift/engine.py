@@ -30,6 +30,8 @@ from trafficshift.models import (
     Colour,
     ContainerInfo,
     Event,
+    Figures,
+    Live,
     Outcome,
     Phase,
     Rollout,
@@ -44,11 +46,14 @@ T = TypeVar("T")
 
 # How often long waits look for an abort request (from another shell, the API, or a signal).
 POLL = 0.2
+# How often a hold reports where it stands (elapsed, remaining, analysis figures so far) to `on_live`.
+LIVE_EVERY = 1.0
 # A rollout start waits this long at most for the service's provider to release the app (one write + confirm).
 PROVIDER_WAIT = CONFIRM_TIMEOUT + 5.0
 
 EventSink = Callable[[Event], None]
 ProgressSink = Callable[[str], None]
+LiveSink = Callable[[Live], None]
 
 
 class Engine:
@@ -61,6 +66,7 @@ class Engine:
         on_event: EventSink | None = None,
         on_progress: ProgressSink | None = None,
         on_created: Callable[[Rollout], None] | None = None,
+        on_live: LiveSink | None = None,
     ) -> None:
         self.adapters = adapters
         self.config = adapters.config
@@ -73,6 +79,10 @@ class Engine:
         self.session = adapters.http
         self._on_event = on_event
         self._on_progress = on_progress
+        # Where each rollout this engine drives stands between transitions: the one place the CLI's display
+        # and the API's `progress` frames take it from.
+        self._on_live = on_live
+        self._replicas: dict[str, dict[str, str]] = {}
         # Told which rollout a promote runs (new or resumed) once it is recorded: the API answers 202 with it.
         self._on_created = on_created
         # Only events from the first entry point on: history is for `history`, not for this run's output.
@@ -425,8 +435,12 @@ class Engine:
                 self._seen_ready.add(c.url)
 
     async def _wait_ready(self, spec: AppSpec, r: Rollout) -> list[ContainerInfo]:
+        replicas = self._replicas.setdefault(r.id, {})
+
         def progress(container: ContainerInfo, text: str) -> None:
             self._progress(f"{container.name}: {text}")
+            replicas[container.name] = text
+            self._live(r, f"{container.name}: {text}")
 
         ready = await wait_ready(
             app=spec,
@@ -436,6 +450,8 @@ class Engine:
             on_progress=progress,
         )
         self._seen_ready.update(c.url for c in ready if c.url)
+        replicas.update({c.name: "ready" for c in ready})
+        self._live(r, f"{len(ready)} {r.to_colour} container(s) ready")
         return ready
 
     async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> None:
@@ -447,15 +463,24 @@ class Engine:
         watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
-        deadline = time.monotonic() + seconds
-        next_check = 0.0
+        started = time.monotonic()
+        deadline = started + seconds
+        next_check = next_live = 0.0
         next_judgement = time.monotonic() + (watch.spec.interval if watch else seconds)
         while (left := deadline - time.monotonic()) > 0:
             await self._check_abort(r)
             now = time.monotonic()
-            if watch is not None and now >= next_judgement:
+            judged = watch is not None and now >= next_judgement
+            if watch is not None and judged:
                 next_judgement = now + watch.spec.interval
                 await self._guarded(r, watch.observe())
+            if now >= next_live:
+                next_live = now + LIVE_EVERY
+                if watch is not None and not judged:
+                    await self._guarded(r, watch.sample())  # the figures so far, between judgements
+                figures = {str(c): f for c, f in watch.figures().items()} if watch else {}
+                held = (time.monotonic() - started, seconds)
+                self._live(r, f"holding {report.weights_text(r.weights)}", hold=held, figures=figures)
             if now >= next_check:
                 next_check = now + spec.health.interval
                 self._progress(f"{r.phase} {report.weights_text(r.weights)}; next in {left:.0f}s")
@@ -526,6 +551,7 @@ class Engine:
         # Awaited whole, the event's webhooks sent, before the caller starts the side effect it announces.
         new = await self.store.advance(r, message=message, phase=phase, step=step, weights=weights)
         await self._emit()
+        self._live(new, message)
         return new
 
     async def _mark_start(self) -> None:
@@ -556,6 +582,32 @@ class Engine:
     def _progress(self, text: str) -> None:
         if self._on_progress is not None:
             self._on_progress(text)
+
+    def _live(
+        self,
+        r: Rollout,
+        text: str,
+        *,
+        hold: tuple[float, float] | None = None,
+        figures: Mapping[str, Figures] | None = None,
+    ) -> None:
+        """Tell `on_live` where the rollout stands: its record's phase, step and weights, and the rest."""
+        if self._on_live is None:
+            return
+        self._on_live(
+            Live(
+                rollout_id=r.id,
+                app=r.app,
+                phase=str(r.phase),
+                step=r.step,
+                steps=len(r.steps),
+                weights=report.weights_dict(r.weights),
+                text=text,
+                hold=hold,
+                replicas=dict(self._replicas.get(r.id, {})),
+                figures=dict(figures or {}),
+            )
+        )
 
 
 def _describe(exc: BaseException) -> str:

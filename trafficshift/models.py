@@ -361,3 +361,35 @@ class Verdict:
     error_rate: float | None
     p95: float | None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One colour's requests over the step so far (Traefik's counters since the step started)."""
+
+    requests: int
+    error_rate: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True)
+class Live:
+    """What a rollout is doing between two transitions: the CLI's display, heartbeats and the API's
+    `progress` frames (`GET /events`) are all drawn from it.
+
+    `phase` is the rollout's state as text (whatever states there are, `held` included); `hold` is
+    (elapsed, total) seconds of the wait at the current weights, None when it is not waiting; `replicas`
+    maps each new container to its readiness; `figures` (colour -> requests so far) is filled while a step
+    holds with analysis.
+    """
+
+    rollout_id: str
+    app: str
+    phase: str
+    step: int
+    steps: int
+    weights: Mapping[str, int]
+    text: str = ""
+    hold: tuple[float, float] | None = None
+    replicas: Mapping[str, str] = field(default_factory=dict)
+    figures: Mapping[str, Figures] = field(default_factory=dict)

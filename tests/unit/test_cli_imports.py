@@ -53,7 +53,8 @@ def test_help_and_check_load_no_server_and_no_docker(tmp_path: Path, args: tuple
     code, modules = _imported(tmp_path, *args)
     assert code == 0
     # asyncio too: neither runs an event loop, and asyncio (with ssl) is most of the CLI's start-up time.
-    for name in (*SERVER_ONLY, "aiodocker", "trafficshift.service", "asyncio"):
+    # rich neither: it draws the live display of a rollout on a terminal, and only then is it loaded.
+    for name in (*SERVER_ONLY, "aiodocker", "trafficshift.service", "asyncio", "rich"):
         assert _loaded(modules, name) == [], f"`trafficshift {' '.join(args)}` loads {name}"
 
 
