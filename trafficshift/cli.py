@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("serve", "run the service: HTTP API, Docker-event-driven config, scheduled cutovers")
     p.add_argument("--listen", help="host:port (default: service.listen, else 127.0.0.1:8700)")
+    p.add_argument(
+        "--tls-cert", metavar="PEM", help="serve https with this certificate chain (with --tls-key)"
+    )
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
 
     p = add("schedule", "scheduled cutovers: `schedule APP --image IMAGE --at TIME`, `list`, `cancel ID`")
     p.add_argument("args", nargs="+", metavar="APP|list|cancel")
@@ -302,7 +306,10 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         from trafficshift.service.app import configure_logging, serve
 
         configure_logging()
-        return asyncio.run(serve(config, listen=args.listen))
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise UsageError("serve: --tls-cert and --tls-key go together")
+        tls = None if args.tls_cert is None else (args.tls_cert, args.tls_key)
+        return asyncio.run(serve(config, listen=args.listen, tls=tls))
     if command == "schedule":
         from trafficshift.client import schedule_command
 

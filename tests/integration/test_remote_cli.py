@@ -22,6 +22,7 @@ from tests.support import cli
 from tests.support.docker_fixtures import colours_of
 from tests.support.load import load_app
 from tests.support.service import ServiceProc, run_service
+from tests.support.tls import self_signed
 from tests.support.traefik import TraefikProc
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
@@ -158,3 +159,25 @@ async def test_ctrl_c_of_a_remote_run_goes_back_and_heartbeats_keep_a_log_alive(
     assert f"trafficshift: {prefix}: aborted: " in interrupted.stderr
     assert interrupted.stderr.rstrip().endswith(f"all traffic is on blue ({v1})"), interrupted.stderr
     assert await colours_of(docker, prefix) == {"blue": {v1}}
+
+
+async def test_a_service_on_https_is_verified_against_the_given_ca(
+    tmp_path: Path, traefik: TraefikProc, prefix: str, app_images: dict[str, str]
+) -> None:
+    """`serve --tls-cert --tls-key`; the CLI refuses its self-signed certificate until given it as the CA."""
+    cert, key = self_signed(tmp_path)
+    served, here = _configs(tmp_path, traefik, prefix, app_images["v1"])
+    async with run_service(served, tls=(cert, key)) as service:
+        env = _remote(service)
+        assert service.url.startswith("https://")
+        refused = await cli.run("abort", prefix, config=here, env=env)
+        assert refused.code == 2, refused.stderr
+        assert "failed the TLS check" in refused.stderr
+        assert "--cacert" in refused.stderr
+        # Trusted: the CLI reaches it, and the service answers as it would over http.
+        nothing = await cli.run("abort", prefix, "--cacert", str(cert), config=here, env=env)
+        assert nothing.code == 2, nothing.stderr
+        assert f"no rollout of {prefix} is in progress" in nothing.stderr
+        listed = await cli.run("schedule", "list", config=here, env={**env, "TRAFFICSHIFT_CACERT": str(cert)})
+        assert (listed.code, listed.stdout.strip()) == (0, "no schedules"), listed.stderr
+    assert "listening on https://127.0.0.1:" in service.log()
