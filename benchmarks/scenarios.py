@@ -1,4 +1,4 @@
-"""The three ways to cut over from v1 to v2, each measured under the same closed-loop load through Traefik.
+"""The four ways to cut over from v1 to v2, each measured under the same closed-loop load through Traefik.
 
 Each scenario deploys v1, runs the load for a steady period, then cuts over (`t0` .. `t_end`), lets the
 load run `settle` seconds more, and turns what the load recorded into a `RunResult`.
@@ -23,6 +23,7 @@ import aiohttp
 from benchmarks.harness import (
     LabelDiscovery,
     Workspace,
+    is_healthy,
     run_container,
     stop_container,
     wait_serving,
@@ -34,8 +35,8 @@ from tests.support.load import Load, Sample, run_load, share, summarize
 from tests.support.traefik import TraefikProc, free_port
 from trafficshift.traefik import names
 
-TRAFFICSHIFT, SEED, RECREATE = "trafficshift", "seed", "recreate"
-SCENARIOS = (TRAFFICSHIFT, SEED, RECREATE)
+TRAFFICSHIFT, SEED, ROLLOUT, RECREATE = "trafficshift", "seed", "docker-rollout", "recreate"
+SCENARIOS = (TRAFFICSHIFT, SEED, ROLLOUT, RECREATE)
 
 _STEP = re.compile(r"^step (\d+)/(\d+):")
 _CONFIRMED = re.compile(r"^step (\d+)/(\d+) confirmed in ([0-9.]+)s")
@@ -393,6 +394,57 @@ async def run_seed(
             t0=t0,
             t_end=t_end,
             extra={"file_changes": float(len(discovery.changes))},
+        )
+
+
+# ---------------------------------------------------------------------- docker-rollout
+
+
+# docker-rollout looks at the new containers' health once a second, for 60 s at most.
+ROLLOUT_POLL = 1.0
+ROLLOUT_TIMEOUT = 60.0
+
+
+async def run_docker_rollout(
+    ws: Workspace, traefik: TraefikProc, images: Images, params: Params, *, run: int
+) -> RunResult:
+    """What docker-rollout does, set up as its docs say: Traefik's Docker provider on labels with a retry
+    middleware, and a Compose healthcheck, so that Traefik skips a container until Docker calls it healthy.
+
+    `docker rollout web`: scale the service to twice its size (v2 beside v1), wait until the new container
+    is healthy (polled once a second), then stop and remove the old one. Written here from that description
+    (not docker-rollout's script); the healthcheck probes as often as trafficshift's readiness does.
+    """
+    group = f"{ws.prefix}-rollout{run}"
+    health = params.health_interval
+    async with LabelDiscovery(docker=ws.docker, group=group, dynamic_dir=traefik.dynamic_dir):
+        await run_container(
+            ws.docker, name=f"{group}-v1", image=images.v1, group=group, health_interval=health
+        )
+        await wait_serving(web_url=traefik.web_url, host=f"{group}.localhost", body="v1", within=60)
+        async with _load(traefik, group, params) as load:
+            steady_from = await _steady(load, params)
+            t0 = Load.mark()
+            await run_container(
+                ws.docker, name=f"{group}-v2", image=images.v2, group=group, health_interval=health
+            )
+            async with asyncio.timeout(ROLLOUT_TIMEOUT):  # docker-rollout's own polling, as it does it
+                while True:
+                    if await is_healthy(ws.docker, name=f"{group}-v2"):
+                        break
+                    await asyncio.sleep(ROLLOUT_POLL)
+            healthy = Load.mark()
+            await stop_container(ws.docker, name=f"{group}-v1", grace=params.stop_timeout)
+            t_end = Load.mark()
+            await asyncio.sleep(params.settle)
+        return measure(
+            scenario=ROLLOUT,
+            run=run,
+            load=load,
+            steady_from=steady_from,
+            t0=t0,
+            t_end=t_end,
+            extra={"healthy_after": healthy - t0},
         )
 
 
