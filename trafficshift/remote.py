@@ -97,7 +97,8 @@ async def run_in_service(
         aborts.append(asyncio.create_task(_ask_abort(client, app_path)))
     follower = _Follower(client, rollout_id=rollout_id, app=app, app_path=app_path, cursor=cursor)
     try:
-        rollout = await follower.run(on_event=on_event, on_live=on_live, on_progress=on_progress)
+        # Where it stands comes as the service's progress frames (on_live); on_progress has nothing to add.
+        rollout = await follower.run(on_event=on_event, on_live=on_live)
     finally:
         follower.stop()
     await asyncio.gather(*aborts, return_exceptions=True)
@@ -207,7 +208,6 @@ class _Follower:
         *,
         on_event: Callable[[Event], None],
         on_live: Callable[[Live], None],
-        on_progress: Callable[[str], None],
     ) -> Rollout:
         # A daemon thread, not the loop's executor: a read blocked until the next keep-alive must not hold
         # up the CLI's exit.
@@ -270,7 +270,6 @@ class _Follower:
                     )
             else:
                 interrupted_since = None
-                on_progress(f"{rollout.get('state')} {report.weights_text(rollout.get('weights') or {})}")
 
     async def _outcome_or_none(self) -> Rollout | None:
         doc = await asyncio.to_thread(self.client.call, "GET", f"/rollouts/{self.rollout_id}")

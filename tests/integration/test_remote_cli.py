@@ -8,6 +8,7 @@ a local run; the live display is read off a real terminal (tmux) while a step ho
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import shlex
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 
 ANALYSIS = {"max_error_rate": 0.05, "max_p95_latency": "500ms", "min_requests": 5, "interval": "1s"}
 HEALTH = {"path": "/healthz", "interval": "200ms", "healthy_threshold": 2, "start_timeout": "3s"}
-# Where the README's captured screen is written when a run asks for it (TRAFFICSHIFT_SCREEN=path).
+# The pane's height; the README's captured screen is written to $TRAFFICSHIFT_SCREEN when it is set.
 SCREEN_LINES = 30
 
 
@@ -54,7 +55,8 @@ def _shape(result: cli.Result, app: str) -> list[tuple[str, str]]:
     """The events a run printed, with what differs between two runs (colours, images, times) named alike."""
     shapes = []
     for e in result.events():
-        message = re.sub(r"\b(blue|green)\b", "C", re.sub(r"\S+:v\d\b", "IMAGE", e["message"]))
+        message = re.sub(r"\brollout \w+", "rollout ID", e["message"])
+        message = re.sub(r"\b(blue|green)\b", "C", re.sub(r"\S+:v\d\b", "IMAGE", message))
         message = re.sub(r"\d+(\.\d+)?", "N", message.split(" judged: ")[0])  # figures differ
         shapes.append((e["state"], message))
     assert shapes, result.stdout
@@ -101,14 +103,15 @@ async def test_remote_runs_print_what_local_runs_print_and_the_display_shows_the
                         await asyncio.sleep(0.2)
             finally:
                 _tmux(socket, "kill-server")
-            (tmp_path.parent / f"{prefix}-screen.txt").write_text(screen)
+            if where := os.environ.get("TRAFFICSHIFT_SCREEN"):
+                await asyncio.to_thread(Path(where).write_text, screen)  # the README's captured screen
             assert screen_file.read_text().strip() == "0", screen
             assert "runs in the service at" in screen, screen
             assert re.search(rf"{prefix}\s+step 1/2 \(shifting\)\s+held \d+s of 6s, \d+s left", screen), (
                 screen
             )
-            assert re.search(r"blue\s+━+\s+50%", screen), screen
-            assert re.search(r"green\s+━+\s+50%", screen), screen
+            assert re.search(r"^\s+blue\s.*\s50%$", screen, re.M), screen  # a bar between them
+            assert re.search(r"^\s+green\s.*\s50%$", screen, re.M), screen
             assert f"{prefix}-green-1: ready" in screen, screen
             assert re.search(r"blue: [1-9]\d* requests, 5xx 0\.0%, p95 \d\.\d{3}s", screen), screen
 
@@ -124,12 +127,16 @@ async def test_remote_runs_print_what_local_runs_print_and_the_display_shows_the
         failed_remote = await cli.run("promote", prefix, "--image", never, config=here, env=env)
         failed_local = await cli.run("promote", prefix, "--image", never, "--local", config=served)
         assert (failed_remote.code, failed_local.code) == (1, 1), failed_remote.stderr
-        last = [r.stderr.strip().splitlines()[-1] for r in (failed_remote, failed_local)]
+        # What the last probe saw may differ (refused, or 503): the rest of the line may not.
+        last = [
+            re.sub(r"\(.*\)", "(...)", r.stderr.strip().splitlines()[-1])
+            for r in (failed_remote, failed_local)
+        ]
         assert last[0] == last[1], last
         assert f"trafficshift: {prefix}: failed: " in last[0]
-        assert last[0].endswith(f"all traffic is on blue ({v2})"), last
+        assert last[0].endswith(f"all traffic is on green ({v2})"), last
     assert not (here.parent / "state").exists()  # the CLI never wrote, nor needed, a state folder
-    assert await colours_of(docker, prefix) == {"blue": {v2}}
+    assert await colours_of(docker, prefix) == {"green": {v2}}
 
 
 async def test_ctrl_c_of_a_remote_run_goes_back_and_heartbeats_keep_a_log_alive(
