@@ -57,12 +57,15 @@ class Printer:
             self._display.status(text)
 
     def live(self, live: Live) -> None:
-        """Where a rollout stands (each second while it holds): drawn, or a heartbeat line now and then."""
+        """Where a rollout stands (each second while it holds): drawn, or a heartbeat line now and then.
+
+        Any report after HEARTBEAT seconds without a line is one: a hold, a slow start, a held step.
+        """
         if self.as_json:
             return
         if self._display is not None:
             self._display.update(live)
-        elif live.hold is not None and time.monotonic() - self._last_line >= HEARTBEAT:
+        elif time.monotonic() - self._last_line >= HEARTBEAT:
             self._say(report.format_heartbeat(live, at=time.time()))
 
     def close(self) -> None:

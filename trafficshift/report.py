@@ -320,7 +320,8 @@ def hold_text(hold: tuple[float, float]) -> str:
 def format_heartbeat(live: Live, *, at: float) -> str:
     """The line a rollout prints every so often while it waits, for logs (no TTY): it is still alive."""
     clock = dt.datetime.fromtimestamp(at).strftime("%H:%M:%S")
-    parts = [f"{clock} {live.app} [{live.phase}] {step_text(live)}"]
+    step = step_text(live)
+    parts = [f"{clock} {live.app} [{live.phase}]" + ("" if step == live.phase else f" {step}")]
     if live.hold is not None:
         parts.append(f"holding {hold_text(live.hold)}")
     elif live.text:

@@ -42,12 +42,15 @@ def test_without_a_terminal_a_hold_prints_a_heartbeat_every_so_often(monkeypatch
     assert "green: 40 requests, 5xx 2.5%, p95 0.012s" in lines[0]
     assert "blue: 360 requests, 5xx 0.0%, p95 -" in lines[0]
     assert lines[0].endswith("(blue=90% green=10%)")
-    # Not a hold (starting, say): no heartbeat; and --json prints nothing but events.
-    printer.live(Live(rollout_id="r1", app="web", phase="starting", step=-1, steps=2, weights={}))
+    # Any report after 10 s of silence is one (a slow start, say); --json prints nothing but events.
+    clock[0] += 10
+    waiting = Live(rollout_id="r1", app="web", phase="starting", step=-1, steps=2, weights={}, text="probing")
+    printer.live(waiting)
+    assert err.getvalue().splitlines()[-1].endswith("web [starting]; probing"), err.getvalue()
     quiet = console.Printer(as_json=True, err=err)
     clock[0] += 60
     quiet.live(HELD)
-    assert len(err.getvalue().splitlines()) == 2
+    assert len(err.getvalue().splitlines()) == 3
 
 
 def test_the_display_shows_step_weights_hold_replicas_and_figures() -> None:
