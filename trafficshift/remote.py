@@ -135,7 +135,7 @@ async def _start(
         if not reached:
             raise RolloutStuck(
                 f"the service at {client.url} took the {command} of {app} and stopped answering ({exc}):"
-                f" whether it started a rollout is not known here, and it no longer drives one;"
+                f" whether it started a rollout is not known here (if it did, it no longer drives it);"
                 f" `trafficshift status {app}` tells, `trafficshift abort {app}` goes back"
             ) from None
         raise  # it answers, and no rollout of the app is recorded: nothing changed
