@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ EXIT_OK, EXIT_ROLLED_BACK = 0, 1
 # silent for a while must not kill a rollout in a long pause.
 HEARTBEAT = 10.0
 ENDED = frozenset({"done", "aborted", "failed"})
+# Displays drawing now: a second signal exits at once, but not with the terminal's cursor still hidden.
+_DRAWING: list[Display] = []
 
 
 class Printer:
@@ -42,6 +45,10 @@ class Printer:
             from trafficshift.display import Display  # rich: only when there is a terminal to draw on
 
             self._display = Display(err)
+            _DRAWING.append(self._display)
+            # Whatever way the command ends (an error raised through main, say), the terminal is left as
+            # it was found: the display's region cleared, the cursor shown.
+            atexit.register(self._display.stop)
         self._last_line = time.monotonic()
 
     def event(self, e: Event) -> None:
@@ -114,6 +121,8 @@ def install_signal_handlers(interrupt: Callable[[str], None]) -> None:
 
     def on_signal(signum: int) -> None:
         if seen:
+            for display in _DRAWING:
+                display.stop()  # gives the terminal its cursor back
             print("\ntrafficshift: second signal, exiting now", file=sys.stderr)
             os._exit(128 + signum)
         seen.append(signum)
