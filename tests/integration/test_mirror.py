@@ -170,3 +170,31 @@ async def test_a_version_answering_500_is_caught_in_the_mirror_phase_with_no_fai
     latest = (await cli.run_json("history", prefix, config=config))[0]
     assert latest["outcome"] == "failed"
     assert "mirror" in latest["reason"]
+
+
+async def test_a_new_colour_that_dies_in_the_mirror_phase_is_caught_on_health_alone(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, logged: dict[str, str]
+) -> None:
+    rollout = _rollout(percent=PERCENT, duration="30s")
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=logged["v1"], rollout=rollout)
+    async with load_app(web_url=traefik.web_url, app=prefix, concurrency=3) as load:
+        await load.wait_for(requests=30)
+        proc = await cli.start("promote", prefix, "--image", logged["v2"], "--json", config=config)
+        await cli.wait_for_line(proc, b"mirror confirmed")
+        killed = Load.mark()
+        await (await docker.containers.get(f"{prefix}-green-1")).kill()
+        result = await cli.finish(proc)
+        took = Load.mark() - killed
+        await load.wait_for(requests=load.total + 30)
+
+    assert result.code == 1, result.stderr
+    assert f"{prefix}-green-1" in result.stderr, result.stderr
+    assert took < 10, took  # a health interval or two, then the way back: not the phase's 30 s
+    assert max(e["weights"].get("green", 0) for e in result.events()) == 0
+    summary = load.summary()
+    print(
+        f"\ncaught and back {took:.1f}s after the kill; {summary.requests} requests, {summary.failed} failed"
+    )
+    assert summary.failed == 0
+    assert set(await colours_of(docker, prefix)) == {"blue"}
+    assert await _api(traefik, f"/api/http/services/{prefix}-mirror@file") == 404
