@@ -221,7 +221,7 @@ async def _reconcile(config: Config, args: argparse.Namespace) -> int:
 
 async def _render(config: Config, args: argparse.Namespace) -> int:
     from trafficshift.runtime import open_engine
-    from trafficshift.traefik.render import render_dynamic
+    from trafficshift.traefik.render import render_dynamic, render_mirror
 
     apps = [args.app] if args.app else sorted(config.apps)
     async with open_engine(config=config) as engine:
@@ -234,6 +234,9 @@ async def _render(config: Config, args: argparse.Namespace) -> int:
                 continue
             print(f"# {app}.yml")
             print(render_dynamic(app=spec, routing=routing, entrypoints=config.traefik.entrypoints))
+            if (mirror := await engine.current_mirror(app)) is not None:
+                print(f"# {app}.mirror.yml")
+                print(render_mirror(app=spec, mirror=mirror, entrypoints=config.traefik.entrypoints))
     return EXIT_OK
 
 

@@ -30,6 +30,7 @@ from trafficshift.models import (
     Colour,
     ContainerInfo,
     Event,
+    MirrorRoute,
     Outcome,
     Phase,
     Rollout,
@@ -211,6 +212,13 @@ class Engine:
         state, active = await self.store.app_state(app), await self.store.active_rollout(app)
         weights = plan.current_weights(state, active, containers)
         return plan.routing_for(app=app, weights=weights, containers=containers)
+
+    async def current_mirror(self, app: str) -> MirrorRoute | None:
+        """The mirror file the app should have now: one while its rollout is in the mirror phase."""
+        active = await self.store.active_rollout(app)
+        if active is None or active.phase is not Phase.MIRRORING:
+            return None
+        return plan.mirror_for(self.spec(app), active)
 
     async def status(self, app: str) -> report.JSON:
         """Live colour, image, weights, containers and any rollout in progress or interrupted."""

@@ -75,6 +75,7 @@ async def test_the_mirror_runs_before_step_1_with_the_new_colour_at_weight_0(wor
     asked = len(world.publisher.asked)
     ended = await world.engine().promote(app=APP, image="web:2")
     assert ended.outcome is Outcome.DONE
+    assert await world.engine().current_mirror(APP) is None
     # Written (confirmed), then removed (confirmed) before any weight moved.
     assert world.publisher.mirror_log == [MIRROR_ROUTE, None]
     weights = [a.routing.weights() for a in world.publisher.asked[asked:]]
@@ -165,6 +166,7 @@ async def test_a_rollout_killed_in_the_mirror_phase_resumes_or_aborts(
     assert left is not None
     assert left.phase is Phase.MIRRORING
     engine = world.engine()
+    assert await engine.current_mirror(APP) == MIRROR_ROUTE  # what `render` prints beside the app's file
     if action == "promote":
         ended = await engine.promote(app=APP)
         assert (ended.id, ended.outcome) == (left.id, Outcome.DONE)
