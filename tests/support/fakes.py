@@ -562,10 +562,10 @@ FAST_TMP = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 @contextlib.contextmanager
-def fresh_world(*, extra: str = "") -> Iterator[World]:
+def fresh_world(*, extra: str = "", config_text: str = CONFIG_TEXT) -> Iterator[World]:
     """A world in a temporary folder of its own (in memory where possible), closed and removed after."""
     with tempfile.TemporaryDirectory(dir=FAST_TMP, prefix="trafficshift-test-") as tmp:
-        world = make_world(Path(tmp), extra=extra)
+        world = make_world(Path(tmp), extra=extra, config_text=config_text)
         try:
             yield world
         finally:
@@ -604,3 +604,12 @@ def _without_fsync(store: AsyncStateStore) -> None:
     """
     writer = store._writer
     writer._pool.submit(lambda: writer._store._db.execute("PRAGMA synchronous=OFF")).result()
+
+
+def with_mirror(config_text: str = CONFIG_TEXT, *, duration: str = "50ms") -> str:
+    """`config_text` whose app mirrors 20% of GET and HEAD to the new colour before step 1."""
+    mirrored = config_text.replace(
+        "stop_timeout: 0s}", f"stop_timeout: 0s, mirror: {{percent: 20, duration: {duration}}}}}"
+    )
+    assert mirrored != config_text
+    return mirrored

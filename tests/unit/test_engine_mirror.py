@@ -23,19 +23,16 @@ from tests.support.checks import (
 )
 from tests.support.fakes import (
     APP,
-    CONFIG_TEXT,
     MIRROR,
     Killed,
     World,
     make_world,
     not_applied,
+    with_mirror,
 )
 from trafficshift.models import Colour, MirrorRoute, Outcome, Phase
 
-MIRRORED = CONFIG_TEXT.replace(
-    "stop_timeout: 0s}", "stop_timeout: 0s, mirror: {percent: 20, duration: 50ms}}"
-)
-assert MIRRORED != CONFIG_TEXT
+MIRRORED = with_mirror()
 ANALYSIS = "    analysis: {max_error_rate: 0.05, min_requests: 10, interval: 10ms}\n"
 MIRROR_ROUTE = MirrorRoute(app=APP, colour=Colour.GREEN, percent=20, methods=("GET", "HEAD"))
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
