@@ -16,7 +16,7 @@ from trafficshift import plan
 from trafficshift.config import parse_config_text
 from trafficshift.errors import ConfigError, RenderCheckError
 from trafficshift.models import AppSpec, Colour, MirrorRoute, MirrorSpec, Phase, RolloutPolicy
-from trafficshift.traefik import render
+from trafficshift.traefik import publish, render
 from trafficshift.traefik.api import ObservedMirror
 from trafficshift.traefik.render import mirror_document, mirror_rule, render_mirror
 
@@ -258,3 +258,25 @@ def test_the_mirror_is_gone_once_neither_its_router_nor_its_service_is_left() ->
     assert ObservedMirror(router=None, service=None).matches(None)
     assert not ObservedMirror(router=ROUTER, service=None).matches(None)
     assert not ObservedMirror(router=None, service=SERVICE).matches(None)
+
+
+# ---------------------------------------------------------------- the live publisher, without an API
+
+
+async def test_the_mirror_file_is_written_beside_the_apps_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publish, "UNCONFIRMED_WAIT", 0.0)
+    config = parse_config_text(BASE_CONFIG, source="t.yml", base_dir=tmp_path)
+    path = tmp_path / "dynamic" / "web.mirror.yml"
+    await publish.publish_mirror(config=config, traefik=None, spec=SPEC, mirror=ROUTE)
+    assert path.read_text() == render_mirror(app=SPEC, mirror=ROUTE, entrypoints=["web"])
+    await publish.publish_mirror(config=config, traefik=None, spec=SPEC, mirror=None)
+    assert not path.exists()
+
+
+async def test_removing_no_mirror_does_not_wait_for_traefik(tmp_path: Path) -> None:
+    # Every way back asks: without an API to confirm through, only a removed file is worth the blind wait.
+    config = parse_config_text(BASE_CONFIG, source="t.yml", base_dir=tmp_path)
+    took = await publish.publish_mirror(config=config, traefik=None, spec=SPEC, mirror=None)
+    assert took < publish.UNCONFIRMED_WAIT / 10

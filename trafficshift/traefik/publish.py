@@ -55,7 +55,12 @@ async def publish_mirror(
     entrypoints = config.traefik.entrypoints
     text = render_mirror(app=spec, mirror=mirror, entrypoints=entrypoints) if mirror else None
     stem = names.mirror_file(spec.name)
-    await asyncio.to_thread(write_dynamic, dynamic_dir=config.traefik.dynamic_dir, app=stem, text=text)
+    changed = await asyncio.to_thread(
+        write_dynamic, dynamic_dir=config.traefik.dynamic_dir, app=stem, text=text
+    )
+    if text is None and not changed and traefik is None:
+        # No mirror file was there (every abort asks): nothing for Traefik to drop, so no blind wait.
+        return time.monotonic() - started
     if traefik is not None:
         expected = mirror_document(app=spec, mirror=mirror, entrypoints=entrypoints) if mirror else None
         await traefik.wait_until_mirrored(spec.name, expected, timeout=CONFIRM_TIMEOUT)
