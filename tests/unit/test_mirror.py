@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from tests.support.factories import BASE_CONFIG, make_rollout
-from trafficshift import plan
+from tests.support.fakes import FakeMetrics, Faults
+from trafficshift import judge, plan
 from trafficshift.config import parse_config_text
 from trafficshift.errors import ConfigError, RenderCheckError
-from trafficshift.models import AppSpec, Colour, MirrorRoute, MirrorSpec, Phase, RolloutPolicy
+from trafficshift.models import AnalysisSpec, AppSpec, Colour, MirrorRoute, MirrorSpec, Phase, RolloutPolicy
 from trafficshift.traefik import publish, render
 from trafficshift.traefik.api import ObservedMirror
 from trafficshift.traefik.render import mirror_document, mirror_rule, render_mirror
@@ -280,3 +281,20 @@ async def test_removing_no_mirror_does_not_wait_for_traefik(tmp_path: Path) -> N
     config = parse_config_text(BASE_CONFIG, source="t.yml", base_dir=tmp_path)
     took = await publish.publish_mirror(config=config, traefik=None, spec=SPEC, mirror=None)
     assert took < publish.UNCONFIRMED_WAIT / 10
+
+
+# ---------------------------------------------------------------- what the phase is judged on
+
+
+def test_the_mirror_phase_is_judged_on_the_new_colours_own_service() -> None:
+    judged = replace(SPEC, analysis=AnalysisSpec(max_error_rate=0.01))
+    mirroring = make_rollout(phase=Phase.MIRRORING, step=-1, weights={Colour.BLUE: 100, Colour.GREEN: 0})
+    watch = judge.watch_step(spec=judged, rollout=mirroring, metrics=FakeMetrics(Faults()))
+    assert watch is not None
+    # Traefik counts the copies there (the mirroring service itself has no series).
+    assert watch.service == "web-green@file"
+    assert watch.step == "mirror (20% of GET/HEAD copied to green)"
+    # Without analysis: health alone. At weight 0 outside the mirror phase: nothing to judge.
+    assert judge.watch_step(spec=SPEC, rollout=mirroring, metrics=FakeMetrics(Faults())) is None
+    at_zero = replace(mirroring, phase=Phase.SHIFTING)
+    assert judge.watch_step(spec=judged, rollout=at_zero, metrics=FakeMetrics(Faults())) is None
