@@ -1,0 +1,38 @@
+"""`doctor`'s checks of folders and the token, and how a check reads (Docker and Traefik: integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trafficshift.doctor import Check, check_folder, check_state, check_token
+
+
+def test_a_check_reads_as_one_line_with_its_fix() -> None:
+    assert Check("docker", True, "answers").line() == "ok    docker: answers"
+    assert Check("clock", None, "no answer").line() == "skip  clock: no answer"
+    assert Check("x", False, "broken", "mend it").line() == "FAIL  x: broken; fix: mend it"
+
+
+def test_a_folder_is_ok_when_it_can_be_written_or_created(tmp_path: Path) -> None:
+    assert check_folder("f", tmp_path).ok is True
+    assert check_folder("f", tmp_path / "a" / "b").ok is True
+    (tmp_path / "file").write_text("")
+    assert check_folder("f", tmp_path / "file").ok is False
+
+
+def test_a_state_dir_others_can_write_fails(tmp_path: Path) -> None:
+    assert check_state(tmp_path).ok is True
+    tmp_path.chmod(0o777)
+    assert check_state(tmp_path).fix == f"check its content, then chmod 700 {tmp_path}"
+
+
+def test_a_token_readable_by_others_fails(tmp_path: Path) -> None:
+    token = tmp_path / "service.token"
+    assert check_token(token) is None
+    token.write_text("secret")
+    token.chmod(0o644)
+    check = check_token(token)
+    assert check is not None
+    assert check.fix == f"chmod 600 {token}"
+    token.chmod(0o600)
+    assert check_token(token) == Check("token", True, f"{token} is readable by its owner only")
