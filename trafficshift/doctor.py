@@ -9,6 +9,7 @@ loads looks like a Traefik that is merely slow, until a step times out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import stat
@@ -75,11 +76,16 @@ async def check_docker(docker: aiodocker.Docker) -> list[Check]:
         engine = datetime.fromisoformat(str(info["SystemTime"])).timestamp()
     except (aiodocker.DockerError, aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
         return [*checks, Check("clock", None, f"Docker did not tell its time: {exc!r}")]
+    return [*checks, check_clock(engine=engine, local=local)]
+
+
+def check_clock(*, engine: float, local: float) -> Check:
+    """Docker's time against this host's (Unix seconds, read at the same moment)."""
     skew = engine - local
     if abs(skew) > CLOCK_TOLERANCE:
         fix = "sync both clocks (NTP, chrony); rollout times, schedules and Docker's events rely on them"
-        return [*checks, Check("clock", False, f"Docker's clock is {skew:+.1f}s off this host's", fix)]
-    return [*checks, Check("clock", True, f"Docker's clock is within {abs(skew):.1f}s of this host's")]
+        return Check("clock", False, f"Docker's clock is {skew:+.1f}s off this host's", fix)
+    return Check("clock", True, f"Docker's clock is within {abs(skew):.1f}s of this host's")
 
 
 async def check_traefik(config: Config, session: aiohttp.ClientSession) -> list[Check]:
@@ -147,7 +153,8 @@ async def check_watched(dynamic_dir: Path, api: TraefikApi) -> Check:
     else:
         error = ""
     finally:
-        files.write_dynamic(dynamic_dir=dynamic_dir, app=name, text=None)
+        with contextlib.suppress(OSError):  # it could be written: it can be removed, bar a race
+            files.write_dynamic(dynamic_dir=dynamic_dir, app=name, text=None)
     if not seen:
         detail = error or (
             f"Traefik did not load a probe file written to {dynamic_dir} within {PROBE_TIMEOUT:g}s:"

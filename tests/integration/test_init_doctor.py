@@ -18,7 +18,7 @@ import yaml
 
 from tests.support import cli
 from tests.support.compose import write_project
-from tests.support.traefik import REPO, TraefikProc
+from tests.support.traefik import REPO, TraefikProc, free_port
 
 BIN = Path(sys.executable).parent / "trafficshift"
 
@@ -161,3 +161,23 @@ async def test_doctor_fails_for_a_folder_traefik_does_not_watch(tmp_path: Path, 
     assert lines["traefik api"].startswith("ok ")
     assert result.stdout.endswith("1 of 7 checks failed: watched folder\n")
     assert list(elsewhere.iterdir()) == []
+
+
+async def test_doctor_names_docker_and_traefik_down_and_skips_what_needs_them(tmp_path: Path) -> None:
+    dynamic = tmp_path / "dynamic"
+    dynamic.mkdir()
+    config = cli.write_config(tmp_path / "trafficshift.yml", traefik=None, apps={}, dynamic_dir=dynamic)
+    api_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config.write_text(config.read_text().replace("traefik:\n", f"traefik:\n  api_url: {api_url}\n", 1))
+    result = await cli.run(
+        "doctor", config=config, within=30, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    )
+    assert result.code == 3, result.stdout + result.stderr
+    lines = doctor_lines(result.stdout)
+    assert lines["docker"].startswith("FAIL "), result.stdout
+    assert "fix: start Docker, or point DOCKER_HOST at it" in lines["docker"]
+    assert lines["clock"] == "skip Docker did not answer"
+    assert lines["traefik api"].startswith(f"FAIL Traefik API at {api_url} is unreachable"), result.stdout
+    assert lines["traefik metrics"].startswith("skip ")
+    assert lines["watched folder"] == "skip needs Traefik's API to read the probe back"
+    assert result.stdout.endswith("2 of 7 checks failed: docker, traefik api\n")

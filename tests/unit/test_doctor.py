@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trafficshift.doctor import Check, check_folder, check_state, check_token
+from trafficshift.doctor import Check, check_clock, check_folder, check_state, check_token
 
 
 def test_a_check_reads_as_one_line_with_its_fix() -> None:
@@ -36,3 +36,12 @@ def test_a_token_readable_by_others_fails(tmp_path: Path) -> None:
     assert check.fix == f"chmod 600 {token}"
     token.chmod(0o600)
     assert check_token(token) == Check("token", True, f"{token} is readable by its owner only")
+
+
+def test_the_clocks_may_differ_by_two_seconds() -> None:
+    assert (
+        check_clock(engine=100.0, local=101.5).line()
+        == "ok    clock: Docker's clock is within 1.5s of this host's"
+    )
+    check = check_clock(engine=100.0, local=103.0)
+    assert (check.ok, check.detail) == (False, "Docker's clock is -3.0s off this host's")
