@@ -3,7 +3,8 @@
 Each check goes through the adapter a promote uses (Containers, TraefikApi, the metrics scrape, the atomic
 dynamic-file writer), so a pass here means the same call passes in a rollout. The watched-folder check is
 the one no other command can make before it matters: a file written into `dynamic_dir` that Traefik never
-loads looks like a Traefik that is merely slow, until a step times out.
+loads looks like a Traefik that is merely slow, until a step times out. The probe is written as a rollout
+writes its files, so Traefik never reads half of it: invariant 3 (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

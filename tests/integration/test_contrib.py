@@ -102,3 +102,6 @@ def test_the_dockerfile_copies_what_the_wheel_is_built_from() -> None:
     for name in ("templates", "docker-compose.traefik.yml", "traefik/traefik.yml"):
         assert name in sources
     assert "pip install --no-cache-dir '/src[compose]'" in dockerfile
+    # The checkout's .venv is not sent to the builder: its ignore file lets through exactly these.
+    ignore = (CONTRIB / "Dockerfile.dockerignore").read_text().splitlines()
+    assert sorted(line[1:] for line in ignore if line.startswith("!")) == sorted(sources)
