@@ -36,6 +36,8 @@ from trafficshift.traefik.scrape import scrape
 PROBE_TIMEOUT = 6.0
 PROBE_POLL = 0.1
 PROBE_PREFIX = "trafficshift-doctor-"
+# A probe file older than this was left by a `doctor` that was killed (one run takes at most ~2 x 6 s).
+STALE_PROBE = 60.0
 # Docker's clock against this host's: beyond this, event times and schedules disagree.
 CLOCK_TOLERANCE = 2.0
 # Exit code when a check fails: that of Docker or Traefik unreachable (README, exit-code table).
@@ -142,6 +144,7 @@ async def check_watched(dynamic_dir: Path, api: TraefikApi) -> Check:
     """Write a uniquely named probe file into `dynamic_dir`, see it in Traefik's API, then remove it."""
     name = f"{PROBE_PREFIX}{secrets.token_hex(4)}"
     qualified = f"{name}@file"
+    remove_stale_probes(dynamic_dir)
     try:
         files.write_dynamic(dynamic_dir=dynamic_dir, app=name, text=_probe_text(name))
     except OSError as exc:
@@ -169,6 +172,15 @@ async def check_watched(dynamic_dir: Path, api: TraefikApi) -> Check:
     # Gone again before the next command runs: a leftover probe would do no harm, but say nothing of it.
     await _poll(lambda: _absent(api, qualified), within=PROBE_TIMEOUT)
     return Check("watched folder", True, f"Traefik loads what is written to {dynamic_dir}")
+
+
+def remove_stale_probes(dynamic_dir: Path, *, now: float | None = None) -> None:
+    """Remove probe files a killed `doctor` left; younger ones may be another `doctor`'s, still running."""
+    oldest = (time.time() if now is None else now) - STALE_PROBE
+    for path in dynamic_dir.glob(f"{PROBE_PREFIX}*.yml"):
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove: the probe goes on
+            if path.stat().st_mtime < oldest:
+                path.unlink()
 
 
 async def _absent(api: TraefikApi, qualified: str) -> bool:

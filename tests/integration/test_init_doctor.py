@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -128,6 +129,10 @@ def doctor_lines(stdout: str) -> dict[str, str]:
 @pytest.mark.traefik
 async def test_doctor_passes_against_the_folder_traefik_watches(tmp_path: Path, traefik: TraefikProc) -> None:
     config = cli.write_config(tmp_path / "trafficshift.yml", traefik=traefik, apps={}, metrics=True)
+    # A probe a killed doctor left an hour ago: removed too.
+    leftover = traefik.dynamic_dir / "trafficshift-doctor-00000000.yml"
+    leftover.write_text("http: {}\n")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     result = await cli.run("doctor", config=config, within=30)
     assert result.code == 0, result.stdout + result.stderr
     lines = doctor_lines(result.stdout)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from trafficshift.doctor import Check, check_clock, check_folder, check_state, check_token
+from trafficshift.doctor import (
+    Check,
+    check_clock,
+    check_folder,
+    check_state,
+    check_token,
+    remove_stale_probes,
+)
 
 
 def test_a_check_reads_as_one_line_with_its_fix() -> None:
@@ -45,3 +53,14 @@ def test_the_clocks_may_differ_by_two_seconds() -> None:
     )
     check = check_clock(engine=100.0, local=103.0)
     assert (check.ok, check.detail) == (False, "Docker's clock is -3.0s off this host's")
+
+
+def test_only_probes_a_killed_doctor_left_are_removed(tmp_path: Path) -> None:
+    old, young = tmp_path / "trafficshift-doctor-0a.yml", tmp_path / "trafficshift-doctor-0b.yml"
+    app = tmp_path / "web.yml"
+    for path in (old, young, app):
+        path.write_text("http: {}\n")
+        os.utime(path, (1000.0, 1000.0))
+    os.utime(young, (1990.0, 1990.0))
+    remove_stale_probes(tmp_path, now=2000.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trafficshift-doctor-0b.yml", "web.yml"]
