@@ -114,6 +114,10 @@ class TraefikApi:
                 " api_url must point at Traefik's API entrypoint"
             )
 
+    async def has_service(self, qualified: str) -> bool:
+        """Whether Traefik runs the HTTP service `qualified` (`name@provider`), e.g. `doctor`'s probe."""
+        return await self._get(f"/api/http/services/{qualified}") is not None
+
     async def read_routing(self, app: str) -> ObservedRouting:
         """Return the app's weighted service and its children as Traefik runs them."""
         weighted = names.qualified(names.weighted_service(app), self.provider)
