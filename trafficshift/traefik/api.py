@@ -185,8 +185,8 @@ class TraefikApi:
     async def read_mirror(self, app: str) -> ObservedMirror:
         """The app's mirror router and mirroring service, as Traefik runs them."""
         router, service = await asyncio.gather(
-            self._get(f"/api/http/routers/{names.qualified(names.mirror_router(app))}"),
-            self._get(f"/api/http/services/{names.qualified(names.mirror_service(app))}"),
+            self._get(f"/api/http/routers/{names.qualified(names.mirror_router(app), self.provider)}"),
+            self._get(f"/api/http/services/{names.qualified(names.mirror_service(app), self.provider)}"),
         )
         return ObservedMirror(router=router, service=service)
 
@@ -217,7 +217,7 @@ class TraefikApi:
                     await asyncio.sleep(poll)
         except TimeoutError:
             raise StepNotApplied(
-                names.qualified(names.mirror_service(app)), expected or "no mirror", observed
+                names.qualified(names.mirror_service(app), self.provider), expected or "no mirror", observed
             ) from None
 
     async def _get(self, path: str) -> Any:
