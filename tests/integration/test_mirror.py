@@ -7,6 +7,8 @@ copied to the new one.
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -198,3 +200,29 @@ async def test_a_new_colour_that_dies_in_the_mirror_phase_is_caught_on_health_al
     assert summary.failed == 0
     assert set(await colours_of(docker, prefix)) == {"blue"}
     assert await _api(traefik, f"/api/http/services/{prefix}-mirror@file") == 404
+
+
+async def test_kill_9_in_the_mirror_phase_then_abort_removes_the_mirror(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, logged: dict[str, str]
+) -> None:
+    rollout = _rollout(percent=PERCENT, duration="30s")
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=logged["v1"], rollout=rollout)
+    async with load_app(web_url=traefik.web_url, app=prefix, concurrency=3) as load:
+        await load.wait_for(requests=30)
+        proc = await cli.start("promote", prefix, "--image", logged["v2"], "--json", config=config)
+        await cli.wait_for_line(proc, b"mirror confirmed")
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        status = await cli.run_json("status", prefix, config=config)
+        assert (status["rollout"]["state"], status["rollout"]["interrupted"]) == ("mirroring", True)
+        assert (traefik.dynamic_dir / f"{prefix}.mirror.yml").exists()  # left as it was: still copying
+
+        result = await cli.run("abort", prefix, config=config)
+        await load.wait_for(requests=load.total + 30)
+
+    assert result.code == 0, result.stderr
+    assert load.summary().failed == 0, [s for s in load.samples if s.failed][:5]
+    assert load.summary().by_body == {"v1": load.total}
+    assert not (traefik.dynamic_dir / f"{prefix}.mirror.yml").exists()
+    assert await _api(traefik, f"/api/http/routers/{prefix}-mirror@file") == 404
+    assert await colours_of(docker, prefix) == {"blue": {logged["v1"]}}
