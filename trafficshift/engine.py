@@ -33,6 +33,7 @@ from trafficshift.models import (
     Event,
     Figures,
     Live,
+    MirrorRoute,
     Outcome,
     Phase,
     Rollout,
@@ -238,6 +239,13 @@ class Engine:
         weights = plan.current_weights(state, active, containers)
         return plan.routing_for(app=app, weights=weights, containers=containers)
 
+    async def current_mirror(self, app: str) -> MirrorRoute | None:
+        """The mirror file the app should have now: one while its rollout is in the mirror phase."""
+        active = await self.store.active_rollout(app)
+        if active is None or active.phase is not Phase.MIRRORING:
+            return None
+        return plan.mirror_for(self.spec(app), active)
+
     async def status(self, app: str) -> report.JSON:
         """Live colour, image, weights, containers and any rollout in progress or interrupted."""
         self.spec(app)
@@ -303,12 +311,15 @@ class Engine:
                 r = await self._advance(
                     r, phase=Phase.READY, message=f"{len(started)} {new} container(s) ready"
                 )
-        elif r.phase in (Phase.SHIFTING, Phase.DRAINING):
-            # Resumed while the new colour takes traffic: never restart it; it must still be ready (one
-            # that crashed or vanished while nobody watched sends the rollout back).
+        elif r.phase in (Phase.MIRRORING, Phase.SHIFTING, Phase.DRAINING):
+            # Resumed while the new colour takes traffic (or copies of it): never restart it; it must still
+            # be ready (one that crashed or vanished while nobody watched sends the rollout back).
             await self._guarded(r, self._wait_ready(spec, r))
 
-        if r.phase in (Phase.READY, Phase.SHIFTING):
+        if r.phase in (Phase.READY, Phase.MIRRORING):
+            r = await self._mirror(spec, r)
+
+        if r.phase in (Phase.READY, Phase.MIRRORING, Phase.SHIFTING):
             first = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
             steps = r.steps
             for index in range(first, len(steps)):
@@ -389,6 +400,9 @@ class Engine:
         # Routed at all, even at 0% (a resume after a crash in the drain): requests may still be in flight.
         routed = new in r.weights
         r = await self._advance(r, phase=Phase.ABORTING, message=f"aborting: {reason}")
+        # A mirror first, confirmed gone: it names the new colour's service, invariant 10
+        # (docs/ARCHITECTURE.md).
+        await self.routing.publish_mirror(spec=spec, mirror=None)
         if routed:
             # Weight 0 first (for a first deploy: out of the file, there is nothing to go back to).
             back, where = ({old: 100, new: 0}, f"all traffic back to {old}") if old else ({}, "no traffic")
@@ -402,6 +416,39 @@ class Engine:
         await self.containers.stop_and_remove(
             app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
         )
+        return r
+
+    # ------------------------------------------------------------------ the mirror phase
+
+    async def _mirror(self, spec: AppSpec, r: Rollout) -> Rollout:
+        """Before step 1: copies of a share of the live requests go to the new colour, which is judged.
+
+        `mirroring` (the new colour in the file at weight 0) is recorded before the mirror file is written,
+        and the file is removed, confirmed, at the end of the phase; `_take_back` removes it first.
+        Resumed, the phase starts over (a fresh window to judge). A no-op for a rollout without a mirror.
+        """
+        mirror = plan.mirror_for(spec, r)
+        if mirror is None or spec.rollout.mirror is None or r.from_colour is None:
+            if r.phase is Phase.MIRRORING:  # resumed after the mirror left the config: leave none behind
+                await self._guarded(r, self.routing.publish_mirror(spec=spec, mirror=None))
+            return r
+        duration = spec.rollout.mirror.duration
+        if r.phase is not Phase.MIRRORING:
+            methods = ", ".join(mirror.methods)
+            r = await self._advance(
+                r,
+                phase=Phase.MIRRORING,
+                weights={r.from_colour: 100, r.to_colour: 0},
+                message=f"mirroring {mirror.percent}% of {methods} to {r.to_colour} for {duration:g}s",
+            )
+        # The mirror names the new colour's service: the app's file lists it (at weight 0) first, and the
+        # mirror is gone before that file changes again: invariant 10 (docs/ARCHITECTURE.md).
+        await self._guarded(r, self._apply(spec, r))
+        took = await self._guarded(r, self.routing.publish_mirror(spec=spec, mirror=mirror))
+        await self._advance(r, message=f"mirror confirmed in {took:.2f}s")
+        await self._hold(spec, r, seconds=duration)
+        await self._advance(r, message=f"removing the mirror to {r.to_colour}")
+        await self._guarded(r, self.routing.publish_mirror(spec=spec, mirror=None))
         return r
 
     # ------------------------------------------------------------------ steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from trafficshift import plan
 from trafficshift.analysis import figures_between, judge_step
 from trafficshift.errors import AnalysisFailed, UnreachableError
 from trafficshift.models import (
@@ -135,16 +136,22 @@ def _metrics_label(app: str, colour: Colour) -> str:
 
 
 def watch_step(*, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None) -> StepWatch | None:
-    """A watch over the step the rollout holds now, or None when there is nothing to judge.
+    """A watch over the step (or mirror phase) the rollout holds now, or None when there is nothing to judge.
 
     Nothing to judge: no analysis or metrics source, a first deploy (no old colour to go back to), or the new
-    colour takes no traffic.
+    colour takes no traffic (nor copies of it).
     """
     new = rollout.to_colour
     percent = rollout.weights.get(new, 0)
-    if spec.analysis is None or metrics is None or rollout.from_colour is None or percent <= 0:
+    # Traefik counts the mirror's copies under the new colour's own service, with the colour's answers.
+    mirror = plan.mirror_for(spec, rollout) if rollout.phase is Phase.MIRRORING else None
+    if spec.analysis is None or metrics is None or rollout.from_colour is None:
         return None
-    if rollout.phase is Phase.DRAINING:
+    if mirror is not None:
+        step = f"mirror ({mirror.percent}% of {'/'.join(mirror.methods)} copied to {new})"
+    elif percent <= 0:
+        return None
+    elif rollout.phase is Phase.DRAINING:
         step = f"drain ({percent}% on {new})"
     else:
         step = f"step {rollout.step + 1}/{len(rollout.steps)} ({percent}% on {new})"

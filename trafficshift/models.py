@@ -33,12 +33,27 @@ class HealthSpec:
     start_timeout: float = 60.0
 
 
+# Requests that may be copied to the new colour by default: a copy of a write would repeat its side effects.
+MIRROR_METHODS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    """`rollout.mirror`: before step 1, copies of `percent`% of the live requests of `methods` go to the new
+    colour for `duration` seconds (Traefik's mirroring service; the copies' answers are discarded)."""
+
+    percent: int
+    duration: float
+    methods: tuple[str, ...] = MIRROR_METHODS
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
     steps: tuple[int, ...] = (10, 25, 50, 100)
     pause: float = 30.0
     drain: float = 10.0
     stop_timeout: float = 10.0
+    mirror: MirrorSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -231,12 +246,27 @@ class Routing:
         return Routing(app=self.app, routes=tuple(sorted(routes, key=lambda r: r.colour)))
 
 
+@dataclass(frozen=True)
+class MirrorRoute:
+    """What an app's mirror file says: copies of `percent`% of its `methods` requests go to `colour`.
+
+    The mirror file sits beside the app's dynamic file and only while a rollout is in its mirror phase;
+    `colour` is then in the app's file at weight 0 (a mirror needs its target service there).
+    """
+
+    app: str
+    colour: Colour
+    percent: int
+    methods: tuple[str, ...]
+
+
 # ---------------------------------------------------------------- rollouts
 
 
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
+    MIRRORING = "mirroring"
     SHIFTING = "shifting"
     DRAINING = "draining"
     CLEANING = "cleaning"

@@ -25,6 +25,7 @@ from trafficshift.models import (
     Event,
     LockRole,
     MetricsSnapshot,
+    MirrorRoute,
     Rollout,
     Routing,
 )
@@ -78,6 +79,12 @@ class RoutingPublisher(Protocol):
         """Replace the app's file with `routing` (no routes: remove it), wait until Traefik runs it.
 
         Returns the seconds it took. The caller holds the app's lock.
+        """
+
+    async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
+        """Write the app's mirror file (None: remove it), wait until Traefik runs it (or shows it gone).
+
+        The mirror's colour must be in the app's file. Returns the seconds it took; the caller holds the lock.
         """
 
 

@@ -60,11 +60,46 @@ class ObservedRouting:
         return self.routing().canonical() == expected.canonical()
 
 
+@dataclass(frozen=True)
+class ObservedMirror:
+    """The app's mirror router and mirroring service as Traefik's API shows them (None: not there)."""
+
+    router: Mapping[str, Any] | None
+    service: Mapping[str, Any] | None
+
+    def matches(self, expected: Mapping[str, Any] | None) -> bool:
+        """Whether Traefik runs the mirror file's `expected` document (render.mirror_document) enabled.
+
+        None expects the mirror gone: neither its router nor its service is left.
+        """
+        if expected is None:
+            return self.router is None and self.service is None
+        if self.router is None or self.service is None:
+            return False
+        ((_, router),) = expected["http"]["routers"].items()
+        ((_, service),) = expected["http"]["services"].items()
+        observed = self.service.get("mirroring") or {}
+        listed = observed.get("mirrors") or []
+        mirrors = [{"name": m.get("name"), "percent": m.get("percent")} for m in listed]
+        return (
+            self.router.get("status") == "enabled"
+            and self.service.get("status") == "enabled"
+            and self.router.get("rule") == router["rule"]
+            and self.router.get("service") == router["service"]
+            and sorted(self.router.get("entryPoints") or []) == sorted(router["entryPoints"])
+            and observed.get("service") == service["mirroring"]["service"]
+            and mirrors == service["mirroring"]["mirrors"]
+        )
+
+
 class TraefikApi:
     """A running Traefik, reached through its API (`api.insecure`, or a router to `api@internal`)."""
 
-    def __init__(self, *, api_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, *, api_url: str, session: aiohttp.ClientSession, provider: str = names.PROVIDER
+    ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.provider = provider  # whose objects to read: `file`, or `redis` for the Redis backend
         self._session = session
 
     async def ping(self) -> None:
@@ -79,9 +114,13 @@ class TraefikApi:
                 " api_url must point at Traefik's API entrypoint"
             )
 
+    async def has_service(self, qualified: str) -> bool:
+        """Whether Traefik runs the HTTP service `qualified` (`name@provider`), e.g. `doctor`'s probe."""
+        return await self._get(f"/api/http/services/{qualified}") is not None
+
     async def read_routing(self, app: str) -> ObservedRouting:
         """Return the app's weighted service and its children as Traefik runs them."""
-        weighted = names.qualified(names.weighted_service(app))
+        weighted = names.qualified(names.weighted_service(app), self.provider)
         weighted_doc = await self._get(f"/api/http/services/{weighted}")
         if weighted_doc is None:
             return ObservedRouting(app=app, present=False)
@@ -98,7 +137,7 @@ class TraefikApi:
     async def _read_child(self, app: str, name: str, weight: int) -> ObservedRoute:
         # Children come back without `@file`; a child from another provider would carry its own suffix.
         colour = names.colour_of_service(app, name)
-        qualified = name if "@" in name else names.qualified(name)
+        qualified = name if "@" in name else names.qualified(name, self.provider)
         doc = await self._get(f"/api/http/services/{qualified}")
         if doc is None:
             return ObservedRoute(service=name, colour=colour, weight=weight, servers=())
@@ -140,7 +179,45 @@ class TraefikApi:
                     await asyncio.sleep(poll)
         except TimeoutError:
             raise StepNotApplied(
-                names.qualified(names.weighted_service(routing.app)), routing, observed
+                names.qualified(names.weighted_service(routing.app), self.provider), routing, observed
+            ) from None
+
+    async def read_mirror(self, app: str) -> ObservedMirror:
+        """The app's mirror router and mirroring service, as Traefik runs them."""
+        router, service = await asyncio.gather(
+            self._get(f"/api/http/routers/{names.qualified(names.mirror_router(app), self.provider)}"),
+            self._get(f"/api/http/services/{names.qualified(names.mirror_service(app), self.provider)}"),
+        )
+        return ObservedMirror(router=router, service=service)
+
+    async def wait_until_mirrored(
+        self,
+        app: str,
+        expected: Mapping[str, Any] | None,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        poll: float = 0.05,
+    ) -> float:
+        """Poll until Traefik runs the app's mirror file `expected` (None: until the mirror is gone).
+
+        Returns the seconds it took; StepNotApplied with the last observation on timeout.
+        """
+        started = time.monotonic()
+        observed: ObservedMirror | str | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        observed = await self.read_mirror(app)
+                    except (UnreachableError, TraefikApiError) as exc:  # restarting, or mid-reload
+                        observed = str(exc)
+                    else:
+                        if observed.matches(expected):
+                            return time.monotonic() - started
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise StepNotApplied(
+                names.qualified(names.mirror_service(app), self.provider), expected or "no mirror", observed
             ) from None
 
     async def _get(self, path: str) -> Any:

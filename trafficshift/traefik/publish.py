@@ -7,10 +7,11 @@ import time
 
 import aiohttp
 
-from trafficshift.models import AppSpec, Config, Routing
+from trafficshift.models import AppSpec, Config, MirrorRoute, Routing
+from trafficshift.traefik import names
 from trafficshift.traefik.api import TraefikApi
 from trafficshift.traefik.files import read_routing, write_dynamic
-from trafficshift.traefik.render import render_dynamic
+from trafficshift.traefik.render import mirror_document, render_dynamic, render_mirror
 
 # How long Traefik may take to show a written file through its API before the step counts as failed.
 CONFIRM_TIMEOUT = 30.0
@@ -42,6 +43,32 @@ async def publish_routing(
     return time.monotonic() - started
 
 
+async def publish_mirror(
+    *, config: Config, traefik: TraefikApi | None, spec: AppSpec, mirror: MirrorRoute | None
+) -> float:
+    """Write the app's mirror file (None: remove it) and wait until Traefik runs it (or shows it gone).
+
+    The same atomic write as the app's own file, beside it (`<app>.mirror.yml`); confirmed through the API:
+    the mirror router and the mirroring service present, enabled and as written, or both gone.
+    """
+    started = time.monotonic()
+    entrypoints = config.traefik.entrypoints
+    text = render_mirror(app=spec, mirror=mirror, entrypoints=entrypoints) if mirror else None
+    stem = names.mirror_file(spec.name)
+    changed = await asyncio.to_thread(
+        write_dynamic, dynamic_dir=config.traefik.dynamic_dir, app=stem, text=text
+    )
+    if text is None and not changed and traefik is None:
+        # No mirror file was there (every abort asks): nothing for Traefik to drop, so no blind wait.
+        return time.monotonic() - started
+    if traefik is not None:
+        expected = mirror_document(app=spec, mirror=mirror, entrypoints=entrypoints) if mirror else None
+        await traefik.wait_until_mirrored(spec.name, expected, timeout=CONFIRM_TIMEOUT)
+    else:
+        await asyncio.sleep(UNCONFIRMED_WAIT)
+    return time.monotonic() - started
+
+
 class TraefikPublisher:
     """The live `ports.RoutingPublisher`: the file provider's folder, confirmed through Traefik's API."""
 
@@ -59,3 +86,6 @@ class TraefikPublisher:
 
     async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
         return await publish_routing(config=self.config, traefik=self.api, spec=spec, routing=routing)
+
+    async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
+        return await publish_mirror(config=self.config, traefik=self.api, spec=spec, mirror=mirror)
