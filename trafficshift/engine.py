@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from trafficshift import changes, judge, plan, report
+from trafficshift import changes, judge, plan, report, stepping
 from trafficshift.config import require_app
 from trafficshift.errors import (
     AbortRequested,
@@ -25,13 +25,16 @@ from trafficshift.errors import (
     UsageError,
 )
 from trafficshift.models import (
+    UNTIL_RESUMED,
     AppSpec,
     AppState,
     Colour,
     ContainerInfo,
     Event,
+    LockRole,
     Outcome,
     Phase,
+    Requests,
     Rollout,
     Routing,
 )
@@ -108,8 +111,12 @@ class Engine:
         image: str | None = None,
         steps: tuple[int, ...] | None = None,
         pause: float | None = None,
+        hold_at: int | None = None,
     ) -> Rollout:
-        """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote."""
+        """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote.
+
+        `hold_at`: hold the rollout at that percentage on the new colour until it is resumed.
+        """
         spec = self.spec(app)
         await self._mark_start()
         lock = self.locks.lock(app)
@@ -125,6 +132,11 @@ class Engine:
                         f" ({active.phase}); run `trafficshift promote {app}` to resume it"
                         f" or `trafficshift abort {app}`"
                     )
+                if hold_at is not None:
+                    raise UsageError(
+                        f"rollout {active.id} of {app} is in progress: --hold-at plans a new rollout;"
+                        f" `trafficshift pause {app}` or `trafficshift set-weight {app} N` hold this one"
+                    )
                 self._progress(f"resuming rollout {active.id} of {app} from {active.phase}")
                 if self._on_created is not None:
                     self._on_created(active)
@@ -138,6 +150,18 @@ class Engine:
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
             state = await self.store.app_state(app)
+            # A first deploy has nothing to shift from: one step, straight to 100%.
+            steps, pauses = (
+                ((steps, ()) if steps else (spec.rollout.steps, spec.rollout.pauses))
+                if state.colour
+                else ((100,), ())
+            )
+            if hold_at is not None:
+                if state.colour is None:
+                    raise UsageError(
+                        f"--hold-at: the first deploy of {app} has no old colour to share traffic with"
+                    )
+                steps, pauses = stepping.with_hold_at(steps, pauses, hold_at)
             # The live colour must be routed where its containers are now (Docker may have restarted them on
             # new ports), as the new colour's steps share traffic with it: exit 3 when none is ready.
             await repair_live(adapters=self.adapters, spec=spec, state=state, on_progress=self._progress)
@@ -150,10 +174,10 @@ class Engine:
                 from_state=state,
                 to_colour=plan.next_colour(state),
                 to_image=image,
-                # A first deploy has nothing to shift from: one step, straight to 100%.
-                steps=(steps or spec.rollout.steps) if state.colour else (100,),
+                steps=steps,
                 pause=spec.rollout.pause if pause is None else pause,
                 spec=to_spec,
+                pauses=pauses,
             )
             await self._track(rollout.id, self._driving)
             await self._emit()
@@ -189,6 +213,19 @@ class Engine:
             )
             return await self._drive(spec, rollout)
         return await self._revert(spec, rollout, outcome=Outcome.ABORTED, reason=reason)
+
+    async def record(self, app: str, request: Callable[[], Awaitable[Rollout]]) -> Rollout:
+        """Record a hold, resume or set-weight of the app's rollout (`request`, a store call); return it.
+
+        Its event goes to this engine's output, and to the webhooks when no process drives the rollout (its
+        driver sends them otherwise, when its hold sees the request).
+        """
+        await self._mark_start()
+        r = await request()
+        undriven = self.locks.lock(app).holder() is not LockRole.ROLLOUT
+        await self._track(r.id, self._driving if undriven else self._following)
+        await self._emit()
+        return r
 
     async def rollback(self, *, app: str, now: bool = False) -> Rollout:
         """Promote the image that served before the current one, gradually or (`now`) in one step."""
@@ -282,24 +319,35 @@ class Engine:
             # that crashed or vanished while nobody watched sends the rollout back).
             await self._guarded(r, self._wait_ready(spec, r))
 
+        if r.phase is Phase.READY:
+            r = await self._stop_if_held(spec, r)  # paused (or set to a weight) before its first step
         if r.phase in (Phase.READY, Phase.SHIFTING):
-            first = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
-            steps = r.steps
-            for index in range(first, len(steps)):
-                percent = steps[index]
+            # Resumed at a step: its hold is as recorded (a resumed until-resumed step is not held again).
+            resumed = r.step if r.phase is Phase.SHIFTING else None
+            index = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
+            while index < len(r.steps):
+                percent, count = r.steps[index], len(r.steps)
                 weights = plan.shift_weights(old=old, new=new, percent=percent)
                 await self._confirm(spec, r, step=index, weights=weights)
+                until_resumed = r.pause_of(index) == UNTIL_RESUMED and index != resumed
                 r = await self._advance(
                     r,
                     phase=Phase.SHIFTING,
                     step=index,
                     weights=weights,
-                    message=f"step {index + 1}/{len(steps)}: {percent}% on {new}",
+                    message=f"step {index + 1}/{count}: {percent}% on {new}"
+                    + ("; held until resumed" if until_resumed else ""),
+                    hold=f"step {index + 1}/{count} holds until resumed" if until_resumed else None,
                 )
                 took = await self._guarded(r, self._apply(spec, r))
-                await self._advance(r, message=f"step {index + 1}/{len(steps)} confirmed in {took:.2f}s")
+                await self._advance(r, message=f"step {index + 1}/{count} confirmed in {took:.2f}s")
+                pause = r.pause_of(index)
                 if percent < 100:
-                    await self._hold(spec, r, seconds=r.pause)
+                    # An until-resumed step is held by its record (which resume clears), not by a clock.
+                    r = await self._hold(spec, r, seconds=0 if pause == UNTIL_RESUMED else pause)
+                else:
+                    r = await self._stop_if_held(spec, r)  # at 100%: held before the old colour leaves
+                index = r.step + 1
 
         if old is None:
             # A first deploy has no drain: now that the file routes it alone is its last chance to go back.
@@ -438,11 +486,12 @@ class Engine:
         self._seen_ready.update(c.url for c in ready if c.url)
         return ready
 
-    async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> None:
-        """Hold the current weights for `seconds`, watching the new colour and abort requests.
+    async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> Rollout:
+        """Hold the current weights for `seconds`, and for as long as the rollout is held, watching the new
+        colour and abort requests; return the rollout (a set weight changes its plan).
 
         With analysis, the new colour's metrics are judged from the start of the hold every
-        `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once.
+        `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once, held or not.
         """
         watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)
         if watch is not None:
@@ -450,20 +499,82 @@ class Engine:
         deadline = time.monotonic() + seconds
         next_check = 0.0
         next_judgement = time.monotonic() + (watch.spec.interval if watch else seconds)
-        while (left := deadline - time.monotonic()) > 0:
-            await self._check_abort(r)
+        held: str | None = None
+        while True:
+            asked = await self._requests(r)
+            if asked.weight is not None:
+                if r.phase not in stepping.WEIGHTABLE:  # asked just before the drain began
+                    why = f"set-weight {asked.weight}% not applied: the rollout is {r.phase}"
+                    await self.store.drop_weight_request(r, message=why)
+                    await self._emit()
+                    continue
+                r = await self._set_weight(spec, r, asked.weight)
+                watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)  # a new step to judge
+                if watch is not None:
+                    await self._guarded(r, watch.observe())
+                continue
+            if asked.held != held:
+                held = asked.held
+                await self._emit()  # the hold or resume another process recorded: to webhooks and output
+            left = deadline - time.monotonic()
+            if left <= 0 and held is None:
+                break
             now = time.monotonic()
             if watch is not None and now >= next_judgement:
                 next_judgement = now + watch.spec.interval
                 await self._guarded(r, watch.observe())
             if now >= next_check:
                 next_check = now + spec.health.interval
-                self._progress(f"{r.phase} {report.weights_text(r.weights)}; next in {left:.0f}s")
+                self._progress(self._hold_text(spec, r, held=held, left=left))
                 await check_alive(containers=self.containers, app=spec, colour=r.to_colour)
-            await asyncio.sleep(min(POLL, left))
+            await asyncio.sleep(POLL if held is not None else min(POLL, left))
         if watch is not None:
             verdict = await self._guarded(r, watch.finish())
             await self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
+        return r
+
+    # ------------------------------------------------------------------ holds (stepping.py)
+
+    async def _requests(self, r: Rollout) -> Requests:
+        """What others asked of the rollout (one read); AbortRequested when that is an abort."""
+        asked = await self.store.requests(r.id)
+        reason = self._interrupted or asked.abort
+        if reason:
+            raise AbortRequested(reason)
+        return asked
+
+    async def _stop_if_held(self, spec: AppSpec, r: Rollout) -> Rollout:
+        """At a step boundary with no pause of its own: hold there while the rollout is held."""
+        asked = await self._requests(r)
+        if asked.held is None and asked.weight is None:
+            return r
+        return await self._hold(spec, r, seconds=0)
+
+    async def _set_weight(self, spec: AppSpec, r: Rollout, weight: int) -> Rollout:
+        """Move the new colour to `weight` (recorded as a step of the plan, held), confirmed by Traefik."""
+        new = r.to_colour
+        steps, pauses, index = stepping.with_weight(r, weight)
+        weights = plan.shift_weights(old=r.from_colour, new=new, percent=weight)
+        await self._confirm(spec, r, step=index, weights=weights)
+        r = await self.store.set_weight(
+            r,
+            steps=steps,
+            pauses=pauses,
+            step=index,
+            weights=weights,
+            hold=f"set to {weight}% on {new}",
+            message=f"set to {weight}% on {new}; held until resumed",
+        )
+        await self._emit()
+        took = await self._guarded(r, self._apply(spec, r))
+        await self._advance(r, message=stepping.weight_confirmed(weight, new, took))
+        return r
+
+    def _hold_text(self, spec: AppSpec, r: Rollout, *, held: str | None, left: float) -> str:
+        weights = report.weights_text(r.weights)
+        if held is not None:
+            return f"HELD at {weights} ({held}); `trafficshift resume {spec.name}` goes on"
+        return f"{r.phase} {weights}; next in {left:.0f}s"
 
     async def _confirm(self, spec: AppSpec, r: Rollout, *, step: int, weights: Mapping[Colour, int]) -> None:
         """Ask the confirm gate, when there is one, before the new colour's weight goes up."""
@@ -522,9 +633,10 @@ class Engine:
         phase: Phase | None = None,
         step: int | None = None,
         weights: Mapping[Colour, int] | None = None,
+        hold: str | None = None,
     ) -> Rollout:
         # Awaited whole, the event's webhooks sent, before the caller starts the side effect it announces.
-        new = await self.store.advance(r, message=message, phase=phase, step=step, weights=weights)
+        new = await self.store.advance(r, message=message, phase=phase, step=step, weights=weights, hold=hold)
         await self._emit()
         return new
 

@@ -59,6 +59,20 @@ _ROLLOUT_PROPS: JSON = {
             "description": "the spec keys that differ from the live one when it started (compose-backed)",
         }
     ),
+    "held": _nullable(
+        {
+            "type": "string",
+            "description": "why the rollout is held at its weights until resumed (null: it is not held)",
+            "example": "paused by request",
+        }
+    ),
+    "pauses": _nullable(
+        {
+            "type": "array",
+            "items": _nullable({"type": "string", "example": "until-resumed"}),
+            "description": "each step's own pause (`5s`, `until-resumed`; null: the rollout's pause)",
+        }
+    ),
 }
 _SCHEDULE_PROPS: JSON = {
     "id": {"type": "string"},
@@ -108,13 +122,21 @@ SCHEMAS: JSON = {
     },
     "AppStatus": {
         "type": "object",
-        "required": ["app", "colour", "image", "spec", "weights", "containers", "rollout", "file"],
+        "required": ["app", "colour", "image", "spec", "weights", "routed", "containers", "rollout", "file"],
         "properties": {
             "app": {"type": "string"},
             "colour": _nullable({"type": "string", "enum": _COLOURS}),
             "image": _nullable({"type": "string"}),
             "spec": _nullable({"type": "string", "description": "a compose-backed app's live spec digest"}),
             "weights": _WEIGHTS,
+            "routed": _nullable(
+                {
+                    **_WEIGHTS,
+                    "description": "what the app's dynamic file routes now (as Traefik confirmed it), next to"
+                    " the recorded `weights`: where a stuck or held rollout really stands; null: no readable"
+                    " file",
+                }
+            ),
             "containers": {"type": "array", "items": _ref("Container")},
             "rollout": _nullable(
                 {
