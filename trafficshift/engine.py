@@ -94,6 +94,9 @@ class Engine:
         # (docs/ARCHITECTURE.md).
         self._seen_ready: set[str] = set()
         self._interrupted: str | None = None
+        # Why the rollout this engine drives is held right now (None: it is not held): a service that stops
+        # leaves such a rollout held for its next start instead of sending it back (service/runner.py).
+        self.held: str | None = None
 
     # ------------------------------------------------------------------ public entry points
 
@@ -514,7 +517,7 @@ class Engine:
                     await self._guarded(r, watch.observe())
                 continue
             if asked.held != held:
-                held = asked.held
+                held = self.held = asked.held
                 await self._emit()  # the hold or resume another process recorded: to webhooks and output
             left = deadline - time.monotonic()
             if left <= 0 and held is None:
@@ -528,6 +531,7 @@ class Engine:
                 self._progress(self._hold_text(spec, r, held=held, left=left))
                 await check_alive(containers=self.containers, app=spec, colour=r.to_colour)
             await asyncio.sleep(POLL if held is not None else min(POLL, left))
+        self.held = None
         if watch is not None:
             verdict = await self._guarded(r, watch.finish())
             await self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")

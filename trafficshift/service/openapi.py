@@ -209,6 +209,34 @@ SCHEMAS: JSON = {
                 "example": [10, 50, 100],
             },
             "pause": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$", "example": "5s"},
+            "hold_at": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "hold the rollout at this percentage on the new colour until it is resumed"
+                " (a step of its own when it is not one of the steps)",
+                "example": 10,
+            },
+        },
+    },
+    "EmptyBody": {
+        "type": "object",
+        "description": "optional and empty: the route takes no fields (any field is a 400)",
+        "additionalProperties": False,
+        "properties": {},
+    },
+    "WeightBody": {
+        "type": "object",
+        "required": ["weight"],
+        "additionalProperties": False,
+        "properties": {
+            "weight": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "percentage on the new colour; the rollout is held there until resumed",
+                "example": 30,
+            }
         },
     },
     "AbortBody": {
@@ -326,6 +354,49 @@ def _paths() -> JSON:
                 },
                 params=[_APP],
                 body=_body("RollbackBody", required=False),
+            )
+        },
+        "/apps/{app}/pause": {
+            "post": _op(
+                "hold the app's rollout at its weights until it is resumed (recorded before it answers)",
+                {
+                    "200": _answer("the rollout, held", _ref("Rollout")),
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("no rollout of the app runs, or its phase cannot be held"),
+                },
+                params=[_APP],
+                body=_body("EmptyBody", required=False),
+            )
+        },
+        "/apps/{app}/resume": {
+            "post": _op(
+                "resume the app's held rollout; the service drives it when no process does",
+                {
+                    **accepted,
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("no rollout of the app runs, or it is not held"),
+                    **_503,
+                },
+                params=[_APP],
+                body=_body("EmptyBody", required=False),
+            )
+        },
+        "/apps/{app}/weight": {
+            "post": _op(
+                "set the new colour of the app's rollout to `weight` (held there until resumed); applied by"
+                " its driver, or by the service when none runs, and confirmed through Traefik's API: the"
+                " `set to N% on COLOUR: confirmed` event says when",
+                {
+                    **accepted,
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("no rollout of the app runs, or its phase takes no weight"),
+                    **_503,
+                },
+                params=[_APP],
+                body=_body("WeightBody", required=True),
             )
         },
         "/apps/{app}/history": {
