@@ -317,3 +317,35 @@ async def test_set_weight_of_a_first_deploy_and_hold_at_on_one_are_refused(world
     with pytest.raises(UsageError, match="first deploy"):
         await world.engine().promote(app=APP, hold_at=10)
     assert await world.store.active_rollout(APP) is None
+
+
+# ---------------------------------------------------------------- the service's runner
+
+
+async def test_the_service_drives_a_held_rollout_it_finds_and_leaves_it_held_when_it_stops(
+    world: World,
+) -> None:
+    from trafficshift.service.runner import Runner
+
+    await deploy_blue(world)
+    left = await kill_held(world, hold_at=10)
+    runner = Runner(adapters=world.adapters())
+    found = await runner.recover()  # at start-up: not aborted, driven again (held, watched)
+    assert [r.id for r in found] == [left.id]
+    for _ in range(2000):
+        if world.publisher.confirmed[-1].weights().get(GREEN) == 10 and runner.running():
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    assert world.adapters().locks.lock(APP).is_held_elsewhere()
+    r = await active(world)
+    assert (r.phase, r.step, r.held) == (Phase.SHIFTING, 0, "step 1/3 holds until resumed")
+    await runner.stop(timeout=5)  # SIGTERM: a held rollout is left held, not sent back
+    assert runner.running() == 0
+    r = await active(world)
+    assert (r.held, r.weights) == ("step 1/3 holds until resumed", {BLUE: 90, GREEN: 10})
+    assert not world.adapters().locks.lock(APP).is_held_elsewhere()
+    ended, drove = await holding.resume(world.engine(), APP)
+    assert drove
+    assert ended.outcome is Outcome.DONE
+    assert_invariants(world)
