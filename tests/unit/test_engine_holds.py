@@ -349,3 +349,38 @@ async def test_the_service_drives_a_held_rollout_it_finds_and_leaves_it_held_whe
     assert drove
     assert ended.outcome is Outcome.DONE
     assert_invariants(world)
+
+
+async def test_a_pause_during_the_drain_keeps_the_old_colour_until_resumed(world: World) -> None:
+    await deploy_blue(world)
+    world.notifier.kill_after = phase_is(Phase.DRAINING)
+    with pytest.raises(Killed):
+        await world.engine().promote(app=APP, image="web:2")
+    await holding.pause(world.engine(), APP)
+    driver = asyncio.create_task(world.engine().promote(app=APP))
+    await asyncio.sleep(0.2)  # the drain is 0s: held, not cleaning
+    r = await active(world)
+    assert (r.phase, r.held) == (Phase.DRAINING, holding.PAUSED)
+    assert world.publisher.file().weights() == {BLUE: 0, GREEN: 100}
+    assert world.containers.names(BLUE)  # still running
+    await holding.resume(world.engine(), APP)
+    assert (await asyncio.wait_for(driver, 5)).outcome is Outcome.DONE
+    assert_invariants(world)
+
+
+async def test_set_weight_while_starting_applies_once_ready(world: World) -> None:
+    await deploy_blue(world)
+    world.notifier.kill_after = phase_is(Phase.STARTING)
+    with pytest.raises(Killed):
+        await world.engine().promote(app=APP, image="web:2")
+    r = await holding.set_weight(world.engine(), APP, 25)  # nobody drives it: driven here until confirmed
+    assert (r.phase, r.steps, r.step, r.weights) == (
+        Phase.SHIFTING,
+        (10, 25, 50, 100),
+        1,
+        {BLUE: 75, GREEN: 25},
+    )
+    assert world.publisher.confirmed[-1].weights() == {BLUE: 75, GREEN: 25}
+    ended, _ = await holding.resume(world.engine(), APP)
+    assert ended.outcome is Outcome.DONE
+    assert_invariants(world)
