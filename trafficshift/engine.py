@@ -500,8 +500,21 @@ class Engine:
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
         deadline = time.monotonic() + seconds
+        try:
+            r, watch = await self._hold_loop(spec, r, watch=watch, deadline=deadline)
+        finally:
+            self.held = None
+        if watch is not None:
+            verdict = await self._guarded(r, watch.finish())
+            await self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
+        return r
+
+    async def _hold_loop(
+        self, spec: AppSpec, r: Rollout, *, watch: judge.StepWatch | None, deadline: float
+    ) -> tuple[Rollout, judge.StepWatch | None]:
+        """`_hold`'s wait: until the deadline has passed and the rollout is not held."""
         next_check = 0.0
-        next_judgement = time.monotonic() + (watch.spec.interval if watch else seconds)
+        next_judgement = time.monotonic() + (watch.spec.interval if watch else 0.0)
         held: str | None = None
         while True:
             asked = await self._requests(r)
@@ -531,11 +544,7 @@ class Engine:
                 self._progress(self._hold_text(spec, r, held=held, left=left))
                 await check_alive(containers=self.containers, app=spec, colour=r.to_colour)
             await asyncio.sleep(POLL if held is not None else min(POLL, left))
-        self.held = None
-        if watch is not None:
-            verdict = await self._guarded(r, watch.finish())
-            await self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
-        return r
+        return r, watch
 
     # ------------------------------------------------------------------ holds (stepping.py)
 

@@ -384,3 +384,11 @@ async def test_set_weight_while_starting_applies_once_ready(world: World) -> Non
     ended, _ = await holding.resume(world.engine(), APP)
     assert ended.outcome is Outcome.DONE
     assert_invariants(world)
+
+
+async def test_going_back_ends_the_hold_in_the_record(world: World) -> None:
+    await deploy_blue(world)
+    left = await kill_held(world)
+    aborting = await world.store.advance(left, message="aborting: x", phase=Phase.ABORTING)
+    assert aborting.held is None
+    assert (await active(world)).held is None  # status shows it going back, not held

@@ -290,14 +290,16 @@ class StateStore:
             changes["weights"] = dict(weights)
         if hold is not None:
             changes["held"] = hold
+        elif phase is not None and phase not in stepping.PAUSABLE:
+            changes["held"] = None  # going back, or past the point of return: no hold applies any more
         new = replace(rollout, **changes)
         with self._transaction() as db:
             db.execute(
                 "UPDATE rollouts SET phase = ?, step = ?, weights = ?, updated_at = ? WHERE id = ?",
                 (new.phase, new.step, _weights_json(new.weights), new.updated_at, new.id),
             )
-            if hold is not None:
-                db.execute("UPDATE rollouts SET held = ? WHERE id = ?", (hold, new.id))
+            if "held" in changes:
+                db.execute("UPDATE rollouts SET held = ? WHERE id = ?", (new.held, new.id))
             self._append_event(db, new, message)
         return new
 
