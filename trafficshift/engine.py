@@ -557,7 +557,8 @@ class Engine:
         return asked
 
     async def _stop_if_held(self, spec: AppSpec, r: Rollout) -> Rollout:
-        """At a step boundary with no pause of its own: hold there while the rollout is held."""
+        """At a step boundary with no pause of its own: hold there while the rollout is held (invariant 10,
+        docs/ARCHITECTURE.md)."""
         asked = await self._requests(r)
         if asked.held is None and asked.weight is None:
             return r

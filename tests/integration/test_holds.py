@@ -92,10 +92,10 @@ async def test_an_abort_of_a_held_rollout_loses_no_request(
     async with load_app(web_url=traefik.web_url, app=prefix) as load:
         await load.wait_for(requests=20)
         promote = await cli.start(
-            "promote", prefix, "--image", app_images["v2"], "--hold-at", "50", config=config
+            "promote", prefix, "--image", app_images["v2"], "--hold-at", "50", "--json", config=config
         )
-        await asyncio.sleep(0.5)
-        paused = await cli.run("pause", prefix, config=config)  # held already, or from its first step
+        await cli.wait_for_line(promote, b"step 1/3 confirmed")
+        paused = await cli.run("pause", prefix, config=config)  # held at 10%, or at 50% already
         assert paused.code == 0, paused.stderr
         await load.wait_for(requests=load.total + 50)
         aborted = await cli.run("abort", prefix, config=config)
