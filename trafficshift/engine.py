@@ -557,8 +557,10 @@ class Engine:
         return asked
 
     async def _stop_if_held(self, spec: AppSpec, r: Rollout) -> Rollout:
-        """At a step boundary with no pause of its own: hold there while the rollout is held (invariant 10,
-        docs/ARCHITECTURE.md)."""
+        """At a step boundary with no pause of its own: hold there while the rollout is held.
+
+        Invariant 10 (docs/ARCHITECTURE.md): a held rollout moves only once its record says so.
+        """
         asked = await self._requests(r)
         if asked.held is None and asked.weight is None:
             return r
