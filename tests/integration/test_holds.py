@@ -8,6 +8,7 @@ the API, bad input is a 400 naming the field, and a held rollout survives the se
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 
@@ -166,3 +167,39 @@ async def test_the_api_holds_sets_and_resumes_and_a_held_rollout_survives_the_se
         status, doc = await service.call("POST", f"/apps/{prefix}/resume")
         assert status == 409, doc
     assert await colours_of(docker, prefix) == {Colour.GREEN.value: {app_images["v2"]}}
+
+
+async def test_the_cli_holds_sets_and_resumes_a_rollout_the_service_runs(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"])
+    async with run_service(config) as service:
+        env = service.cli_env
+        promote = await cli.start(
+            "promote",
+            prefix,
+            "--image",
+            app_images["v2"],
+            "--hold-at",
+            "10",
+            "--json",
+            config=config,
+            env=env,
+        )
+        await wait_held(service, traefik, prefix, 10)
+        moved = await cli.run("set-weight", prefix, "30", config=config, env=env)
+        assert moved.code == 0, moved.stderr
+        assert f"in the service at {service.url}" in moved.stdout
+        assert await traefik_weights(traefik, prefix) == {"blue": 70, "green": 30}
+        paused = await cli.run("pause", prefix, "--json", config=config, env=env)
+        assert paused.code == 0, paused.stderr
+        assert json.loads(paused.stdout)["held"] == "set to 30% on green"  # held already: unchanged
+        resumed = await cli.run("resume", prefix, config=config, env=env)
+        assert resumed.code == 0, resumed.stderr
+        assert resumed.stdout.startswith("resumed: rollout")
+        followed = await cli.finish(promote, within=60)
+        assert followed.code == 0, followed.stderr
+        assert followed.events()[-1]["state"] == "done"
+        again = await cli.run("resume", prefix, config=config, env=env)
+        assert again.code == 2  # nothing in progress: nothing changed
+        assert "no rollout" in again.stderr
