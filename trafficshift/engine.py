@@ -339,7 +339,7 @@ class Engine:
             await self._guarded(r, self._wait_ready(spec, r))
 
         if r.phase is Phase.READY:
-            r = await self._stop_if_held(spec, r)  # paused (or set to a weight) before its first step
+            r, _ = await self._stop_if_held(spec, r)  # paused (or set to a weight) before its first step
         if r.phase in (Phase.READY, Phase.SHIFTING):
             # Resumed at a step: its hold is as recorded (a resumed until-resumed step is not held again).
             resumed = r.step if r.phase is Phase.SHIFTING else None
@@ -348,6 +348,13 @@ class Engine:
                 percent, count = r.steps[index], len(r.steps)
                 weights = plan.shift_weights(old=old, new=new, percent=percent)
                 await self._confirm(spec, r, step=index, weights=weights)
+                if index != resumed:
+                    # Held while the gate was asked (or since the last hold): not a step further. Once
+                    # resumed, the step is planned (and the gate asked) again, from where the hold left it.
+                    r, held = await self._stop_if_held(spec, r)
+                    if held:
+                        index = r.step + 1
+                        continue
                 until_resumed = r.pause_of(index) == UNTIL_RESUMED and index != resumed
                 r = await self._advance(
                     r,
@@ -365,7 +372,7 @@ class Engine:
                     # An until-resumed step is held by its record (which resume clears), not by a clock.
                     r = await self._hold(spec, r, seconds=0 if pause == UNTIL_RESUMED else pause)
                 else:
-                    r = await self._stop_if_held(spec, r)  # at 100%: held before the old colour leaves
+                    r, _ = await self._stop_if_held(spec, r)  # at 100%: held before the old colour leaves
                 index = r.step + 1
 
         if old is None:
@@ -572,15 +579,16 @@ class Engine:
             raise AbortRequested(reason)
         return asked
 
-    async def _stop_if_held(self, spec: AppSpec, r: Rollout) -> Rollout:
-        """At a step boundary with no pause of its own: hold there while the rollout is held.
+    async def _stop_if_held(self, spec: AppSpec, r: Rollout) -> tuple[Rollout, bool]:
+        """At a step boundary with no pause of its own: hold there while the rollout is held; the rollout,
+        and whether it was held (or set to a weight).
 
         Invariant 10 (docs/ARCHITECTURE.md): a held rollout moves only once its record says so.
         """
         asked = await self._requests(r)
         if asked.held is None and asked.weight is None:
-            return r
-        return await self._hold(spec, r, seconds=0)
+            return r, False
+        return await self._hold(spec, r, seconds=0), True
 
     async def _set_weight(self, spec: AppSpec, r: Rollout, weight: int) -> Rollout:
         """Move the new colour to `weight` (recorded as a step of the plan, held), confirmed by Traefik."""

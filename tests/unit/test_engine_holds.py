@@ -392,3 +392,34 @@ async def test_going_back_ends_the_hold_in_the_record(world: World) -> None:
     aborting = await world.store.advance(left, message="aborting: x", phase=Phase.ABORTING)
     assert aborting.held is None
     assert (await active(world)).held is None  # status shows it going back, not held
+
+
+async def test_a_pause_while_the_gate_is_asked_holds_before_the_weight_moves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.support.fakes import GATE
+    from trafficshift.store.rollouts import StateStore
+
+    monkeypatch.setenv("TS_TEST_SECRET", "s3cret")
+    with fresh_world(
+        extra="    confirm: {url: http://gate.example/confirm, secret_env: TS_TEST_SECRET}\n"
+    ) as world:
+        await deploy_blue(world)
+        writer = StateStore(world.config.state_dir)
+        asked = world.notifier.gate_asked
+        first = len(asked)  # the first deploy's
+        try:
+            # The gate is asked for step 2 (50%): a pause arrives while it answers yes.
+            world.faults.at(GATE, 2, action=lambda: writer.hold(APP, reason="paused by request") and None)
+            task = asyncio.create_task(world.engine().promote(app=APP, image="web:2"))
+            held = await until_held(world, task, weight=10)
+            await asyncio.sleep(0.1)
+            assert (held.step, (await active(world)).weights) == (0, {BLUE: 90, GREEN: 10})
+            assert asked[first:] == [{BLUE: 90, GREEN: 10}, {BLUE: 50, GREEN: 50}]
+            await holding.resume(world.engine(), APP)
+            assert (await asyncio.wait_for(task, 5)).outcome is Outcome.DONE
+            # Asked again for 50% once resumed: a yes from before the hold does not carry over.
+            assert asked[first + 2] == {BLUE: 50, GREEN: 50}
+        finally:
+            writer.close()
+        assert_invariants(world)
