@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from trafficshift import stepping
 from trafficshift.compose.resolve import resolve_compose
 from trafficshift.compose.spec import ComposeRef
 from trafficshift.errors import ConfigError, UnknownApp
@@ -421,7 +422,15 @@ def _rollout(node: Node) -> RolloutPolicy | None:
         "mirror": _mirror,
     }
     got = _section(node, fields)
-    return None if got is None else RolloutPolicy(**got[1])
+    if got is None:
+        return None
+    values = got[1]
+    if "steps" in values:
+        planned: tuple[tuple[int, float | None], ...] = values.pop("steps")
+        values["steps"] = tuple(weight for weight, _ in planned)
+        pauses = tuple(pause for _, pause in planned)
+        values["pauses"] = () if all(p is None for p in pauses) else pauses
+    return RolloutPolicy(**values)
 
 
 # Methods a mirror may copy: those of RFC 9110 that carry a request to the app (CONNECT does not).
@@ -462,19 +471,44 @@ def _mirror_methods(node: Node) -> tuple[str, ...] | None:
     return tuple(methods) or None
 
 
-def _steps(node: Node) -> tuple[int, ...] | None:
-    steps: list[int] = []
+def _steps(node: Node) -> tuple[tuple[int, float | None], ...] | None:
+    """Each step's weight and own pause (None: the rollout's): `10`, or `{weight: 10, pause: 5m}` where
+    the pause may be `until-resumed` (stepping.py). Every item is checked, so each bad one is reported."""
+    steps: list[tuple[int, float | None]] = []
+    ok = True
     for item in node.items() or []:
-        value = item.integer(1, 100)
-        if value is None:
-            return None
-        if steps and value <= steps[-1]:
-            item.fail(f"steps must rise strictly, got {value} after {steps[-1]}")
-            return None
-        steps.append(value)
-    if node.tag == "seq" and (not steps or steps[-1] != 100):
-        node.fail(f"must end at 100, got {steps}")
-    return tuple(steps) if steps and steps[-1] == 100 else None
+        value, pause, fine = None, None, True
+        if item.tag == "map":
+            entries = item.mapping(("weight", "pause"), required=("weight",))
+            if entries is not None and "weight" in entries:
+                value = entries["weight"].integer(1, 100)
+            if entries is not None and "pause" in entries:
+                pause = _step_pause(entries["pause"])
+                fine = pause is not None
+        else:
+            value = item.integer(1, 100)
+        if value is None or not fine:
+            ok = False
+            continue
+        if steps and value <= steps[-1][0]:
+            item.fail(f"steps must rise strictly, got {value} after {steps[-1][0]}")
+            ok = False
+            continue
+        steps.append((value, pause))
+    if ok and node.tag == "seq" and (not steps or steps[-1][0] != 100):
+        node.fail(f"must end at 100, got {[weight for weight, _ in steps]}")
+    return tuple(steps) if ok and steps and steps[-1][0] == 100 else None
+
+
+def _step_pause(node: Node) -> float | None:
+    text = node.string()
+    if text is None:
+        return None
+    try:
+        return stepping.parse_pause(text)
+    except ValueError:
+        node.fail(f"expected a duration like 5m, or {stepping.UNTIL_RESUMED_TEXT}, got {text!r}")
+        return None
 
 
 def _analysis(node: Node) -> AnalysisSpec | None:

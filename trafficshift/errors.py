@@ -77,6 +77,11 @@ class NothingToDo(UsageError):
     http_status = 409
 
 
+class NotHoldable(NothingToDo):
+    """A pause, resume or set-weight the rollout's phase does not allow (e.g. past the point of return, or
+    a resume of a rollout that is not held): exit 2, HTTP 409, nothing changed."""
+
+
 class Conflict(UsageError):
     """The service answered 409: the app is busy, or there is nothing to do (the caller tells which)."""
 

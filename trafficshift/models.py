@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +48,10 @@ class MirrorSpec:
     methods: tuple[str, ...] = MIRROR_METHODS
 
 
+# A step's pause that lasts until the rollout is resumed (`pause: until-resumed`, `promote --hold-at`).
+UNTIL_RESUMED = math.inf
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
     steps: tuple[int, ...] = (10, 25, 50, 100)
@@ -54,6 +59,8 @@ class RolloutPolicy:
     drain: float = 10.0
     stop_timeout: float = 10.0
     mirror: MirrorSpec | None = None
+    # Each step's own pause (`{weight: 10, pause: 5m}`), None where it takes `pause`; () when none has one.
+    pauses: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -325,10 +332,28 @@ class Rollout:
     # that differ are what the rollout changes.
     from_spec: SpecDoc | None = None
     to_spec: SpecDoc | None = None
+    # Each step's own pause (UNTIL_RESUMED: held there until resumed), None where it takes `pause`.
+    pauses: tuple[float | None, ...] = ()
+    # Why the rollout is held at its weights (a pause request, an until-resumed step, a set weight), or None.
+    held: str | None = None
 
     @property
     def active(self) -> bool:
         return self.outcome is None
+
+    def pause_of(self, index: int) -> float:
+        """How long step `index` holds before the next one (UNTIL_RESUMED: until resumed)."""
+        own = self.pauses[index] if 0 <= index < len(self.pauses) else None
+        return self.pause if own is None else own
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What other processes asked of a rollout, as its driver reads them while a step holds."""
+
+    abort: str | None = None  # the reason of an abort request
+    held: str | None = None  # why it is held (None: it is not)
+    weight: int | None = None  # a `set-weight` not applied yet: the new colour's percent
 
 
 @dataclass(frozen=True)
