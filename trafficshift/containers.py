@@ -27,7 +27,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiodocker
 import aiohttp
@@ -266,10 +266,14 @@ class Containers:
                 await container.start()
             async with _docker(f"container {name}", within=None):
                 lines = _Lines()
-                # Everything since its start, then follows it until it exits: no line is missed.
-                async for chunk in container.log(stdout=True, stderr=True, follow=True):
-                    for line in lines.feed(chunk):
-                        await on_output(line)
+                # Everything since its start, then follows it until it exits: no line is missed. Closed
+                # at once when cancelled (its timeout), not whenever the generator is collected.
+                # An async generator, typed by aiodocker as the AsyncIterator it also is.
+                stream = cast(AsyncGenerator[str, None], container.log(stdout=True, stderr=True, follow=True))
+                async with contextlib.aclosing(stream) as chunks:
+                    async for chunk in chunks:
+                        for line in lines.feed(chunk):
+                            await on_output(line)
                 for line in lines.end():
                     await on_output(line)
                 result = await container.wait()

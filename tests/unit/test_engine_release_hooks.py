@@ -12,6 +12,7 @@ import trafficshift.engine as engine_module
 from tests.support.checks import assert_invariants, assert_settled, deploy_blue
 from tests.support.fakes import APP, EXEC, RUN_ONCE, START, STOP, Killed, Script, World, fresh_world
 from trafficshift.models import Colour, Outcome, Phase, Rollout
+from trafficshift.reconcile import reconcile_app
 
 MIGRATE = ("./manage.py", "migrate")
 FINISH_JOBS = ("finish-jobs",)
@@ -136,6 +137,17 @@ async def test_a_kill_during_pre_deploy_is_aborted_cleanly(world: World) -> None
     assert world.containers.one_offs == {}
     assert_settled(world, Colour.BLUE, "web:1")
     assert_invariants(world)
+
+
+async def test_reconcile_removes_the_one_off_a_kill_during_pre_deploy_left(world: World) -> None:
+    await deploy_blue(world)
+    world.faults.at(RUN_ONCE, error=Killed("kill -9 during pre_deploy"))
+    with pytest.raises(Killed):
+        await promote(world)
+    assert ONE_OFF in world.containers.one_offs
+
+    await reconcile_app(adapters=world.adapters(), app=APP)
+    assert world.containers.one_offs == {}
 
 
 async def test_a_kill_during_pre_deploy_is_resumed_by_running_it_again(world: World) -> None:
