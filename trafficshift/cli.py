@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trafficshift import __version__, plan, report
@@ -21,7 +22,7 @@ from trafficshift.models import Config, Rollout
 if TYPE_CHECKING:
     from trafficshift.client import Client
 # Commands that never start a container: they work without reading compose files (even broken ones).
-_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile")
+_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile", "doctor")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, parents=[common, *parents])
 
     add("check", "validate the config; print nothing but errors")
+
+    # No config to read yet: `init` writes it (so no -c either).
+    text = "write trafficshift.yml (an app per compose service), Traefik's files; keep what exists"
+    p = sub.add_parser("init", help=text, description=text)
+    p.add_argument("folder", nargs="?", default=".", help="the project's folder (default: here)")
+    add("doctor", "check Docker, Traefik, the watched folder, the clock and permissions; one line each")
 
     p = add(
         "promote", "deploy a new image: first deploy, or a gradual cutover to the other colour", json_flag
@@ -284,6 +291,10 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(_reconcile(config, args))
     if command == "history":
         return _history(config, args)
+    if command == "doctor":
+        from trafficshift.doctor import doctor_command
+
+        return asyncio.run(doctor_command(config, out=sys.stdout))
     if command == "serve":
         from trafficshift.service.app import configure_logging, serve
 
@@ -320,6 +331,10 @@ def _load(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "init":  # before any config is read: it writes the first one
+            from trafficshift.scaffold import init_project
+
+            return init_project(Path(args.folder), out=sys.stdout)
         config = _load(args)
         return _dispatch(config, args)
     except TrafficShiftError as exc:

@@ -64,3 +64,11 @@ def test_status_loads_no_server(tmp_path: Path) -> None:
     assert _loaded(modules, "aiodocker") != []
     for name in (*SERVER_ONLY, "trafficshift.service"):
         assert _loaded(modules, name) == [], f"`trafficshift status` loads {name}"
+
+
+def test_init_loads_no_event_loop_and_no_docker(tmp_path: Path) -> None:
+    code, modules = _imported(tmp_path, "init")
+    assert code == 0
+    assert (tmp_path / "traefik" / "traefik.yml").is_file()  # it ran: the starter files are there
+    for name in (*SERVER_ONLY, "aiodocker", "trafficshift.service", "asyncio"):
+        assert _loaded(modules, name) == [], f"`trafficshift init` loads {name}"
