@@ -167,3 +167,23 @@ async def test_a_failing_pre_deploy_leaves_the_old_colour_serving_with_no_failed
     assert "failed: pre_deploy timed out after 1s; last output: waiting for a lock" in timed_out.stderr
     assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
     assert await docker.containers.list(all=True, filters={"name": [f"{prefix}-pre_deploy"]}) == []
+
+
+async def test_a_cli_killed_during_pre_deploy_leaves_a_one_off_that_abort_removes(
+    tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
+) -> None:
+    config = await cli.first_deploy(tmp_path, traefik, prefix, image=app_images["v1"])
+    slow = ["sh", "-c", "echo migrating; sleep 30"]
+    cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"], hooks={"pre_deploy": {"command": slow}})
+    proc = await cli.start("promote", prefix, "--image", app_images["v2"], "--json", config=config)
+    await cli.wait_for_line(proc, b"pre_deploy: migrating")
+    proc.kill()  # kill -9: nothing of trafficshift runs after this
+    await proc.wait()
+    left = await docker.containers.list(filters={"label": [f"trafficshift.one-off={prefix}"]})
+    assert [c["Names"] for c in left] == [[f"/{prefix}-pre_deploy"]]  # still running its hook
+
+    aborted = await cli.run("abort", prefix, config=config)
+    assert aborted.code == 0, aborted.stderr
+    assert await docker.containers.list(all=True, filters={"label": [f"trafficshift.one-off={prefix}"]}) == []
+    assert await colours_of(docker, prefix) == {"blue": {app_images["v1"]}}
+    assert "green" not in (traefik.dynamic_dir / f"{prefix}.yml").read_text()
