@@ -19,13 +19,18 @@ from trafficshift.compose.spec import ComposeRef
 from trafficshift.errors import ConfigError, UnknownApp
 from trafficshift.models import (
     MIRROR_METHODS,
+    POST_DEPLOY_TIMEOUT,
+    PRE_DEPLOY_TIMEOUT,
+    PRE_STOP_TIMEOUT,
     AnalysisSpec,
     AppSpec,
     Config,
     ConfirmSpec,
     HealthSpec,
+    HookSpec,
     MirrorSpec,
     Phase,
+    ReleaseHooks,
     RolloutPolicy,
     ServiceSpec,
     TraefikSpec,
@@ -269,6 +274,7 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
         "webhooks": lambda n: _webhooks(n, base_dir),
         "confirm": lambda n: _confirm(n, base_dir),
         "compose": lambda n: _compose(n, base_dir),
+        "hooks": _release_hooks,
     }
     got = _section(node, fields, ("port", "rule"))
     if got is None:
@@ -378,14 +384,21 @@ def _check_label_name(key: str) -> str | None:
 
 
 def _command(node: Node) -> tuple[str, ...] | None:
+    return _words(
+        node, example='["./serve", "--port", "8080"]', empty="leave command out to run the image's own"
+    )
+
+
+def _words(node: Node, *, example: str, empty: str) -> tuple[str, ...] | None:
+    """A non-empty list of strings (an argv: no shell parses it)."""
     if node.tag == "str":
-        node.fail('expected a list of strings like ["./serve", "--port", "8080"], got a string')
+        node.fail(f"expected a list of strings like {example}, got a string")
         return None
     items = node.items()
     if items is None:
         return None
     if not items:
-        node.fail("must not be empty; leave command out to run the image's own")
+        node.fail(f"must not be empty; {empty}")
     words = [str(item.node.value) for item in items if item.expect("str")]
     return tuple(words) if words and len(words) == len(items) else None
 
@@ -525,6 +538,38 @@ def _analysis(node: Node) -> AnalysisSpec | None:
     if "max_error_rate" not in got[0] and "max_p95_latency" not in got[0]:
         node.fail("set max_error_rate and/or max_p95_latency; without either there is nothing to judge")
     return AnalysisSpec(**got[1])
+
+
+# ---------------------------------------------------------------- release hooks
+
+_HOOK_TIMEOUTS = {
+    "pre_deploy": PRE_DEPLOY_TIMEOUT,
+    "pre_stop": PRE_STOP_TIMEOUT,
+    "post_deploy": POST_DEPLOY_TIMEOUT,
+}
+
+
+def _release_hooks(node: Node) -> ReleaseHooks | None:
+    fields = {kind: _release_hook_with(default) for kind, default in _HOOK_TIMEOUTS.items()}
+    got = _section(node, fields)
+    if got is None or len(got[1]) != len(got[0]):
+        return None
+    return ReleaseHooks(**got[1])
+
+
+def _release_hook_with(default_timeout: float) -> _Convert:
+    return lambda node: _release_hook(node, default_timeout)
+
+
+def _release_hook(node: Node, default_timeout: float) -> HookSpec | None:
+    fields: dict[str, _Convert] = {
+        "command": lambda n: _words(n, example='["./manage.py", "migrate"]', empty="name the command to run"),
+        "timeout": lambda n: n.duration(positive=True),
+    }
+    got = _section(node, fields, required=("command",))
+    if got is None or "command" not in got[1]:
+        return None
+    return HookSpec(command=got[1]["command"], timeout=got[1].get("timeout", default_timeout))
 
 
 # ---------------------------------------------------------------- webhooks

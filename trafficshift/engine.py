@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from trafficshift import changes, judge, plan, report, stepping
+from trafficshift import changes, hooks, judge, plan, report, stepping
 from trafficshift.config import require_app
 from trafficshift.errors import (
     AbortRequested,
@@ -340,6 +340,15 @@ class Engine:
 
     async def _forward(self, spec: AppSpec, r: Rollout) -> Rollout:
         new, old = r.to_colour, r.from_colour
+        if r.phase is Phase.STARTING:
+            # Before any new container exists, so before any takes traffic; again on a resume from here:
+            # invariant 14 (docs/ARCHITECTURE.md).
+            await self._guarded(
+                r,
+                hooks.pre_deploy(
+                    containers=self.containers, app=spec, image=r.to_image, record=self._note(r)
+                ),
+            )
         if r.phase in (Phase.STARTING, Phase.READY):
             # Also on resume: containers may have been lost while nobody watched (start is idempotent).
             started = await self._guarded(
@@ -414,6 +423,8 @@ class Engine:
             try:  # past the point of return, no abort from here on: invariant 9 (docs/ARCHITECTURE.md)
                 await self._readmit(spec, new)
                 await self._apply(spec, r)
+                # Out of the file, confirmed: invariant 14 (docs/ARCHITECTURE.md).
+                await hooks.pre_stop(containers=self.containers, app=spec, colour=old, record=self._note(r))
                 await self.containers.stop_and_remove(
                     app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
                 )
@@ -426,7 +437,20 @@ class Engine:
             r, outcome=Outcome.DONE, reason=None, live=AppState(app=spec.name, colour=new, image=r.to_image)
         )
         await self._emit()
+        await self._post_deploy(spec, done)
         return done
+
+    async def _post_deploy(self, spec: AppSpec, done: Rollout) -> None:
+        """The post_deploy hook of a done rollout: whatever happens, it stays done.
+
+        Invariant 14 (docs/ARCHITECTURE.md).
+        """
+        try:
+            await hooks.post_deploy(
+                containers=self.containers, app=spec, colour=done.to_colour, record=self._note(done)
+            )
+        except Exception as exc:  # e.g. the store failing to record its output: a warning, not a revert
+            self._progress(f"warning: post_deploy of {spec.name}: {_describe(exc)}")
 
     async def _revert(self, spec: AppSpec, r: Rollout, *, outcome: Outcome, reason: str) -> Rollout:
         """All traffic back to the old colour (confirmed), drain, then the new colour out of the file, gone.
@@ -474,6 +498,8 @@ class Engine:
         await self.containers.stop_and_remove(
             app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
         )
+        # A pre_deploy's one-off container a killed process left behind.
+        await self.containers.remove_one_offs(app=spec.name)
         return r
 
     # ------------------------------------------------------------------ the mirror phase
@@ -759,6 +785,14 @@ class Engine:
         await self._emit()
         self._live(new, message)
         return new
+
+    def _note(self, r: Rollout) -> Callable[[str], Awaitable[None]]:
+        """Record a release hook's progress and output as events of the rollout, without a transition."""
+
+        async def note(message: str) -> None:
+            await self._advance(r, message=message)
+
+        return note
 
     async def _mark_start(self) -> None:
         """Note where the event log stands when this engine is first used: what it reports starts there."""

@@ -182,6 +182,13 @@ class NotReady(TrafficShiftError):
     """A new container did not become ready in time (or died)."""
 
 
+class HookFailed(TrafficShiftError):
+    """A pre_deploy hook exited non-zero, timed out or could not run: the rollout goes back (exit 1).
+
+    The message ends with the hook's last lines of output.
+    """
+
+
 class AbortRequested(TrafficShiftError):
     """Someone asked the running rollout to go back to the old colour."""
 

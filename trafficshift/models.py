@@ -99,6 +99,33 @@ class ConfirmSpec:
 
 
 @dataclass(frozen=True)
+class HookSpec:
+    """One release hook: a command, run to its end within `timeout` seconds (README, "Release hooks")."""
+
+    command: tuple[str, ...]
+    timeout: float
+
+
+# Each hook's timeout when the config sets none: a migration may take minutes; a pre_stop holds the old
+# colour's removal, so it gets less.
+PRE_DEPLOY_TIMEOUT = 300.0
+PRE_STOP_TIMEOUT = 30.0
+POST_DEPLOY_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class ReleaseHooks:
+    """An app's release hooks, each optional."""
+
+    # In a one-off container of the new spec, before any new container starts.
+    pre_deploy: HookSpec | None = None
+    # In each old container, past the point of return: out of the file (confirmed), just before its stop.
+    pre_stop: HookSpec | None = None
+    # In one new container once the rollout is done; a failure is reported, never reverted.
+    post_deploy: HookSpec | None = None
+
+
+@dataclass(frozen=True)
 class AppSpec:
     name: str
     image: str
@@ -116,6 +143,7 @@ class AppSpec:
     # In addition to the config's global webhooks; `confirm` replaces the global gate for this app.
     webhooks: tuple[WebhookSpec, ...] = ()
     confirm: ConfirmSpec | None = None
+    hooks: ReleaseHooks = field(default_factory=ReleaseHooks)
     # `compose:` in trafficshift.yml; then `image` and `container` come from the Compose service once it
     # has been read (compose/resolve.py), and environment/command/labels are empty.
     compose: ComposeRef | None = None
