@@ -296,14 +296,17 @@ async def check_alive(*, containers: ContainerRuntime, app: AppSpec, colour: Col
     bound = asyncio.timeout(ALIVE_TIMEOUT)
     try:
         async with bound:
-            for c in await containers.list(app=app.name, colour=colour):
-                state = await containers.state(name=c.name)
+            # One inspection a replica, by its name: every rollout of a service checks its new colour every
+            # `health.interval`, and a listing first (as before) tripled the calls Docker answered.
+            for n in range(1, app.replicas + 1):
+                name = container_name(app=app.name, colour=colour, n=n)
+                state = await containers.state(name=name)
                 if state is None or has_died(state):
                     how = "was restarted by Docker" if state and state.restart_count else "stopped"
-                    raise NotReady(f"{c.name} {how} while it was taking traffic")
+                    raise NotReady(f"{name} {how} while it was taking traffic")
                 if state.info.health == "unhealthy":
                     raise NotReady(
-                        f"{c.name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic"
+                        f"{name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic"
                     )
     except TimeoutError:
         if not bound.expired():
