@@ -26,6 +26,7 @@ from trafficshift.errors import UsageError
 from trafficshift.models import Config, ServiceSpec
 from trafficshift.runtime import open_adapters
 from trafficshift.service import connections, retention, routes
+from trafficshift.service.inventory import Inventory
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.provider import Provider
 from trafficshift.service.runner import Runner
@@ -68,7 +69,8 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
         store = adapters.store
         schedules = AsyncScheduleStore(config.state_dir)
         try:
-            provider = Provider(adapters=adapters)
+            inventory = Inventory(adapters=adapters)
+            provider = Provider(adapters=adapters, on_change=inventory.invalidate)
             runner = Runner(adapters=adapters)
             scheduler = Scheduler(
                 store=schedules,
@@ -83,6 +85,8 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
                 scheduler=scheduler,
                 metrics=ServiceMetrics(config=config, store=store),
                 shutdown=asyncio.Event(),
+                inventory=inventory,
+                ready=provider.ready,
             )
             app = routes.build_app(context, token=token)
             await _run(app, context, provider, host=host, port=port, source=source)
