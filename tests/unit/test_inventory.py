@@ -153,6 +153,21 @@ async def test_every_status_as_the_engine_gives_it_from_one_listing_kept_until_s
         )
         assert (await inventory.statuses())[0]["file"]["in_sync"] is True
         assert await inventory.statuses() == [await engine.status(a) for a in sorted(APPS)]
+
+        # A rollout in progress: interrupted while nobody holds its lock, which announces nothing.
+        store.create_rollout(
+            app="web", from_state=store.app_state("web"), to_colour=Colour.GREEN, to_image="web:green",
+            steps=(100,), pause=0,
+        )  # fmt: skip
+        assert (await inventory.statuses())[2]["rollout"]["interrupted"] is True
+        lock = FileLocks(config.state_dir).lock("web")
+        assert lock.try_acquire()
+        try:
+            assert (await inventory.statuses())[2]["rollout"]["interrupted"] is False
+            assert await inventory.statuses() == [await engine.status(a) for a in sorted(APPS)]
+        finally:
+            lock.release()
+        assert (await inventory.statuses())[2]["rollout"]["interrupted"] is True
     finally:
         store.close()
         await served.aclose()
