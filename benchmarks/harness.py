@@ -99,9 +99,10 @@ async def run_container(
     image: str,
     group: str,
     host_port: int | None = None,
+    health_interval: float | None = None,
 ) -> int:
     """Create and start `image` as `name`, port 8080 published on 127.0.0.1 (`host_port`, else a random
-    one); return the host port."""
+    one); return the host port. `health_interval` gives it a Compose-style healthcheck on /healthz."""
     config: dict[str, Any] = {
         "Image": image,
         "Labels": {GROUP_LABEL: group},
@@ -112,6 +113,14 @@ async def run_container(
             },
         },
     }
+    if health_interval is not None:
+        nanos = int(health_interval * 1e9)
+        config["Healthcheck"] = {
+            "Test": ["CMD", "/bin/wget", "-q", "-O-", f"http://127.0.0.1:{APP_PORT}/healthz"],
+            "Interval": nanos,
+            "Timeout": 2_000_000_000,
+            "Retries": 3,
+        }
     container = await docker.containers.run(config=config, name=name)
     info = await container.show()
     bindings = info["NetworkSettings"]["Ports"][f"{APP_PORT}/tcp"]
@@ -125,11 +134,18 @@ async def stop_container(docker: aiodocker.Docker, *, name: str, grace: float = 
     await container.delete(force=True)
 
 
+async def is_healthy(docker: aiodocker.Docker, *, name: str) -> bool:
+    """What `docker inspect --format '{{.State.Health.Status}}'` says is "healthy"."""
+    info = await (await docker.containers.get(name)).show()
+    return bool(info["State"].get("Health", {}).get("Status") == "healthy")
+
+
 async def running_servers(docker: aiodocker.Docker, *, group: str) -> list[str]:
-    """URLs of the running containers of `group`, as Traefik's Docker provider would list them."""
+    """URLs of the running containers of `group`, as Traefik's Docker provider would list them: a container
+    with a healthcheck counts only once Docker says it is healthy (the provider skips it before)."""
     urls = []
     for c in await docker.containers.list(filters={"label": [f"{GROUP_LABEL}={group}"]}):
-        if c["State"] != "running":
+        if c["State"] != "running" or "(health: starting)" in c["Status"] or "(unhealthy)" in c["Status"]:
             continue
         for port in c["Ports"]:
             if port.get("PrivatePort") == APP_PORT and port.get("PublicPort"):

@@ -13,11 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scenarios import RECREATE, SCENARIOS, SEED, TRAFFICSHIFT, Params, RunResult
+from benchmarks.scenarios import RECREATE, ROLLOUT, SCENARIOS, SEED, TRAFFICSHIFT, Params, RunResult
 
 LABELS = {
     TRAFFICSHIFT: "trafficshift promote",
     SEED: "seed (labels + health check + retry, sleep 5s)",
+    ROLLOUT: "docker-rollout (labels + healthcheck + retry)",
     RECREATE: "recreate (`docker-compose up -d`)",
 }
 
@@ -183,7 +184,7 @@ def markdown(
         if parts:
             lines += ["", "Where the promote's time goes (medians): " + ", ".join(parts) + "."]
         ratios = []
-        for other in (SEED, RECREATE):
+        for other in (SEED, ROLLOUT, RECREATE):
             o = summary.get(other)
             if o is None:
                 continue

@@ -1,4 +1,4 @@
-"""The three ways to cut over from v1 to v2, each measured under the same closed-loop load through Traefik.
+"""The four ways to cut over from v1 to v2, each measured under the same closed-loop load through Traefik.
 
 Each scenario deploys v1, runs the load for a steady period, then cuts over (`t0` .. `t_end`), lets the
 load run `settle` seconds more, and turns what the load recorded into a `RunResult`.
@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import aiohttp
 from benchmarks.harness import (
     LabelDiscovery,
     Workspace,
+    is_healthy,
     run_container,
     stop_container,
     wait_serving,
@@ -34,8 +35,8 @@ from tests.support.load import Load, Sample, run_load, share, summarize
 from tests.support.traefik import TraefikProc, free_port
 from trafficshift.traefik import names
 
-TRAFFICSHIFT, SEED, RECREATE = "trafficshift", "seed", "recreate"
-SCENARIOS = (TRAFFICSHIFT, SEED, RECREATE)
+TRAFFICSHIFT, SEED, ROLLOUT, RECREATE = "trafficshift", "seed", "docker-rollout", "recreate"
+SCENARIOS = (TRAFFICSHIFT, SEED, ROLLOUT, RECREATE)
 
 _STEP = re.compile(r"^step (\d+)/(\d+):")
 _CONFIRMED = re.compile(r"^step (\d+)/(\d+) confirmed in ([0-9.]+)s")
@@ -366,33 +367,93 @@ def _phases(events: list[tuple[float, dict[str, Any]]], *, t0: float, t_end: flo
     return out
 
 
-# ---------------------------------------------------------------------- the seed's way
+# ------------------------------------------------------------- label discovery: the seed, docker-rollout
+
+
+# docker-rollout looks at the new containers' health once a second, for 60 s at most.
+ROLLOUT_POLL = 1.0
+ROLLOUT_TIMEOUT = 60.0
 
 
 async def run_seed(
     ws: Workspace, traefik: TraefikProc, images: Images, params: Params, *, run: int
 ) -> RunResult:
     """Docker label discovery + Traefik health check (1 s) + retry (3); start v2, sleep, stop v1."""
-    group = f"{ws.prefix}-seed{run}"
+
+    async def sleep(_: str) -> None:
+        await asyncio.sleep(params.seed_sleep)
+
+    return await _label_cutover(ws, traefik, images, params, scenario=SEED, run=run, wait=sleep, health=None)
+
+
+async def run_docker_rollout(
+    ws: Workspace, traefik: TraefikProc, images: Images, params: Params, *, run: int
+) -> RunResult:
+    """What docker-rollout does, set up as its docs say: Traefik's Docker provider on labels with a retry
+    middleware, and a Compose healthcheck, so that Traefik skips a container until Docker calls it healthy.
+
+    `docker rollout web`: scale the service to twice its size (v2 beside v1), wait until the new container
+    is healthy (polled once a second), then stop and remove the old one. Written here from that description
+    (not docker-rollout's script); the healthcheck probes as often as trafficshift's readiness does.
+    """
+
+    async def until_healthy(name: str) -> None:
+        async with asyncio.timeout(ROLLOUT_TIMEOUT):
+            while True:
+                if await is_healthy(ws.docker, name=name):
+                    return
+                await asyncio.sleep(ROLLOUT_POLL)
+
+    return await _label_cutover(
+        ws,
+        traefik,
+        images,
+        params,
+        scenario=ROLLOUT,
+        run=run,
+        wait=until_healthy,
+        health=params.health_interval,
+    )
+
+
+async def _label_cutover(
+    ws: Workspace,
+    traefik: TraefikProc,
+    images: Images,
+    params: Params,
+    *,
+    scenario: str,
+    run: int,
+    wait: Callable[[str], Awaitable[None]],
+    health: float | None,
+) -> RunResult:
+    """v1 and v2 as containers of one label group (every running one a server, healthy ones only when they
+    have a healthcheck): start v2 beside v1, `wait` (given v2's name), stop and remove v1."""
+    group = f"{ws.prefix}-{scenario}{run}"
     async with LabelDiscovery(docker=ws.docker, group=group, dynamic_dir=traefik.dynamic_dir) as discovery:
-        await run_container(ws.docker, name=f"{group}-v1", image=images.v1, group=group)
-        await wait_serving(web_url=traefik.web_url, host=f"{group}.localhost", body="v1")
+        await run_container(
+            ws.docker, name=f"{group}-v1", image=images.v1, group=group, health_interval=health
+        )
+        await wait_serving(web_url=traefik.web_url, host=f"{group}.localhost", body="v1", within=60)
         async with _load(traefik, group, params) as load:
             steady_from = await _steady(load, params)
             t0 = Load.mark()
-            await run_container(ws.docker, name=f"{group}-v2", image=images.v2, group=group)
-            await asyncio.sleep(params.seed_sleep)
+            await run_container(
+                ws.docker, name=f"{group}-v2", image=images.v2, group=group, health_interval=health
+            )
+            await wait(f"{group}-v2")
+            waited = Load.mark()
             await stop_container(ws.docker, name=f"{group}-v1", grace=params.stop_timeout)
             t_end = Load.mark()
             await asyncio.sleep(params.settle)
         return measure(
-            scenario=SEED,
+            scenario=scenario,
             run=run,
             load=load,
             steady_from=steady_from,
             t0=t0,
             t_end=t_end,
-            extra={"file_changes": float(len(discovery.changes))},
+            extra={"file_changes": float(len(discovery.changes)), "waited": waited - t0},
         )
 
 

@@ -21,6 +21,7 @@ from trafficshift.errors import (
     NothingToDo,
     NotReady,
     RolloutStuck,
+    StoreUnavailable,
     TrafficShiftError,
     UsageError,
 )
@@ -38,6 +39,7 @@ from trafficshift.models import (
 from trafficshift.ports import Adapters, Lock
 from trafficshift.readiness import check_alive, probe_ready, wait_ready
 from trafficshift.reconcile import repair_live
+from trafficshift.store.aio import STORE_FAILURES
 from trafficshift.traefik.publish import CONFIRM_TIMEOUT
 
 T = TypeVar("T")
@@ -117,7 +119,7 @@ class Engine:
         # (LockedError at once only when another rollout holds it).
         await lock.acquire_waiting(wait=PROVIDER_WAIT)
         with lock:
-            active = await self.store.active_rollout(app)
+            active = await self._before_change(self.store.active_rollout(app))
             if active is not None:
                 if image is not None and image != active.to_image:
                     raise UsageError(
@@ -137,7 +139,7 @@ class Engine:
             await self.containers.check_needs(app=spec)  # depends_on services run: exit 3 if not
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
-            state = await self.store.app_state(app)
+            state = await self._before_change(self.store.app_state(app))
             # The live colour must be routed where its containers are now (Docker may have restarted them on
             # new ports), as the new colour's steps share traffic with it: exit 3 when none is ready.
             await repair_live(adapters=self.adapters, spec=spec, state=state, on_progress=self._progress)
@@ -145,15 +147,17 @@ class Engine:
             to_spec = await changes.spec_to_deploy(
                 self.containers, app=spec, state=state, image=image, image_id=image_id
             )
-            rollout = await self.store.create_rollout(
-                app=app,
-                from_state=state,
-                to_colour=plan.next_colour(state),
-                to_image=image,
-                # A first deploy has nothing to shift from: one step, straight to 100%.
-                steps=(steps or spec.rollout.steps) if state.colour else (100,),
-                pause=spec.rollout.pause if pause is None else pause,
-                spec=to_spec,
+            rollout = await self._before_change(
+                self.store.create_rollout(
+                    app=app,
+                    from_state=state,
+                    to_colour=plan.next_colour(state),
+                    to_image=image,
+                    # A first deploy has nothing to shift from: one step, straight to 100%.
+                    steps=(steps or spec.rollout.steps) if state.colour else (100,),
+                    pause=spec.rollout.pause if pause is None else pause,
+                    spec=to_spec,
+                )
             )
             await self._track(rollout.id, self._driving)
             await self._emit()
@@ -165,13 +169,13 @@ class Engine:
         """Send all traffic back to the old colour and remove the new one; waits for the end."""
         spec = self.spec(app)
         await self._mark_start()
-        active = await self.store.active_rollout(app)
+        active = await self._before_change(self.store.active_rollout(app))
         if active is None:
             raise UsageError(f"no rollout of {app} is in progress")
         lock = self.locks.lock(app)
         if not lock.try_acquire():
             # Another process drives it: ask it to go back, and follow it until it has.
-            await self.store.request_abort(active.id, reason=reason)
+            await self._before_change(self.store.request_abort(active.id, reason=reason))
             return await self._follow(spec, active.id, lock=lock, reason=reason)
         try:
             return await self._abort_locked(spec, active.id, reason=reason)
@@ -179,7 +183,7 @@ class Engine:
             lock.release()
 
     async def _abort_locked(self, spec: AppSpec, rollout_id: str, *, reason: str) -> Rollout:
-        rollout = await self.store.rollout(rollout_id)
+        rollout = await self._before_change(self.store.rollout(rollout_id))
         assert rollout is not None
         if not rollout.active:
             return rollout
@@ -193,12 +197,24 @@ class Engine:
     async def rollback(self, *, app: str, now: bool = False) -> Rollout:
         """Promote the image that served before the current one, gradually or (`now`) in one step."""
         self.spec(app)
-        image = plan.rollback_image(await self.store.history(app))
+        image = plan.rollback_image(await self._before_change(self.store.history(app)))
         if image is None:
             raise NothingToDo(f"{app} has no earlier image to roll back to")
         return await self.promote(
             app=app, image=image, steps=(100,) if now else None, pause=0 if now else None
         )
+
+    async def _before_change(self, call: Awaitable[T]) -> T:
+        """A store call made before this command changed anything: a store that fails here is exit 3."""
+        try:
+            return await call
+        except STORE_FAILURES as exc:
+            # Nothing is recorded and nothing moved: say so, rather than "internal error" (exit 1), which
+            # would read as "all traffic is back on the old colour".
+            raise StoreUnavailable(
+                f"the state store in {self.config.state_dir} (state_dir) failed before anything changed:"
+                f" {exc}; nothing changed, run the command again once the store has room"
+            ) from None
 
     async def preflight(self) -> None:
         """Reach Docker and Traefik before anything changes (exit 3 when either is down)."""

@@ -97,6 +97,10 @@ class NoReadyServer(UnreachableError):
     """A colour that takes traffic has no container that became ready: its file is left as it is (exit 3)."""
 
 
+class StoreUnavailable(UnreachableError):
+    """The state store failed (a full disk, no descriptors) before a rollout was recorded: nothing changed."""
+
+
 class LockedError(TrafficShiftError):
     """Another rollout of this app is in progress."""
 

@@ -37,6 +37,9 @@ async def test_bench_smoke_runs_each_way_and_promote_loses_nothing(tmp_path: Pat
     assert all(s["confirm"] > 0 and s["requests"] > 0 for s in ts["steps"]), ts["steps"]
     table = (tmp_path / "latest.md").read_text()
     assert "| trafficshift promote | 1 |" in table
+    assert "| docker-rollout (labels + healthcheck + retry) | 1 |" in table
+    rollout = next(r for r in doc["runs"] if r["scenario"] == "docker-rollout")
+    assert 0 < rollout["extra"]["waited"] < rollout["wall"], rollout  # until v2 was healthy
     # Nothing left behind: every container the run made is gone.
     assert doc["prefix"].startswith("bench")
     assert await prefixed_containers(doc["prefix"]) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trafficshift.models import Colour, Phase, Rollout
+from trafficshift.models import AppSpec, Colour, HealthSpec, Phase, Rollout
 
 # A valid config, lines 1-9; tests append app-level keys from line 10 on (and know their line numbers).
 BASE_CONFIG = """\
@@ -40,3 +40,16 @@ def make_rollout(**changes: Any) -> Rollout:
         "updated_at": now,
     }
     return Rollout(**(values | changes))
+
+
+def make_app(name: str = "web", *, health_path: str | None = None, **changes: Any) -> AppSpec:
+    """An app spec as the config would give it (`Host(`<name>.localhost`)`, port 8080), with `changes`."""
+    health = HealthSpec(path=health_path) if health_path else HealthSpec()
+    return AppSpec(
+        name=name,
+        image=f"example/{name}:1.0",
+        port=8080,
+        rule=f"Host(`{name}.localhost`)",
+        health=health,
+        **changes,
+    )

@@ -56,9 +56,16 @@ def free_port() -> int:
 
 
 def static_config(
-    *, dynamic_dir: Path, web_port: int, api_port: int, metrics_port: int, throttle: str
+    *,
+    dynamic_dir: Path,
+    web_port: int,
+    api_port: int,
+    metrics_port: int,
+    throttle: str,
+    redis: str | None = None,
 ) -> dict[str, Any]:
-    """Return traefik/traefik.yml with loopback addresses, the given folder and throttle."""
+    """Return traefik/traefik.yml with loopback addresses, the given folder and throttle; with `redis`
+    (host:port), Traefik's Redis provider reads the root key `traefik` there too."""
     config: dict[str, Any] = yaml.safe_load((REPO / "traefik" / "traefik.yml").read_text())
     config["entryPoints"] = {
         "web": {"address": f"127.0.0.1:{web_port}"},
@@ -67,19 +74,23 @@ def static_config(
     }
     config["providers"]["providersThrottleDuration"] = throttle
     config["providers"]["file"]["directory"] = str(dynamic_dir)
+    if redis is not None:
+        config["providers"]["redis"] = {"endpoints": [redis], "rootKey": "traefik"}
     config["log"] = {"level": "DEBUG", "noColor": True}
     return config
 
 
 @contextlib.asynccontextmanager
 async def run_traefik(
-    *, dynamic_dir: Path, work_dir: Path, throttle: str = "200ms"
+    *, dynamic_dir: Path, work_dir: Path, throttle: str = "200ms", redis: str | None = None
 ) -> AsyncIterator[TraefikProc]:
     """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`."""
     binary = traefik_binary()
     # A free port can be taken by someone else before Traefik binds it: start again on new ports then.
     for attempt in range(3):
-        proc = _start(binary=binary, dynamic_dir=dynamic_dir, work_dir=work_dir, throttle=throttle)
+        proc = _start(
+            binary=binary, dynamic_dir=dynamic_dir, work_dir=work_dir, throttle=throttle, redis=redis
+        )
         try:
             await _wait_started(proc)
         except _PortTaken:
@@ -132,13 +143,20 @@ class _PortTaken(RuntimeError):
     pass
 
 
-def _start(*, binary: Path, dynamic_dir: Path, work_dir: Path, throttle: str) -> TraefikProc:
+def _start(
+    *, binary: Path, dynamic_dir: Path, work_dir: Path, throttle: str, redis: str | None = None
+) -> TraefikProc:
     dynamic_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     web, api, metrics = _distinct_free_ports(3)
     config_path = work_dir / "traefik-static.yml"
     config = static_config(
-        dynamic_dir=dynamic_dir, web_port=web, api_port=api, metrics_port=metrics, throttle=throttle
+        dynamic_dir=dynamic_dir,
+        web_port=web,
+        api_port=api,
+        metrics_port=metrics,
+        throttle=throttle,
+        redis=redis,
     )
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = work_dir / "traefik.log"

@@ -18,8 +18,8 @@ import pytest
 import trafficshift.engine as engine_module
 from tests.support.checks import assert_invariants, assert_settled, deploy_blue, phase_is
 from tests.support.fakes import APP, CONFIRM, World, fresh_world, not_applied
-from trafficshift.errors import RolloutStuck
-from trafficshift.models import Colour, Outcome, Phase
+from trafficshift.errors import RolloutStuck, StoreUnavailable
+from trafficshift.models import Colour, Outcome, Phase, Rollout
 from trafficshift.store.aio import AsyncStateStore
 
 WRITES = ("advance", "finish", "create_rollout", "request_abort")
@@ -76,8 +76,8 @@ def broken(request: pytest.FixtureRequest, world: World) -> Iterator[Broken]:
         b.fix()
 
 
-async def _promote(world: World) -> None:
-    await world.engine().promote(app=APP, image="web:2", pause=0.05)
+async def _promote(world: World) -> Rollout:
+    return await world.engine().promote(app=APP, image="web:2", pause=0.05)
 
 
 async def test_the_store_failing_once_traffic_is_back_is_stuck_then_abort_records_it(
@@ -156,4 +156,36 @@ async def test_the_store_failing_to_record_the_end_of_a_done_rollout_is_stuck_th
     ended = await world.engine().promote(app=APP)
     assert ended.outcome is Outcome.DONE
     assert_settled(world, Colour.GREEN, "web:2")
+    assert_invariants(world)
+
+
+async def test_the_store_failing_before_a_rollout_is_recorded_is_exit_3_and_nothing_changes(
+    world: World, broken: Broken
+) -> None:
+    await deploy_blue(world)
+    broken.fail("create_rollout")
+    with pytest.raises(StoreUnavailable, match=r"failed before anything changed.*nothing changed") as raised:
+        await _promote(world)
+    assert raised.value.exit_code == 3  # was "internal error", exit 1: read as "traffic is back"
+    assert world.containers.names(Colour.GREEN) == []
+    assert world.publisher.file().weights() == {Colour.BLUE: 100}
+    broken.fix()
+    assert await world.store.active_rollout(APP) is None
+    assert (await _promote(world)).outcome is Outcome.DONE
+
+
+async def test_abort_whose_first_read_fails_is_exit_3_then_converges(world: World, broken: Broken) -> None:
+    await deploy_blue(world)
+    world.notifier.when(phase_is(Phase.SHIFTING, step=0, confirmed=True), lambda: broken.fail(*WRITES))
+    with pytest.raises(RolloutStuck):
+        await _promote(world)
+    broken.fail(*READS)
+    with pytest.raises(StoreUnavailable) as raised:
+        await world.engine().abort(app=APP)
+    assert raised.value.exit_code == 3
+    assert world.publisher.file().weights() == {Colour.BLUE: 90, Colour.GREEN: 10}  # nothing moved
+    broken.fix()
+    ended = await world.engine().abort(app=APP)
+    assert ended.outcome is Outcome.ABORTED
+    assert_settled(world, Colour.BLUE, "web:1")
     assert_invariants(world)

@@ -289,7 +289,10 @@ async def test_the_scrapes_of_a_step_at_300_services_do_not_stall_the_event_loop
     assert watch.start is not None
     assert watch.start.service("app7-green@file").requests == {"2xx": 1015, "4xx": 1015, "5xx": 1015}
     assert watch.last is not None  # judged (on an unchanged window)
-    assert max(lags) < 0.1, f"the event loop stalled {max(lags):.3f}s during a step scrape"
+    # The median of three: the parse on the loop stalled every scrape 0.5-1.1 s, while a machine shared with
+    # other work can starve one scrape's loop for 0.1-0.2 s whatever the code does.
+    median = sorted(lags)[1]
+    assert median < 0.25, f"the event loop stalled {median:.3f}s (median of 3) during a step scrape"
 
 
 async def test_a_full_scrape_at_300_services_leaves_the_event_loop_turning() -> None:

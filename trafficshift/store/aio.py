@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,10 @@ from trafficshift.compose.spec import SpecDoc
 from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import Schedule, ScheduleState, ScheduleStore
+
+# What a store call raises when its disk fails (full, read-only, out of file descriptors): callers that can
+# tell "nothing changed yet" from "a rollout is recorded" catch exactly these.
+STORE_FAILURES: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
 
 P = ParamSpec("P")
 R = TypeVar("R")

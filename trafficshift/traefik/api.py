@@ -63,8 +63,11 @@ class ObservedRouting:
 class TraefikApi:
     """A running Traefik, reached through its API (`api.insecure`, or a router to `api@internal`)."""
 
-    def __init__(self, *, api_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, *, api_url: str, session: aiohttp.ClientSession, provider: str = names.PROVIDER
+    ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.provider = provider  # whose objects to read: `file`, or `redis` for the Redis backend
         self._session = session
 
     async def ping(self) -> None:
@@ -81,7 +84,7 @@ class TraefikApi:
 
     async def read_routing(self, app: str) -> ObservedRouting:
         """Return the app's weighted service and its children as Traefik runs them."""
-        weighted = names.qualified(names.weighted_service(app))
+        weighted = names.qualified(names.weighted_service(app), self.provider)
         weighted_doc = await self._get(f"/api/http/services/{weighted}")
         if weighted_doc is None:
             return ObservedRouting(app=app, present=False)
@@ -98,7 +101,7 @@ class TraefikApi:
     async def _read_child(self, app: str, name: str, weight: int) -> ObservedRoute:
         # Children come back without `@file`; a child from another provider would carry its own suffix.
         colour = names.colour_of_service(app, name)
-        qualified = name if "@" in name else names.qualified(name)
+        qualified = name if "@" in name else names.qualified(name, self.provider)
         doc = await self._get(f"/api/http/services/{qualified}")
         if doc is None:
             return ObservedRoute(service=name, colour=colour, weight=weight, servers=())
@@ -140,7 +143,7 @@ class TraefikApi:
                     await asyncio.sleep(poll)
         except TimeoutError:
             raise StepNotApplied(
-                names.qualified(names.weighted_service(routing.app)), routing, observed
+                names.qualified(names.weighted_service(routing.app), self.provider), routing, observed
             ) from None
 
     async def _get(self, path: str) -> Any:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from trafficshift.models import Colour
 
-# Traefik suffixes every object with `@<provider>`; the dynamic files are read by the file provider.
+# Traefik suffixes every object with `@<provider>`: `file` for the dynamic files, `redis` for the Redis
+# backend (`traefik.provider`).
 PROVIDER = "file"
 
 
@@ -33,9 +34,9 @@ def retry_middleware(app: str) -> str:
     return f"{app}-retry"
 
 
-def qualified(name: str) -> str:
+def qualified(name: str, provider: str = PROVIDER) -> str:
     """`name` as Traefik's API and metrics show it, with the provider suffix (`web-green@file`)."""
-    return f"{name}@{PROVIDER}"
+    return f"{name}@{provider}"
 
 
 def colour_of_service(app: str, service: str) -> Colour | None:
