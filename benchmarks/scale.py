@@ -66,11 +66,20 @@ class Params:
     api_seconds: float = 10.0
     timeout: float = 600.0  # for one batch to finish
     batch: bool = True  # False: only deploy the apps, then measure the service (RSS, API, start)
+    # After the promotes, before the RSS is read again: aiohttp closes idle pooled connections after 15 s.
+    settle: float = 16.0
 
     @classmethod
     def smoke(cls) -> Params:
         return cls(
-            apps=(4,), pause=0.5, drain=0.2, stop_timeout=1.0, api_rate=50.0, api_seconds=1.0, timeout=60
+            apps=(4,),
+            pause=0.5,
+            drain=0.2,
+            stop_timeout=1.0,
+            api_rate=50.0,
+            api_seconds=1.0,
+            timeout=60,
+            settle=0.5,
         )
 
     def batch_size(self, apps: int) -> int:
@@ -112,7 +121,8 @@ class Result:
     confirm_median: float | None = None
     confirm_max: float | None = None
     ready_median: float | None = None  # per batch rollout: posted until its `ready` event
-    rss_after_batch: float = 0.0  # MB
+    rss_after_batch: float = 0.0  # MB, 1 s after the last promote
+    rss_settled: float = 0.0  # MB, once the service's pooled connections have closed (SETTLE later)
     idle: Idle = field(default_factory=Idle)
     # The same, with the service's code from `--baseline` (another checkout), in the same run.
     baseline: Idle | None = None
@@ -164,6 +174,8 @@ async def run_one(
             await batch(service, traefik, images, params, result, names, root)
         await asyncio.sleep(1.0)
         result.rss_after_batch = rss_mb(service.process.pid)
+        await asyncio.sleep(params.settle)
+        result.rss_settled = rss_mb(service.process.pid)
     print(
         f"[{n} apps] restart with {n} deployed apps; idle RSS; GET /apps at {params.api_rate:g}/s...",
         flush=True,
@@ -404,7 +416,7 @@ def markdown(results: Sequence[Result], *, params: Params, info: dict[str, Any],
         "",
         "| apps | promotes at once | failed requests | batch wall | one promote | batch / one"
         " | Docker floor + pauses, drain | batch / floor | step confirmed (median, max)"
-        " | idle RSS (restarted, after the batch) | `GET /apps` p50, p99 | start → ready |",
+        " | RSS: restarted, after the batch, settled | `GET /apps` p50, p99 | start → ready |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -414,7 +426,7 @@ def markdown(results: Sequence[Result], *, params: Params, info: dict[str, Any],
             f" | {_x(r.batch, r.one)}"
             f" | {_s(floor)} ({r.floor_start:.1f} + {r.floor_stop:.1f} + {params.held:g})"
             f" | {_x(r.batch, floor)} | {_ms(r.confirm_median)}, {_ms(r.confirm_max)}"
-            f" | {r.idle.rss:.0f} MB, {r.rss_after_batch:.0f} MB"
+            f" | {r.idle.rss:.0f} MB, {r.rss_after_batch:.0f} MB, {r.rss_settled:.0f} MB"
             f" | {_ms(r.idle.api_p50)}, {_ms(r.idle.api_p99)} | {_s(r.idle.start_ready)} |"
         )
     if any(r.baseline is not None for r in results):
@@ -438,8 +450,9 @@ def markdown(results: Sequence[Result], *, params: Params, info: dict[str, Any],
     lines += [
         "",
         "Docker floor: create+start, then stop+remove, of as many containers as promotes, at once, with no"
-        " trafficshift; plus the pauses and drain every promote holds by design. Idle RSS: the service"
-        " restarted with every app deployed, once ready; and the first one, 1 s after its last promote."
+        " trafficshift; plus the pauses and drain every promote holds by design. RSS: the service"
+        " restarted with every app deployed, once ready; the first one 1 s after its last promote, and"
+        f" {params.settle:g} s later (its idle pooled connections closed)."
         " `GET /apps`: "
         f"{params.api_rate:g} requests/s for {params.api_seconds:g} s, open loop. Start → ready: from"
         " spawning `trafficshift serve` until `GET /healthz` says `ready` (every app's file reconciled).",
