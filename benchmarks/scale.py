@@ -114,6 +114,8 @@ class Result:
     failures: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     first_deploy: float = 0.0  # the N first deploys posted at once, until the last is done
+    first_refused: int = 0  # of those, refused or not done (deployed again one by one after)
+    refused: dict[str, int] = field(default_factory=dict)  # batch promotes the service refused, by answer
     one: float = 0.0  # one promote alone, under load on every app
     batch: float = 0.0  # `promotes` posted at once, until the last is done
     floor_start: float = 0.0  # Docker alone: create+start `promotes` containers at once
@@ -169,7 +171,8 @@ async def run_one(
         result.floor_start, result.floor_stop = await docker_floor(ws, images["v1"], count=m, tag=f"floor{n}")
     async with run_service(config, log_name="service-1.log") as service:
         print(f"[{n} apps] first deploy of {n} apps at once...", flush=True)
-        result.first_deploy, _ = await promote_all(service, names, images["v1"], params)
+        deployed = await deploy_all(service, names, images["v1"], params)
+        result.first_deploy, result.first_refused = deployed.wall, len(deployed.not_done())
         if params.batch:
             await batch(service, traefik, images, params, result, names, root)
         await asyncio.sleep(1.0)
@@ -230,9 +233,11 @@ async def batch(
             await stack.enter_async_context(load)
         await asyncio.gather(*(load.wait_for(requests=5, within=30) for load in loads))
         print(f"[{n} apps] one promote alone, then {m} at once, under load on every app...", flush=True)
-        result.one, _ = await promote_all(service, names[:1], images["v2"], params)
+        result.one = (await promote_all(service, names[:1], images["v2"], params)).wall
         seq = last_seq(root / "state")
-        result.batch, rollouts = await promote_all(service, names[1 : 1 + m], images["v2"], params)
+        sent = await promote_all(service, names[1 : 1 + m], images["v2"], params)
+        result.batch, rollouts = sent.wall, sent.rollouts
+        result.refused = dict(Counter(sent.refused.values()))
         await asyncio.sleep(0.5)  # requests after the last step still count
     events = [e for e in read_events(root / "state", after=seq) if e.rollout_id in rollouts]
     confirms = [float(x.group(1)) for e in events if (x := _CONFIRMED.match(e.message))]
@@ -249,13 +254,32 @@ async def batch(
     result.failures = dict(failures.most_common(5))
 
 
-async def promote_all(
-    service: ServiceProc, names: Sequence[str], image: str, params: Params
-) -> tuple[float, dict[str, Rollout]]:
-    """Post a promote of each app at once; wait until every one has an outcome. Wall from the first post
-    until the last rollout's recorded end (the engine's clock: the wall clock of this host)."""
+@dataclass
+class Posted:
+    """Promotes posted at once: the wall until the last one ended, their rollouts, and those refused."""
+
+    wall: float
+    rollouts: dict[str, Rollout]
+    refused: dict[str, str]  # app: the service's answer
+
+    def not_done(self) -> list[str]:
+        ended = {r.app for r in self.rollouts.values() if str(r.outcome) == "done"}
+        return sorted(set(self.refused) | ({r.app for r in self.rollouts.values()} - ended))
+
+
+async def promote_all(service: ServiceProc, names: Sequence[str], image: str, params: Params) -> Posted:
+    """Post a promote of each app at once; wait until every one accepted has an outcome. Wall from the first
+    post until the last rollout's recorded end (the engine's clock: the wall clock of this host)."""
     posted = time.time()
-    ids = await asyncio.gather(*(service.promote(name, image=image) for name in names))
+    answers = await asyncio.gather(
+        *(service.call("POST", f"/apps/{name}/promote", {"image": image}) for name in names)
+    )
+    ids = [str(doc["id"]) for status, doc in answers if status == 202]
+    refused = {
+        name: f"HTTP {status}: {doc.get('error') if isinstance(doc, dict) else doc}"
+        for name, (status, doc) in zip(names, answers, strict=True)
+        if status != 202
+    }
     state_dir = _state_dir(service)
     async with asyncio.timeout(params.timeout):
         while True:
@@ -263,8 +287,19 @@ async def promote_all(
             if all(r.outcome is not None for r in rollouts.values()):
                 break
             await asyncio.sleep(0.1)
-    last = max(r.ended_at or r.updated_at for r in rollouts.values())
-    return last - posted, rollouts
+    last = max((r.ended_at or r.updated_at for r in rollouts.values()), default=time.time())
+    return Posted(wall=last - posted, rollouts=rollouts, refused=refused)
+
+
+async def deploy_all(service: ServiceProc, names: Sequence[str], image: str, params: Params) -> Posted:
+    """The first deploy of every app at once (measured); then, one by one, any refused or not done (set-up
+    for what follows, not measured)."""
+    first = await promote_all(service, names, image, params)
+    for _ in range(3):
+        left = (await promote_all(service, [name], image, params) for name in first.not_done())
+        if not [p async for p in left if p.not_done()]:
+            return first
+    raise RuntimeError(f"the first deploy of {first.not_done()} does not succeed: {first.refused}")
 
 
 def _state_dir(service: ServiceProc) -> Path:
@@ -414,15 +449,16 @@ def markdown(results: Sequence[Result], *, params: Params, info: dict[str, Any],
         f" load average at the end {' '.join(info.get('load', []))}."
         f" Command: `{command}`.",
         "",
-        "| apps | promotes at once | failed requests | batch wall | one promote | batch / one"
+        "| apps | promotes at once | done | failed requests | batch wall | one promote | batch / one"
         " | Docker floor + pauses, drain | batch / floor | step confirmed (median, max)"
         " | RSS: restarted, after the batch, settled | `GET /apps` p50, p99 | start → ready |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         floor = r.floor_total(params)
         lines.append(
-            f"| {r.apps} | {r.promotes} | **{r.failed}** of {r.requests:,} | {_s(r.batch)} | {_s(r.one)}"
+            f"| {r.apps} | {r.promotes} | {r.outcomes.get('done', 0)} | **{r.failed}** of {r.requests:,}"
+            f" | {_s(r.batch)} | {_s(r.one)}"
             f" | {_x(r.batch, r.one)}"
             f" | {_s(floor)} ({r.floor_start:.1f} + {r.floor_stop:.1f} + {params.held:g})"
             f" | {_x(r.batch, floor)} | {_ms(r.confirm_median)}, {_ms(r.confirm_max)}"

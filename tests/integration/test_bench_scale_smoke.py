@@ -43,5 +43,5 @@ async def test_bench_scale_smoke_promotes_at_once_lose_nothing_and_every_figure_
     assert 0 < idle["api_p50"] <= idle["api_p99"]
     table = (tmp_path / "scale.md").read_text()
     assert table.startswith("Scale: N apps under one `trafficshift serve`")
-    assert "| 4 | 3 | **0** of " in table
+    assert "| 4 | 3 | 3 | **0** of " in table
     assert await prefixed_containers(doc["prefix"]) == []
