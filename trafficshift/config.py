@@ -21,6 +21,7 @@ from trafficshift.models import (
     AppSpec,
     Config,
     ConfirmSpec,
+    DockerSpec,
     HealthSpec,
     Phase,
     RolloutPolicy,
@@ -43,6 +44,8 @@ __all__ = [
 
 DEFAULT_CONFIG = "trafficshift.yml"
 CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
+# More heavy Docker calls at once than this only queue in the daemon.
+MAX_DOCKER_CONCURRENCY = 64
 
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -153,7 +156,7 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         value = node.string()
         return None if value is None else base_dir / value
 
-    known = ("traefik", "state_dir", "apps", "service", "webhooks", "confirm")
+    known = ("traefik", "state_dir", "apps", "service", "docker", "webhooks", "confirm")
     top = root.mapping(known, required=("traefik", "apps"), extensions=True)
     if top is None:
         return None
@@ -176,6 +179,8 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         "keepalive_timeout": lambda n: n.duration(positive=True),
     }
     service = _section(top["service"], fields) if "service" in top else ({}, {})
+    fields = {"concurrency": lambda n: n.integer(1, MAX_DOCKER_CONCURRENCY)}
+    docker = _section(top["docker"], fields) if "docker" in top else ({}, {})
     state_dir = path(top["state_dir"]) if "state_dir" in top else base_dir / ".trafficshift"
     apps: dict[str, AppSpec] = {}
     entries = (top["apps"].mapping(None) if "apps" in top else None) or {}
@@ -191,7 +196,9 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
             root.errors.add(node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}")
     webhooks = _webhooks(top["webhooks"], base_dir) if "webhooks" in top else ()
     confirm = _confirm(top["confirm"], base_dir) if "confirm" in top else None
-    if traefik is None or "dynamic_dir" not in traefik[1] or service is None or state_dir is None:
+    if traefik is None or "dynamic_dir" not in traefik[1] or service is None or docker is None:
+        return None
+    if state_dir is None:
         return None
     return Config(
         path=base_dir / name,
@@ -199,6 +206,7 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         state_dir=state_dir,
         apps=apps,
         service=ServiceSpec(**service[1]),
+        docker=DockerSpec(**docker[1]),
         webhooks=webhooks or (),
         confirm=confirm,
     )

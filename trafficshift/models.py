@@ -109,6 +109,13 @@ class TraefikSpec:
 
 
 @dataclass(frozen=True)
+class DockerSpec:
+    # Container creates+starts and removals at once in one process (`docker.concurrency`), shared by its
+    # rollouts: see containers.DEFAULT_CONCURRENCY for the measurement behind the default.
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     listen: str = "127.0.0.1:8700"
     token_file: Path | None = None
@@ -130,6 +137,7 @@ class Config:
     state_dir: Path
     apps: Mapping[str, AppSpec]
     service: ServiceSpec = field(default_factory=ServiceSpec)
+    docker: DockerSpec = field(default_factory=DockerSpec)
     webhooks: tuple[WebhookSpec, ...] = ()
     confirm: ConfirmSpec | None = None
 

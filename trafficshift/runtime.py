@@ -47,7 +47,9 @@ async def open_adapters(
                 yield Adapters(
                     config=config,
                     store=store,
-                    containers=Containers(docker, on_progress=on_progress),
+                    containers=Containers(
+                        docker, on_progress=on_progress, concurrency=config.docker.concurrency
+                    ),
                     routing=TraefikPublisher(config=config, session=session),
                     locks=FileLocks(config.state_dir),
                     notifier=notifier,

@@ -11,6 +11,7 @@ from trafficshift.models import AppSpec, Config, Routing
 from trafficshift.traefik.api import TraefikApi
 from trafficshift.traefik.files import read_routing, write_dynamic
 from trafficshift.traefik.render import render_dynamic
+from trafficshift.traefik.watch import RoutingWatcher
 
 # How long Traefik may take to show a written file through its API before the step counts as failed.
 CONFIRM_TIMEOUT = 30.0
@@ -19,7 +20,7 @@ UNCONFIRMED_WAIT = 3.0
 
 
 async def publish_routing(
-    *, config: Config, traefik: TraefikApi | None, spec: AppSpec, routing: Routing
+    *, config: Config, watcher: RoutingWatcher | None, spec: AppSpec, routing: Routing
 ) -> float:
     """Replace the app's dynamic file with `routing` and wait until Traefik shows it; return the seconds.
 
@@ -35,8 +36,8 @@ async def publish_routing(
     )
     # Two fsyncs: off the event loop, where the service answers its API and drives other apps meanwhile.
     await asyncio.to_thread(write_dynamic, dynamic_dir=config.traefik.dynamic_dir, app=spec.name, text=text)
-    if traefik is not None:
-        await traefik.wait_until_applied(routing, timeout=CONFIRM_TIMEOUT)
+    if watcher is not None:
+        await watcher.wait_until_applied(routing, timeout=CONFIRM_TIMEOUT)
     else:
         await asyncio.sleep(UNCONFIRMED_WAIT)
     return time.monotonic() - started
@@ -49,6 +50,8 @@ class TraefikPublisher:
         self.config = config
         api_url = config.traefik.api_url
         self.api = TraefikApi(api_url=api_url, session=session) if api_url else None
+        # One per Traefik API for every rollout of this process (the service's many at once): one poller.
+        self.watcher = RoutingWatcher(self.api) if self.api is not None else None
 
     async def ping(self) -> None:
         if self.api is not None:
@@ -58,4 +61,4 @@ class TraefikPublisher:
         return read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=app)
 
     async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
-        return await publish_routing(config=self.config, traefik=self.api, spec=spec, routing=routing)
+        return await publish_routing(config=self.config, watcher=self.watcher, spec=spec, routing=routing)
