@@ -162,7 +162,11 @@ async def _poll(
         # An HTTP probe needs Docker only for the address: asked at the start and once the streak is
         # complete, not every interval (fifty apps starting at once asked it hundreds of times a second).
         # A death in between is not missed: `_fail_on_exit` hears it from Docker's wait API at once.
-        look = state is None or probe_mode(health=health, info=state.info) is not Mode.HTTP
+        look = (
+            state is None
+            or probe_mode(health=health, info=state.info) is not Mode.HTTP
+            or state.info.probe_url is None  # no address yet: Docker tells it
+        )
         if look:
             state = await _alive_state(containers=containers, name=name)
         assert state is not None
