@@ -43,6 +43,7 @@ from tests.support.load import load_app, percentile
 from tests.support.service import ServiceProc, run_service
 from tests.support.traefik import TraefikProc, run_traefik
 from trafficshift.models import Event, Rollout
+from trafficshift.store.locks import FileLocks
 from trafficshift.store.rollouts import StateStore
 
 IMAGE_REPO = "trafficshift-bench/scale"
@@ -246,7 +247,7 @@ async def batch(
     posted = {r.id: r.started_at for r in rollouts.values()}
     ready = [e.at - posted[e.rollout_id] for e in events if str(e.phase) == "ready"]
     result.ready_median = statistics.median(ready) if ready else None
-    result.outcomes = dict(Counter(str(r.outcome) for r in rollouts.values()))
+    result.outcomes = dict(Counter(str(r.outcome or "not ended") for r in rollouts.values()))
     samples = [s for load in loads for s in load.samples]
     result.requests = len(samples)
     result.failed = sum(s.failed for s in samples)
@@ -281,12 +282,18 @@ async def promote_all(service: ServiceProc, names: Sequence[str], image: str, pa
         if status != 202
     }
     state_dir = _state_dir(service)
-    async with asyncio.timeout(params.timeout):
-        while True:
-            rollouts = await asyncio.to_thread(read_rollouts, state_dir, ids)
-            if all(r.outcome is not None for r in rollouts.values()):
-                break
-            await asyncio.sleep(0.1)
+    locks = FileLocks(state_dir)
+    deadline = time.monotonic() + params.timeout
+    while True:
+        rollouts = await asyncio.to_thread(read_rollouts, state_dir, ids)
+        # A rollout with no outcome whose lock nobody holds is stuck (exit 5: it failed past the point of
+        # return, e.g. Docker did not answer a stop): nobody drives it, it will not end by itself.
+        running = [
+            r for r in rollouts.values() if r.outcome is None and locks.lock(r.app).is_held_elsewhere()
+        ]
+        if not running or time.monotonic() > deadline:
+            break  # past the deadline, those still running count as not done (their outcome: None)
+        await asyncio.sleep(0.1)
     last = max((r.ended_at or r.updated_at for r in rollouts.values()), default=time.time())
     return Posted(wall=last - posted, rollouts=rollouts, refused=refused)
 
