@@ -562,7 +562,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     async with (
         open_workspace(prefix) as ws,
         run_traefik(
-            dynamic_dir=ws.dynamic_dir, work_dir=ws.root / "traefik", throttle=shipped_throttle()
+            dynamic_dir=ws.dynamic_dir,
+            work_dir=ws.root / "traefik",
+            throttle=shipped_throttle(),
+            log_level="INFO",  # as shipped: at DEBUG it logs every app's configuration at every change
         ) as traefik,
     ):
         for n in params.apps:
