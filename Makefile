@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint unit integration chaos demo bench bench-store clean
+.PHONY: install test lint unit integration chaos demo bench bench-scale bench-store clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,6 +53,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.cutover
+
+# 50 and 200 apps under one `trafficshift serve`, 49 promotes at once under load on every app, the Docker
+# floor, the service's RSS, API latency and start-up (~15 min; needs Docker). Under the shared lock on a
+# shared machine.
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale --apps 50 --apps 200 --promotes 49
 
 # The state store's latency and the event-loop stall it causes at 200 apps (no Docker; ~8 min).
 bench-store: $(STAMP)

@@ -78,6 +78,9 @@ class Containers:
     async def list(self, *, app: str, colour: Colour | None = None) -> builtins.list[ContainerInfo]:
         return [c for c in self._by_app.get(app, []) if colour in (None, c.colour)]
 
+    async def list_all(self) -> builtins.list[ContainerInfo]:
+        return [c for infos in self._by_app.values() for c in infos]
+
     async def state(self, *, name: str) -> ContainerState | None:
         for infos in self._by_app.values():
             for c in infos:

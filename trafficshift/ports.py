@@ -53,6 +53,9 @@ class ContainerRuntime(Protocol):
     async def list(self, *, app: str, colour: Colour | None = None) -> builtins.list[ContainerInfo]:
         """The app's containers (of one colour, or both), running or not, sorted by name."""
 
+    async def list_all(self) -> builtins.list[ContainerInfo]:
+        """Every managed container of every app (one call, for the service's view of all apps)."""
+
     async def state(self, *, name: str) -> ContainerState | None:
         """One container's state by name or id; None when there is none."""
 

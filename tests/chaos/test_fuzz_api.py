@@ -33,6 +33,7 @@ from tests.support.checks import deploy_blue
 from tests.support.fakes import APP, FAST_TMP, World, make_world
 from trafficshift.models import Outcome
 from trafficshift.service import routes
+from trafficshift.service.inventory import Inventory
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.requests import MAX_BODY
@@ -115,6 +116,7 @@ async def _open(world: World) -> tuple[TestClient[web.Request, web.Application],
         scheduler=Scheduler(store=schedules, grace=60, start=start),
         metrics=ServiceMetrics(config=config, store=store),
         shutdown=asyncio.Event(),
+        inventory=Inventory(adapters=runner.adapters),
     )
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(routes.build_app(context, token=TOKEN))

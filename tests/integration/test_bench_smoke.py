@@ -9,22 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import aiodocker
 import pytest
 
 from benchmarks import cutover
 from benchmarks.scenarios import SCENARIOS, TRAFFICSHIFT
+from tests.support.docker_fixtures import prefixed_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
-
-
-async def _containers(prefix: str) -> list[str]:
-    docker = aiodocker.Docker()
-    try:
-        found = await docker.containers.list(all=True)
-        return [n.lstrip("/") for c in found for n in c["Names"] if n.lstrip("/").startswith(prefix)]
-    finally:
-        await docker.close()
 
 
 async def test_bench_smoke_runs_each_way_and_promote_loses_nothing(tmp_path: Path) -> None:
@@ -51,4 +42,4 @@ async def test_bench_smoke_runs_each_way_and_promote_loses_nothing(tmp_path: Pat
     assert 0 < rollout["extra"]["waited"] < rollout["wall"], rollout  # until v2 was healthy
     # Nothing left behind: every container the run made is gone.
     assert doc["prefix"].startswith("bench")
-    assert await _containers(doc["prefix"]) == []
+    assert await prefixed_containers(doc["prefix"]) == []

@@ -57,6 +57,16 @@ async def docker(prefix: str) -> AsyncIterator[aiodocker.Docker]:
             await client.close()
 
 
+async def prefixed_containers(prefix: str) -> list[str]:
+    """Names of the containers (running or not) whose name starts with `prefix`: what a run left behind."""
+    client = aiodocker.Docker()
+    try:
+        found = await client.containers.list(all=True)
+        return [n.lstrip("/") for c in found for n in c["Names"] if n.lstrip("/").startswith(prefix)]
+    finally:
+        await client.close()
+
+
 async def remove_prefixed(client: aiodocker.Docker, *, prefix: str) -> None:
     """Force-remove every container and network of this test run (by name or `trafficshift.app` label)."""
     for container in await client.containers.list(all=True):

@@ -266,6 +266,10 @@ class FakeContainers:
         self.faults.hit(LIST)
         return [c.info() for c in self._of(app, colour)]
 
+    async def list_all(self) -> builtins.list[ContainerInfo]:
+        self.faults.hit(LIST)
+        return [c.info() for c in sorted(self.containers.values(), key=lambda c: c.name)]
+
     async def state(self, *, name: str) -> ContainerState | None:
         self.faults.hit(STATE)
         c = self._find(name)

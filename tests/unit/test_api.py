@@ -32,6 +32,7 @@ from trafficshift.models import AppState, Colour, Event, Figures, Live, Outcome,
 from trafficshift.ports import Adapters
 from trafficshift.service import metrics as metrics_module
 from trafficshift.service import routes
+from trafficshift.service.inventory import Inventory
 from trafficshift.service.metrics import ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.runner import Runner
@@ -81,6 +82,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
             scheduler=Scheduler(store=schedules, grace=60, start=start),
             metrics=ServiceMetrics(config=config, store=store),
             shutdown=asyncio.Event(),
+            inventory=Inventory(adapters=adapters),
         )
         app = routes.build_app(context, token=TOKEN)
         app[RECORDS] = records

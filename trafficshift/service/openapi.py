@@ -292,9 +292,18 @@ def _paths() -> JSON:
     return {
         "/healthz": {
             "get": {
-                "summary": "liveness (no token needed)",
+                "summary": "liveness (no token needed); `ready` once the start-up reconcile is through",
                 "security": [],
-                "responses": {"200": _answer("the service runs", {"type": "object"})},
+                "responses": {
+                    "200": _answer(
+                        "the service runs",
+                        {
+                            "type": "object",
+                            "required": ["status", "ready"],
+                            "properties": {"status": {"type": "string"}, "ready": {"type": "boolean"}},
+                        },
+                    )
+                },
             }
         },
         "/openapi.json": {"get": _op("this document", {"200": _answer("OpenAPI 3.0", {"type": "object"})})},

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from trafficshift import plan, report
-from trafficshift.models import Colour, ContainerEvent, ContainerInfo, LockRole, Routing
+from trafficshift.models import AppState, Colour, ContainerEvent, ContainerInfo, LockRole, Rollout, Routing
 from trafficshift.ports import Adapters
 from trafficshift.readiness import probe_ready
 
@@ -29,7 +30,9 @@ log = logging.getLogger("trafficshift.provider")
 RETRY = 1.0
 # After the event stream breaks (Docker restarting), connect again after this long, and reconcile everything.
 RECONNECT = 2.0
-EVENTS = ("start", "die", "health_status")
+# What re-renders an app's file; the other events followed only tell `on_change` that a container changed.
+REROUTE = ("start", "die", "health_status")
+EVENTS = (*REROUTE, "create", "destroy", "rename", "pause", "unpause")
 
 Allowed = set[tuple[str, str | None]]  # (container id, url) pairs that may be servers
 
@@ -37,8 +40,13 @@ Allowed = set[tuple[str, str | None]]  # (container id, url) pairs that may be s
 class Provider:
     """Watches Docker for the managed containers and re-renders the affected app's dynamic file."""
 
-    def __init__(self, *, adapters: Adapters) -> None:
+    def __init__(self, *, adapters: Adapters, on_change: Callable[[], None] = lambda: None) -> None:
         self.adapters = adapters
+        # Told of every Docker event about a managed container, and when events may have been missed.
+        self.on_change = on_change
+        # Set once every app's file has been reconciled after start-up (or left to the rollout holding it).
+        self.ready = asyncio.Event()
+        self._first: set[str] = set(adapters.config.apps)
         config = self.config = adapters.config
         # Read off the loop; the file itself is written through the adapters (under the app's lock).
         self.store = adapters.store
@@ -59,13 +67,33 @@ class Provider:
             self._dirty[app].set()
 
     async def run(self) -> None:
-        """Reconcile every app (each by its worker, as after an event), then follow Docker events."""
-        for app in self.config.apps:
-            self.mark(app)
+        """Reconcile every app (each by its worker, as after an event), then follow Docker events.
+
+        At start-up one listing of every container and one read of every record tell which apps' files
+        already route what a reconcile would make them route: only the others are reconciled one by one
+        (each with its own listings, under its lock). At 200 apps that is 2 calls instead of 600.
+        """
         async with asyncio.TaskGroup() as group:
             group.create_task(self._watch())
+            started = time.monotonic()
+            in_step = await self._in_step_at_start()
+            if not self._first:
+                self.ready.set()  # no app at all
+            for app in self.config.apps:
+                if app in in_step:
+                    self._reconciled_once(app)
+                else:
+                    self.mark(app)
             for app in sorted(self.config.apps):
                 group.create_task(self._worker(app))
+            log.info(
+                "start-up: %d of %d apps' files already in step with their containers (checked in %.2fs)",
+                len(in_step),
+                len(self.config.apps),
+                time.monotonic() - started,
+            )
+            await self.ready.wait()
+            log.info("ready: every app's file reconciled %.2fs after start-up", time.monotonic() - started)
 
     # ------------------------------------------------------------------ events
 
@@ -75,13 +103,16 @@ class Provider:
                 async for event in events:
                     self._on_event(event)
             log.warning("the Docker event stream ended; reconnecting in %gs", RECONNECT)
+            self.on_change()
             await asyncio.sleep(RECONNECT)
+            self.on_change()
             for app in self.config.apps:
                 self.mark(app)  # whatever happened meanwhile
 
     def _on_event(self, event: ContainerEvent) -> None:
         app, cid = event.app, event.id
-        if app not in self._dirty:
+        self.on_change()
+        if app not in self._dirty or not event.action.startswith(REROUTE):
             return
         if event.action == "die":
             self._died[cid] = self._died.get(cid, 0) + 1
@@ -97,7 +128,9 @@ class Provider:
         while True:
             await dirty.wait()
             dirty.clear()
-            if await self._reconcile_logged(app):
+            done = await self._reconcile_logged(app)
+            self._reconciled_once(app)  # or left to the rollout that holds it: that one writes its file
+            if done:
                 waiting = False
                 continue
             if not waiting:
@@ -105,6 +138,50 @@ class Provider:
                 waiting = True
             await asyncio.sleep(RETRY)
             dirty.set()
+
+    def _reconciled_once(self, app: str) -> None:
+        self._first.discard(app)
+        if not self._first:
+            self.ready.set()
+
+    async def _in_step_at_start(self) -> set[str]:
+        """The apps whose file routes what `reconcile` would make it route now: nothing to probe or write.
+
+        Read without the locks: nothing is written here, and an app a rollout holds is that rollout's to
+        route. Any failure (Docker, the store) leaves every app to its worker.
+        """
+        try:
+            containers = await self.containers.list_all()
+            records = await self.store.overview(self.config.apps)
+        except Exception as exc:
+            log.warning(
+                "start-up: cannot list the containers or read the records (%s); reconciling each", exc
+            )
+            return set()
+        by_app: dict[str, list[ContainerInfo]] = {app: [] for app in self.config.apps}
+        for c in containers:
+            if c.app in by_app:
+                by_app[c.app].append(c)
+        return {app for app, found in by_app.items() if self._in_step(app, found, records[app])}
+
+    def _in_step(
+        self, app: str, containers: list[ContainerInfo], record: tuple[AppState, Rollout | None]
+    ) -> bool:
+        """As `reconcile` decides, from one listing: no container to probe, and the file unchanged."""
+        self._remember(app, containers)
+        in_file = self._file_routing(app)
+        if in_file is None:
+            return False
+        trusted = {(c.id, c.url) for c in plan.trusted_servers(containers, trusted=in_file.servers())}
+        if any(plan.server_url(c) and (c.id, c.url) not in trusted for c in containers):
+            return False  # a container to probe before it may be routed
+        weights = plan.known_weights(*record, containers)
+        if weights is None:
+            return False  # the worker logs why it leaves the file alone
+        usable = [c for c in containers if (c.id, c.url) in trusted]
+        return (
+            plan.routing_for(app=app, weights=weights, containers=usable).canonical() == in_file.canonical()
+        )
 
     async def _reconcile_logged(self, app: str) -> bool:
         try:

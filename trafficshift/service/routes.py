@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from aiohttp import web
 from trafficshift import holding, report
 from trafficshift.config import require_app
 from trafficshift.errors import TrafficShiftError, Unchanged
+from trafficshift.service.inventory import Inventory
 from trafficshift.service.metrics import CONTENT_TYPE, ServiceMetrics
 from trafficshift.service.openapi import document
 from trafficshift.service.requests import (
@@ -73,6 +74,9 @@ class Context:
     scheduler: Scheduler
     metrics: ServiceMetrics
     shutdown: asyncio.Event
+    inventory: Inventory
+    # Set once the start-up is through: every app's file reconciled with its containers (the provider's).
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 CONTEXT = web.AppKey("context", Context)
@@ -175,7 +179,8 @@ def _accepted(rollout_id: str) -> web.Response:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """200 as long as the service answers; `ready` once every app's file is reconciled after start-up."""
+    return web.json_response({"status": "ok", "ready": _ctx(request).ready.is_set()})
 
 
 @routes.get("/openapi.json")
@@ -185,9 +190,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 @routes.get("/apps")
 async def list_apps(request: web.Request) -> web.Response:
-    runner = _ctx(request).runner
-    engine = runner.engine()
-    return web.json_response([await engine.status(app) for app in sorted(runner.config.apps)])
+    # Kept and recomputed only where an input changed (service/inventory.py): the same documents as
+    # `GET /apps/{app}` gives one by one.
+    body = await _ctx(request).inventory.encoded()
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get("/apps/{app}")

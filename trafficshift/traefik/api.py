@@ -253,5 +253,5 @@ def _children(api_url: str, weighted: str, doc: Any) -> list[tuple[str, int]]:
 
 
 def _qualified_child(name: str, provider: str) -> str:
-    # Children come back without `@file`; a child from another provider would carry its own suffix.
+    # Children come back without `@<provider>`; a child from another provider would carry its own suffix.
     return name if "@" in name else names.qualified(name, provider)

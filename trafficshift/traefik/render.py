@@ -187,11 +187,20 @@ def router_document(*, app: AppSpec, entrypoints: Sequence[str]) -> dict[str, An
     }
 
 
+# libyaml's loader when PyYAML was built with it: the same documents, 8x faster (0.5 ms against 4 ms for one
+# app's file here). Each write parses its file back twice, and `serve` reads every app's file at start-up.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_LOADER)
+
+
 def _check_output(*, text: str, expected: dict[str, Any], routing: Routing) -> None:
     if "{{" in text:  # invariant 8 (docs/ARCHITECTURE.md)
         raise RenderCheckError(f"{routing.app}: rendered file contains a Go template opening")
     try:
-        parsed = yaml.safe_load(text)
+        parsed = _load(text)
     except yaml.YAMLError as exc:
         raise RenderCheckError(f"{routing.app}: rendered file is not valid YAML: {exc}") from exc
     if parsed != expected:
@@ -203,7 +212,7 @@ def _check_output(*, text: str, expected: dict[str, Any], routing: Routing) -> N
 def parse_dynamic(text: str) -> Routing:
     """Return the routing a dynamic file describes (render_dynamic's inverse); ValueError if it is not one."""
     try:
-        doc = yaml.safe_load(text)
+        doc = _load(text)
         services: dict[str, Any] = doc["http"]["services"]
         weighted = [(name, s["weighted"]) for name, s in services.items() if "weighted" in s]
         if len(weighted) != 1:
