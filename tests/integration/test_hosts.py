@@ -5,6 +5,8 @@ Traefik."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests.support import cli
 from tests.support.docker_fixtures import colours_of
 from tests.support.docker_proxy import DockerProxy, docker_proxy, local_socket
 from tests.support.load import Load, load_app
+from tests.support.service import run_service
 from tests.support.traefik import TraefikProc
 from trafficshift.traefik.render import parse_dynamic
 
@@ -149,3 +152,29 @@ async def _until(predicate: Callable[[], bool], *, within: float) -> float:
         while not predicate():  # noqa: ASYNC110 (a file on disk: nothing to wait on but time)
             await asyncio.sleep(0.05)
     return time.monotonic() - started
+
+
+async def test_serve_follows_the_docker_events_of_every_host(
+    tmp_path: Path,
+    traefik: TraefikProc,
+    docker: aiodocker.Docker,
+    prefix: str,
+    app_images: dict[str, str],
+    proxy: DockerProxy,
+) -> None:
+    """A replica killed on host b (its events come through the proxy) leaves the file, and is back once
+    Docker restarted it and it was probed ready."""
+    config = await _deploy(tmp_path, traefik, prefix, app_images["v1"], proxy)
+    file = traefik.dynamic_dir / f"{prefix}.yml"
+    on_a, on_b = await _url_of(docker, f"{prefix}-blue-1"), await _url_of(docker, f"{prefix}-blue-2")
+    assert _servers(file) == {"blue": {on_a, on_b}}
+    async with run_service(config) as service:
+        victim = await (await docker.containers.get(f"{prefix}-blue-2")).show()
+        os.kill(victim["State"]["Pid"], signal.SIGKILL)  # by hand: Docker restarts it (unless-stopped)
+        await _until(lambda: _servers(file) == {"blue": {on_a}}, within=10)
+        await _until(lambda: len(_servers(file).get("blue", ())) == 2, within=20)
+        assert _servers(file) == {"blue": {on_a, await _url_of(docker, f"{prefix}-blue-2")}}
+        log = service.log()
+    # Seen once: through host b's stream alone (host a's, on the same engine, filters on its own label).
+    assert log.count(f"docker: {prefix}-blue-2 die") == 1, log
+    assert f"probing {prefix}-blue-2" in log, log
