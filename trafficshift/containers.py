@@ -51,7 +51,8 @@ LABEL_PORT = "trafficshift.port"
 # compares it with the new spec's to tell whether anything changed.
 LABEL_SPEC = "trafficshift.spec"
 # The config's name of the Docker host that runs the container (only with `hosts:`, hosts.py). Each host's
-# adapter sees only its own: two endpoints of one engine would otherwise both claim every container.
+# adapter sees only its own, invariant 11 (docs/ARCHITECTURE.md): two endpoints of one engine would
+# otherwise both claim every container.
 LABEL_HOST = "trafficshift.host"
 
 # `unless-stopped`: Docker restarts a crashed replica, and brings every replica back after a daemon restart or
