@@ -178,3 +178,21 @@ async def test_serve_follows_the_docker_events_of_every_host(
     # Seen once: through host b's stream alone (host a's, on the same engine, filters on its own label).
     assert log.count(f"docker: {prefix}-blue-2 die") == 1, log
     assert f"probing {prefix}-blue-2" in log, log
+
+
+async def test_doctor_checks_every_host_and_names_the_one_down(
+    tmp_path: Path, traefik: TraefikProc, prefix: str, app_images: dict[str, str], proxy: DockerProxy
+) -> None:
+    config = cli.app_config(
+        tmp_path, traefik, prefix, image=app_images["v1"], replicas=2, extra=_hosts(proxy)
+    )
+    await proxy.stop()
+
+    result = await cli.run("doctor", config=config, within=30)
+
+    assert result.code != 0, result.stdout
+    lines = {line.split(": ")[0].split("  ")[-1].strip(): line for line in result.stdout.splitlines()}
+    assert lines["docker a"].startswith("ok"), result.stdout
+    assert lines["clock a"].startswith("ok"), result.stdout
+    assert lines["docker b"].startswith("FAIL"), result.stdout
+    assert "checks failed: docker b" in result.stdout, result.stdout
