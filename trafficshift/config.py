@@ -26,6 +26,7 @@ from trafficshift.models import (
     AppSpec,
     Config,
     ConfirmSpec,
+    DockerHost,
     DockerSpec,
     HealthSpec,
     HookSpec,
@@ -34,6 +35,7 @@ from trafficshift.models import (
     ReleaseHooks,
     RolloutPolicy,
     ServiceSpec,
+    TlsSpec,
     TraefikSpec,
     WebhookSpec,
 )
@@ -56,6 +58,11 @@ CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
 MAX_DOCKER_CONCURRENCY = 64
 
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+# Host names follow the app names' rule: they go into a container label and into messages.
+_HOST_NAME = _APP_NAME
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # Compose's rule for project names.
@@ -164,7 +171,7 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         value = node.string()
         return None if value is None else base_dir / value
 
-    known = ("traefik", "state_dir", "apps", "service", "docker", "webhooks", "confirm")
+    known = ("traefik", "state_dir", "apps", "service", "docker", "webhooks", "confirm", "hosts")
     top = root.mapping(known, required=("traefik", "apps"), extensions=True)
     if top is None:
         return None
@@ -190,12 +197,14 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
     fields = {"concurrency": lambda n: n.integer(1, MAX_DOCKER_CONCURRENCY)}
     docker = _section(top["docker"], fields) if "docker" in top else ({}, {})
     state_dir = path(top["state_dir"]) if "state_dir" in top else base_dir / ".trafficshift"
+    hosts = _hosts(top["hosts"], base_dir) if "hosts" in top else ()
+    host_names = None if hosts is None else tuple(h.name for h in hosts)
     apps: dict[str, AppSpec] = {}
     entries = (top["apps"].mapping(None) if "apps" in top else None) or {}
     for app_name, node in entries.items():
         if why := validate_app_name(app_name):
             root.errors.add(node.key_line, node.path, why)
-        elif app := _app(app_name, node, has_metrics=has_metrics, base_dir=base_dir):
+        elif app := _app(app_name, node, has_metrics=has_metrics, base_dir=base_dir, hosts=host_names):
             apps[app_name] = app
         # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
         # the same service in another file, and Traefik drops both.
@@ -211,9 +220,14 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
             )
     webhooks = _webhooks(top["webhooks"], base_dir) if "webhooks" in top else ()
     confirm = _confirm(top["confirm"], base_dir) if "confirm" in top else None
-    if traefik is None or "dynamic_dir" not in traefik[1] or service is None or docker is None:
-        return None
-    if state_dir is None:
+    if (
+        traefik is None
+        or "dynamic_dir" not in traefik[1]
+        or service is None
+        or docker is None
+        or state_dir is None
+        or hosts is None
+    ):
         return None
     return Config(
         path=base_dir / name,
@@ -224,6 +238,7 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         docker=DockerSpec(**docker[1]),
         webhooks=webhooks or (),
         confirm=confirm,
+        hosts=hosts,
     )
 
 
@@ -265,7 +280,9 @@ def _listen(node: Node) -> str | None:
     return value
 
 
-def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec | None:
+def _app(
+    name: str, node: Node, *, has_metrics: bool, base_dir: Path, hosts: tuple[str, ...] | None
+) -> AppSpec | None:
     fields: dict[str, _Convert] = {
         "image": _image,
         "port": lambda n: n.integer(1, 65535),
@@ -283,6 +300,7 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
         "confirm": lambda n: _confirm(n, base_dir),
         "compose": lambda n: _compose(n, base_dir),
         "hooks": _release_hooks,
+        "hosts": lambda n: _app_hosts(n, hosts),
     }
     got = _section(node, fields, ("port", "rule"))
     if got is None:
@@ -301,9 +319,158 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
         entries["publish"].fail("set exactly one of network and publish, not both")
     elif "network" not in entries and "publish" not in entries:
         node.fail("set exactly one of network and publish")
+    if hosts and "network" in entries:
+        # A Docker network does not span engines: Traefik reaches each replica at its host's address.
+        entries["network"].fail(
+            "not with hosts: replicas on several Docker hosts are reached at <address>:<published port>;"
+            " set publish instead (e.g. 0.0.0.0)"
+        )
+    if hosts and "hosts" not in entries:
+        values["hosts"] = hosts  # every host, in the config's order
     if "analysis" in entries and not has_metrics:
         entries["analysis"].fail("needs traefik.metrics_url, where analysis reads Traefik's metrics")
     return AppSpec(name=name, **values) if all(key in values for key in required) else None
+
+
+def _hosts(node: Node, base_dir: Path) -> tuple[DockerHost, ...] | None:
+    """The top-level `hosts`: the Docker engines the apps' replicas are spread over."""
+    items = node.items()
+    if items is None:
+        return None
+    if not items:
+        node.fail("must list at least one host; leave hosts out to use the local Docker engine")
+        return None
+    hosts = [_host(item, base_dir) for item in items]
+    names: set[str] = set()
+    endpoints: dict[str, str] = {}  # docker URL -> the host that has it
+    for item, host in zip(items, hosts, strict=True):
+        if host is None:
+            continue
+        if host.name in names:
+            item.fail(f"host {host.name} is listed twice")
+            return None
+        if host.docker in endpoints:
+            item.fail(f"docker {host.docker!r} is host {endpoints[host.docker]}'s already")
+            return None
+        names.add(host.name)
+        endpoints[host.docker] = host.name
+    return tuple(h for h in hosts if h is not None) if all(hosts) else None
+
+
+def _host(node: Node, base_dir: Path) -> DockerHost | None:
+    fields: dict[str, _Convert] = {
+        "name": _host_name,
+        "docker": _docker_url,
+        "address": _address,
+        "tls": lambda n: _tls(n, base_dir),
+    }
+    got = _section(node, fields, required=("name", "docker", "address"))
+    if got is None:
+        return None
+    entries, values = got
+    if "tls" in entries and "docker" in values and not values["docker"].startswith("tcp://"):
+        entries["tls"].fail("applies to a tcp:// endpoint only")
+        return None
+    # Every key present and valid, the required ones among them.
+    if any(key not in values for key in entries) or any(
+        k not in values for k in ("name", "docker", "address")
+    ):
+        return None
+    return DockerHost(**values)
+
+
+def _host_name(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and not _HOST_NAME.fullmatch(value):
+        node.fail(f"host names must match ^[a-z][a-z0-9-]{{0,39}}$, got {value!r}")
+        return None
+    return value
+
+
+def _docker_url(node: Node) -> str | None:
+    """A Docker endpoint as Docker's own clients write it (DOCKER_HOST)."""
+    value = node.string()
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is not None and not parts.query and not parts.fragment:
+        if parts.scheme == "unix" and not parts.netloc and parts.path.startswith("/"):
+            return value
+        if parts.scheme == "tcp" and parts.hostname and port and parts.path in ("", "/"):
+            return value.rstrip("/")
+        if parts.scheme == "ssh" and parts.hostname and parts.path in ("", "/"):
+            return value.rstrip("/")
+    node.fail(f"expected unix:///path, tcp://host:port or ssh://[user@]host[:port], got {value!r}")
+    return None
+
+
+def _address(node: Node) -> str | None:
+    """Where Traefik reaches a host's published ports: an IP address or a DNS name."""
+    value = node.string()
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        pass
+    if _DNS_NAME.fullmatch(value):
+        return value
+    node.fail(f"expected a host name or IP address that Traefik reaches the host at, got {value!r}")
+    return None
+
+
+def _tls(node: Node, base_dir: Path) -> TlsSpec | None:
+    """Docker's TLS files (`ca.pem`, `cert.pem`, `key.pem`), checked now so that `check` reports them."""
+
+    def readable(n: Node) -> Path | None:
+        name = n.string()
+        if name is None:
+            return None
+        path = base_dir / name
+        if not path.is_file():
+            n.fail(f"cannot read {name}: no such file")
+            return None
+        return path
+
+    fields: dict[str, _Convert] = {"ca": readable, "cert": readable, "key": readable}
+    got = _section(node, fields, required=("ca", "cert", "key"))
+    if got is None or any(key not in got[1] for key in fields):
+        return None
+    return TlsSpec(**got[1])
+
+
+def _app_hosts(node: Node, hosts: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """An app's `hosts`: names from the top-level list, each once, in the order replicas are spread."""
+    items = node.items()
+    if items is None:
+        return None
+    if hosts is None:
+        return None  # the top-level list is broken: reported there
+    if not hosts:
+        node.fail(
+            "there are no top-level hosts to choose from; leave hosts out to use the local Docker engine"
+        )
+        return None
+    if not items:
+        node.fail("must list at least one host; leave hosts out to spread over all of them")
+        return None
+    names: list[str] = []
+    for item in items:
+        name = item.string()
+        if name is None:
+            return None
+        if name not in hosts:
+            item.fail(f"unknown host {name!r}; hosts: {', '.join(hosts)}")
+            return None
+        if name in names:
+            item.fail(f"host {name} is listed twice")
+            return None
+        names.append(name)
+    return tuple(names)
 
 
 def _check_compose_alone(entries: Mapping[str, Node]) -> None:

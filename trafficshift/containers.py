@@ -21,6 +21,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Collection,
     Coroutine,
     Iterable,
     Iterator,
@@ -51,6 +52,10 @@ LABEL_PORT = "trafficshift.port"
 # compose-backed app it is the digest of its spec (compose/fingerprint.py), with the image's id: `promote`
 # compares it with the new spec's to tell whether anything changed.
 LABEL_SPEC = "trafficshift.spec"
+# The config's name of the Docker host that runs the container (only with `hosts:`, hosts.py). Each host's
+# adapter sees only its own, invariant 16 (docs/ARCHITECTURE.md): two endpoints of one engine would
+# otherwise both claim every container.
+LABEL_HOST = "trafficshift.host"
 
 # A one-off container (a pre_deploy hook's) carries these instead of LABEL_APP/LABEL_COLOUR, so that nothing
 # that lists an app's colours (status, routing, readiness, `serve`) ever sees it: it is never routed. Its
@@ -105,12 +110,15 @@ class Containers:
         *,
         on_progress: Callable[[str], None] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        host: str | None = None,
     ) -> None:
         self._docker = docker
         # Where a pull's progress goes (the CLI's live line on a terminal); None: pull quietly.
         self._on_progress = on_progress
         # Shared by every rollout of this process; reads (list, inspect, logs, wait) never wait for it.
         self.gate = Gate(concurrency)
+        # One of the config's `hosts` (hosts.py): its containers are labelled so, and only they are seen.
+        self._host = host
 
     async def ping(self) -> None:
         """Raise UnreachableError unless the Docker engine answers within QUICK seconds."""
@@ -140,22 +148,25 @@ class Containers:
         async with _docker(what, within=QUICK):
             return str((await self._docker.images.inspect(image))["Id"])
 
-    async def start_colour(self, *, app: AppSpec, colour: Colour, image: str) -> builtins.list[ContainerInfo]:
+    async def start_colour(
+        self, *, app: AppSpec, colour: Colour, image: str, numbers: Collection[int] | None = None
+    ) -> builtins.list[ContainerInfo]:
         """Make `<app>-<colour>-1..replicas` run `image`; reuse the ones already right, replace the others.
 
         Call it for a colour that carries no traffic: replicas beyond `replicas` are removed, and a
-        container with another image or config is replaced.
+        container with another image or config is replaced. `numbers`: only these replicas run here (this
+        host's share, placement.py); the colour's other containers here are removed.
         """
+        numbers = range(1, app.replicas + 1) if numbers is None else sorted(numbers)
         image_id = await self.ensure_image(image)
         if app.container is not None:
             async with _docker(f"volumes and networks of {app.name}", within=CHANGE):
                 await ensure_resources(self._docker, app.container)
-        wanted = {container_name(app=app.name, colour=colour, n=n) for n in range(1, app.replicas + 1)}
+        wanted = {container_name(app=app.name, colour=colour, n=n) for n in numbers}
         extra = [c for c in await self._raw_list(app=app.name, colour=colour) if c["Name"] not in wanted]
         await _all(self._stop_remove(c["Id"], app.rollout.stop_timeout) for c in extra)
         return await _all(
-            self._start_one(app=app, colour=colour, image=image, image_id=image_id, n=n)
-            for n in range(1, app.replicas + 1)
+            self._start_one(app=app, colour=colour, image=image, image_id=image_id, n=n) for n in numbers
         )
 
     async def check_needs(self, *, app: AppSpec) -> None:
@@ -176,12 +187,12 @@ class Containers:
     async def inspect(self, *, name: str) -> ContainerInfo | None:
         """One managed container by name or id, or None when there is none."""
         raw = await self._inspect_raw(name)
-        return None if raw is None or not _managed(raw) else _info(raw)
+        return None if raw is None or not self._owns(raw) else _info(raw)
 
     async def state(self, *, name: str) -> ContainerState | None:
         """One managed container's state, or None when there is none."""
         raw = await self._inspect_raw(name)
-        if raw is None or not _managed(raw):
+        if raw is None or not self._owns(raw):
             return None
         state = raw["State"]
         return ContainerState(
@@ -231,7 +242,8 @@ class Containers:
         Unbounded on purpose, as `wait_exit`: a stream of events has no answer to wait for.
         """
         subscriber = self._docker.events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
-        filters = json.dumps({"type": ["container"], "label": [LABEL_APP], "event": list(actions)})
+        labels = [LABEL_APP, *self._host_filter()]
+        filters = json.dumps({"type": ["container"], "label": labels, "event": list(actions)})
         stream = asyncio.create_task(self._docker.events.run(filters=filters))
         try:
             while (event := await subscriber.get()) is not None:
@@ -348,10 +360,12 @@ class Containers:
         name = container_name(app=app.name, colour=colour, n=n)
         plan = _plan(app=app, colour=colour, image=image, image_id=image_id)
         config = plan.config
+        if self._host is not None:
+            config["Labels"][LABEL_HOST] = self._host
         existing = await self._inspect_raw(name)
         if existing is not None:
             labels = existing["Config"].get("Labels") or {}
-            if labels.get(LABEL_APP) != app.name or not _managed(existing):
+            if labels.get(LABEL_APP) != app.name or not self._owns(existing):
                 raise ContainerError(
                     f"container {name} exists but is not a trafficshift container of {app.name}"
                 )
@@ -381,12 +395,13 @@ class Containers:
         label = [
             LABEL_APP if app is None else f"{LABEL_APP}={app}",
             LABEL_COLOUR if colour is None else f"{LABEL_COLOUR}={colour}",
+            *self._host_filter(),
         ]
         async with _docker("listing containers", within=QUICK):
             found = await self._docker.containers.list(all=True, filters={"label": label})
         # The list API lacks health and exact port bindings; inspect each (gone in between: skipped).
         raws = await _all(self._inspect_raw(c.id) for c in found)
-        return sorted((r for r in raws if r is not None and _managed(r)), key=_sort_key)
+        return sorted((r for r in raws if r is not None and self._owns(r)), key=_sort_key)
 
     async def _inspect_raw(self, name: str) -> dict[str, Any] | None:
         async with _docker(f"container {name}", within=QUICK):
@@ -398,6 +413,14 @@ class Containers:
                 raise
         raw["Name"] = str(raw["Name"]).lstrip("/")
         return raw
+
+    def _owns(self, raw: Mapping[str, Any]) -> bool:
+        """A managed container of this adapter's host (of any host's, or none's, without one)."""
+        labels = raw["Config"].get("Labels") or {}
+        return _managed(raw) and (self._host is None or labels.get(LABEL_HOST) == self._host)
+
+    def _host_filter(self) -> builtins.list[str]:
+        return [] if self._host is None else [f"{LABEL_HOST}={self._host}"]
 
     async def _stop_remove(self, container_id: str, stop_timeout: float) -> None:
         container = self._docker.containers.container(container_id)

@@ -16,7 +16,7 @@ import secrets
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -26,6 +26,7 @@ import aiohttp
 
 from trafficshift.containers import Containers
 from trafficshift.errors import TrafficShiftError, UnreachableError
+from trafficshift.hosts import client_for
 from trafficshift.models import Config
 from trafficshift.traefik import files
 from trafficshift.traefik.api import TraefikApi
@@ -235,18 +236,35 @@ def check_token(token: Path) -> Check | None:
     return Check("token", True, f"{token} is readable by its owner only")
 
 
-async def run_checks(config: Config) -> list[Check]:
-    """Every check, in the order a promote needs them."""
-    checks: list[Check] = []
-    try:
-        docker = aiodocker.Docker()
-    except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
-        checks.append(_failed("docker", exc, "start Docker, or point DOCKER_HOST at it"))
-    else:
+async def check_engines(config: Config) -> list[Check]:
+    """The local engine's checks; with `hosts`, each host's, named after it (`docker node-b`)."""
+    if not config.hosts:
         try:
-            checks += await check_docker(docker)
+            docker = aiodocker.Docker()
+        except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
+            return [_failed("docker", exc, "start Docker, or point DOCKER_HOST at it")]
+        try:
+            return await check_docker(docker)
         finally:
             await docker.close()
+    checks: list[Check] = []
+    for host in config.hosts:
+        try:
+            docker = client_for(host)
+        except UnreachableError as exc:
+            checks.append(_failed(f"docker {host.name}", exc, f"fix host {host.name} in {config.path.name}"))
+            continue
+        try:
+            found = await check_docker(docker)
+        finally:
+            await docker.close()
+        checks += [replace(check, name=f"{check.name} {host.name}") for check in found]
+    return checks
+
+
+async def run_checks(config: Config) -> list[Check]:
+    """Every check, in the order a promote needs them."""
+    checks = await check_engines(config)
     checks.append(check_folder("dynamic folder", config.traefik.dynamic_dir))
     async with aiohttp.ClientSession() as session:
         checks += await check_traefik(config, session)

@@ -148,6 +148,9 @@ class AppSpec:
     # has been read (compose/resolve.py), and environment/command/labels are empty.
     compose: ComposeRef | None = None
     container: ContainerSpec | None = None
+    # The Docker hosts (names from the config's `hosts`) the replicas are spread over (placement.py);
+    # empty when the config has no `hosts`: the local engine runs them all.
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,26 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class TlsSpec:
+    """A `tcp://` Docker endpoint's client certificate, and the CA its server certificate chains to."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """One Docker engine of the config's `hosts`: how trafficshift reaches its API, where Traefik reaches
+    the ports it publishes."""
+
+    name: str
+    docker: str  # unix:///path, tcp://host:port or ssh://[user@]host[:port]
+    address: str  # a host name or IP address: servers are http://<address>:<published port>
+    tls: TlsSpec | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     traefik: TraefikSpec
@@ -190,6 +213,8 @@ class Config:
     docker: DockerSpec = field(default_factory=DockerSpec)
     webhooks: tuple[WebhookSpec, ...] = ()
     confirm: ConfirmSpec | None = None
+    # Several Docker engines (`hosts:`); empty: the local engine (DOCKER_HOST or its socket) runs every app.
+    hosts: tuple[DockerHost, ...] = ()
 
     def webhooks_of(self, app: AppSpec) -> tuple[WebhookSpec, ...]:
         return self.webhooks + app.webhooks

@@ -300,13 +300,15 @@ async def check_alive(*, containers: ContainerRuntime, app: AppSpec, colour: Col
     bound = asyncio.timeout(ALIVE_TIMEOUT)
     try:
         async with bound:
-            # One inspection a replica, by its name: every rollout of a service checks its new colour every
-            # `health.interval`, and a listing first (as before) tripled the calls Docker answered.
+            # Every replica by name, not those listed: one that is gone (removed, or on a Docker host that
+            # no longer answers, whose `state` then fails) is no less a verdict than one that stopped.
             for n in range(1, app.replicas + 1):
                 name = container_name(app=app.name, colour=colour, n=n)
                 state = await containers.state(name=name)
-                if state is None or has_died(state):
-                    how = "was restarted by Docker" if state and state.restart_count else "stopped"
+                if state is None:
+                    raise NotReady(f"{name} is gone while it was taking traffic")
+                if has_died(state):
+                    how = "was restarted by Docker" if state.restart_count else "stopped"
                     raise NotReady(f"{name} {how} while it was taking traffic")
                 if state.info.health == "unhealthy":
                     raise NotReady(

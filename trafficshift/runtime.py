@@ -11,8 +11,9 @@ import aiohttp
 from trafficshift.containers import Containers
 from trafficshift.engine import Engine, EventSink, LiveSink, ProgressSink
 from trafficshift.errors import UnreachableError
+from trafficshift.hosts import open_hosts
 from trafficshift.models import Config
-from trafficshift.ports import Adapters
+from trafficshift.ports import Adapters, ContainerRuntime
 from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import FileLocks
 from trafficshift.traefik.publish import TraefikPublisher
@@ -29,40 +30,47 @@ async def open_adapters(
     `on_progress` gets an image pull's progress (the CLI's live line). On exit, webhook deliveries still in
     flight get their timeout first.
     """
+    async with open_containers(config, on_progress=on_progress) as containers:
+        # Opened (and its schema created) before the loop runs anything else: once, at start-up.
+        store = AsyncStateStore(config.state_dir)
+        try:
+            async with aiohttp.ClientSession() as session:
+                metrics_url = config.traefik.metrics_url
+                notifier = Notifier(config=config, session=session)
+                try:
+                    yield Adapters(
+                        config=config,
+                        store=store,
+                        containers=containers,
+                        routing=TraefikPublisher(config=config, session=session),
+                        locks=FileLocks(config.state_dir),
+                        notifier=notifier,
+                        metrics=TraefikMetrics(url=metrics_url, session=session) if metrics_url else None,
+                        http=session,
+                    )
+                finally:
+                    await notifier.aclose()
+        finally:
+            await store.aclose()  # every commit already made lands first
+
+
+@contextlib.asynccontextmanager
+async def open_containers(
+    config: Config, *, on_progress: ProgressSink | None = None
+) -> AsyncIterator[ContainerRuntime]:
+    """The container runtime: the local engine, or every host of the config's `hosts` (hosts.py)."""
+    if config.hosts:
+        async with open_hosts(config, on_progress=on_progress) as runtime:
+            yield runtime
+        return
     try:
         docker = aiodocker.Docker()
     except Exception as exc:  # aiodocker raises plain ValueError/OSError when it finds no socket
         raise UnreachableError(f"cannot reach the Docker engine: {exc}") from None
     try:
-        # Opened (and its schema created) before the loop runs anything else: once, at start-up.
-        store = AsyncStateStore(config.state_dir)
-    except BaseException:
-        await docker.close()
-        raise
-    try:
-        async with aiohttp.ClientSession() as session:
-            metrics_url = config.traefik.metrics_url
-            notifier = Notifier(config=config, session=session)
-            try:
-                yield Adapters(
-                    config=config,
-                    store=store,
-                    containers=Containers(
-                        docker, on_progress=on_progress, concurrency=config.docker.concurrency
-                    ),
-                    routing=TraefikPublisher(config=config, session=session),
-                    locks=FileLocks(config.state_dir),
-                    notifier=notifier,
-                    metrics=TraefikMetrics(url=metrics_url, session=session) if metrics_url else None,
-                    http=session,
-                )
-            finally:
-                await notifier.aclose()
+        yield Containers(docker, on_progress=on_progress, concurrency=config.docker.concurrency)
     finally:
-        try:
-            await store.aclose()  # every commit already made lands first
-        finally:
-            await docker.close()
+        await docker.close()
 
 
 @contextlib.asynccontextmanager

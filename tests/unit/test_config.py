@@ -474,7 +474,7 @@ def test_load_config_names_the_file_as_given(tmp_path: Path, monkeypatch: pytest
             load_config(given_path)
         assert info.value.messages == (
             "ts.yml:3: bogus: unknown key;"
-            " expected one of apps, confirm, docker, service, state_dir, traefik, webhooks",
+            " expected one of apps, confirm, docker, hosts, service, state_dir, traefik, webhooks",
         )
 
 

@@ -115,7 +115,7 @@ async def test_docker_slow_or_silent_on_inspect_is_no_verdict_on_a_live_containe
     if delay == HANG:
         monkeypatch.setattr(readiness, "ALIVE_TIMEOUT", SHORT, raising=False)
     monkeypatch.setattr(containers_module, "QUICK", NEVER, raising=False)  # the check's own bound applies
-    fake = FakeDocker(inspect_delays=[delay])  # the check's one inspection does not answer in time
+    fake = FakeDocker(inspect_delays=[delay])  # the check asks for the replica by name: no answer
     async with fake_docker(fake, tmp_path) as docker:
         await _within(NEVER, readiness.check_alive(containers=Containers(docker), app=APP, colour=GREEN))
     assert fake.calls == ["version", "inspect"]
