@@ -28,7 +28,7 @@ import aiohttp
 from trafficshift.config import parse_config_text
 from trafficshift.containers import container_name
 from trafficshift.engine import Engine, EventSink
-from trafficshift.errors import StepNotApplied, UnreachableError
+from trafficshift.errors import RoutingRejected, StepNotApplied, UnreachableError
 from trafficshift.models import (
     AppSpec,
     AppState,
@@ -361,6 +361,8 @@ class FakePublisher:
         self.files: dict[str, Routing] = {}  # what each app's file holds (absent: no file)
         self.asked: list[Asked] = []
         self.confirmed: list[Routing] = []  # what Traefik was seen to run, in order
+        self.checked: list[str] = []  # apps whose router options were tried
+        self.rejects: RoutingRejected | None = None  # what the trial answers (None: accepted)
         self._witness = witness
 
     async def ping(self) -> None:
@@ -368,6 +370,11 @@ class FakePublisher:
 
     def read(self, app: str) -> Routing | None:
         return self.files.get(app, Routing(app=app, routes=()))
+
+    async def check(self, *, spec: AppSpec) -> None:
+        self.checked.append(spec.name)
+        if self.rejects is not None:
+            raise self.rejects
 
     async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
         ready, live = self._witness(spec.name)
