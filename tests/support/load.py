@@ -98,13 +98,16 @@ def share(
 class Load:
     """Runs the workers between `async with` entry and exit; counters are live while it runs."""
 
-    def __init__(self, *, url: str, host: str, concurrency: int = 8, timeout: float = 5.0) -> None:
+    def __init__(
+        self, *, url: str, host: str, concurrency: int = 8, timeout: float = 5.0, verify_tls: bool = True
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.url = url
         self.host = host
         self.concurrency = concurrency
         self.timeout = timeout
+        self.verify_tls = verify_tls  # False for a test's self-signed certificate
         self._samples: list[Sample] = []
         self._failed = 0
         self._bodies: dict[str, str] = {}
@@ -168,7 +171,9 @@ class Load:
 
     async def __aenter__(self) -> Load:
         # force_close=False: keep-alive, as browsers and real clients do, and what a reload must not break.
-        connector = aiohttp.TCPConnector(limit=self.concurrency, force_close=False)
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency, force_close=False, ssl=None if self.verify_tls else False
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
         )
@@ -220,9 +225,11 @@ class Load:
             progress.set()
 
 
-def run_load(*, url: str, host: str, concurrency: int = 8, timeout: float = 5.0) -> Load:
+def run_load(
+    *, url: str, host: str, concurrency: int = 8, timeout: float = 5.0, verify_tls: bool = True
+) -> Load:
     """`async with run_load(...) as load:` runs the load; `load.samples` keeps everything afterwards."""
-    return Load(url=url, host=host, concurrency=concurrency, timeout=timeout)
+    return Load(url=url, host=host, concurrency=concurrency, timeout=timeout, verify_tls=verify_tls)
 
 
 def load_app(*, web_url: str, app: str, concurrency: int = 4) -> Load:

@@ -34,6 +34,8 @@ class TraefikProc:
     dynamic_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    # The `websecure` entrypoint (https://127.0.0.1:port), when started with `secure=True`.
+    secure_url: str | None = None
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines)
@@ -56,7 +58,13 @@ def free_port() -> int:
 
 
 def static_config(
-    *, dynamic_dir: Path, web_port: int, api_port: int, metrics_port: int, throttle: str
+    *,
+    dynamic_dir: Path,
+    web_port: int,
+    api_port: int,
+    metrics_port: int,
+    throttle: str,
+    secure_port: int | None = None,
 ) -> dict[str, Any]:
     """Return traefik/traefik.yml with loopback addresses, the given folder and throttle."""
     config: dict[str, Any] = yaml.safe_load((REPO / "traefik" / "traefik.yml").read_text())
@@ -65,6 +73,8 @@ def static_config(
         "traefik": {"address": f"127.0.0.1:{api_port}"},
         "metrics": {"address": f"127.0.0.1:{metrics_port}"},
     }
+    if secure_port is not None:
+        config["entryPoints"]["websecure"] = {"address": f"127.0.0.1:{secure_port}"}
     config["providers"]["providersThrottleDuration"] = throttle
     config["providers"]["file"]["directory"] = str(dynamic_dir)
     config["log"] = {"level": "DEBUG", "noColor": True}
@@ -73,13 +83,18 @@ def static_config(
 
 @contextlib.asynccontextmanager
 async def run_traefik(
-    *, dynamic_dir: Path, work_dir: Path, throttle: str = "200ms"
+    *, dynamic_dir: Path, work_dir: Path, throttle: str = "200ms", secure: bool = False
 ) -> AsyncIterator[TraefikProc]:
-    """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`."""
+    """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`.
+
+    With `secure`, it also listens on a `websecure` entrypoint (`proc.secure_url`) for TLS routers.
+    """
     binary = traefik_binary()
     # A free port can be taken by someone else before Traefik binds it: start again on new ports then.
     for attempt in range(3):
-        proc = _start(binary=binary, dynamic_dir=dynamic_dir, work_dir=work_dir, throttle=throttle)
+        proc = _start(
+            binary=binary, dynamic_dir=dynamic_dir, work_dir=work_dir, throttle=throttle, secure=secure
+        )
         try:
             await _wait_started(proc)
         except _PortTaken:
@@ -132,13 +147,20 @@ class _PortTaken(RuntimeError):
     pass
 
 
-def _start(*, binary: Path, dynamic_dir: Path, work_dir: Path, throttle: str) -> TraefikProc:
+def _start(
+    *, binary: Path, dynamic_dir: Path, work_dir: Path, throttle: str, secure: bool = False
+) -> TraefikProc:
     dynamic_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
-    web, api, metrics = _distinct_free_ports(3)
+    web, api, metrics, secure_port = _distinct_free_ports(4)
     config_path = work_dir / "traefik-static.yml"
     config = static_config(
-        dynamic_dir=dynamic_dir, web_port=web, api_port=api, metrics_port=metrics, throttle=throttle
+        dynamic_dir=dynamic_dir,
+        web_port=web,
+        api_port=api,
+        metrics_port=metrics,
+        throttle=throttle,
+        secure_port=secure_port if secure else None,
     )
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = work_dir / "traefik.log"
@@ -153,6 +175,7 @@ def _start(*, binary: Path, dynamic_dir: Path, work_dir: Path, throttle: str) ->
         dynamic_dir=dynamic_dir,
         process=process,
         log_path=log_path,
+        secure_url=f"https://127.0.0.1:{secure_port}" if secure else None,
     )
 
 
