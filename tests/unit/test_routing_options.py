@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 import trafficshift.engine as engine_module
+from tests.support.checks import says
 from tests.support.factories import BASE_CONFIG, make_rollout
-from tests.support.fakes import APP, World, fresh_world
+from tests.support.fakes import APP, Killed, World, fresh_world
 from trafficshift import plan
 from trafficshift.config import parse_config_text
 from trafficshift.errors import ConfigError, RoutingRejected
@@ -323,3 +324,25 @@ async def test_router_options_traefik_refuses_fail_before_anything_changes(world
     assert world.publisher.asked[before:] == []
     assert world.containers.images(app=APP) == {"web:1"}
     assert world.live().colour is BLUE
+
+
+@pytest.mark.parametrize("action", ["promote", "abort"])
+async def test_a_rollout_killed_with_its_canary_open_resumes_or_goes_back_without_pins(
+    world: World, action: str
+) -> None:
+    await world.engine().promote(app=APP)
+    world.notifier.kill_after = says(Phase.READY, "canary open")
+    with pytest.raises(Killed):
+        await world.engine().promote(app=APP, image="web:2", pause=0)
+    assert world.publisher.file().pins == ()  # recorded, not written yet
+    before = len(world.publisher.asked)
+    engine = world.engine()
+    ended = await (engine.promote(app=APP) if action == "promote" else engine.abort(app=APP))
+    written = pinned(world, before)
+    if action == "promote":
+        assert ended.outcome is Outcome.DONE
+        assert written[0] == ({BLUE: 100, GREEN: 0}, {names.CANARY_ALWAYS, names.CANARY_NEVER})
+    else:
+        assert ended.outcome is Outcome.ABORTED
+        assert all(pins == set() for _, pins in written)
+    assert world.publisher.file().pins == ()
