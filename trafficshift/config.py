@@ -24,22 +24,27 @@ from trafficshift.models import (
     PRE_STOP_TIMEOUT,
     AnalysisSpec,
     AppSpec,
+    CanarySpec,
     Config,
     ConfirmSpec,
     DockerHost,
     DockerSpec,
+    DockerTls,
     HealthSpec,
     HookSpec,
     MirrorSpec,
     Phase,
     ReleaseHooks,
+    RetrySpec,
     RolloutPolicy,
     ServiceSpec,
+    StickySpec,
+    TlsDomain,
     TlsSpec,
     TraefikSpec,
     WebhookSpec,
 )
-from trafficshift.traefik import names
+from trafficshift.traefik import names, rules
 from trafficshift.yamlnodes import NODE_BUDGET, Errors, Node, check_graph, compose
 
 __all__ = [
@@ -65,6 +70,10 @@ _DNS_NAME = re.compile(
 )
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# A Traefik object name, optionally with its provider (`auth@file`, `secure-headers@docker`).
+_TRAEFIK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9][A-Za-z0-9_-]*)?")
+_DOMAIN = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+_SAME_SITE = ("none", "lax", "strict")
 # Compose's rule for project names.
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # With `compose:`, the compose service says these; trafficshift.yml must not say them too.
@@ -208,9 +217,9 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
             apps[app_name] = app
         # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
         # the same service in another file, and Traefik drops both.
-        owner = next((o for o in entries if names.colour_of_service(o, app_name) is not None), None)
+        owner = next((o for o in entries if names.owns(o, app_name)), None)
         if owner is not None:
-            root.errors.add(node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}")
+            root.errors.add(node.key_line, node.path, f"collides with Traefik object {app_name} of {owner}")
     # An app with a mirror phase defines the router and service `<app>-mirror` for its duration.
     for owner, app in apps.items():
         other = names.mirror_service(owner)
@@ -301,6 +310,12 @@ def _app(
         "compose": lambda n: _compose(n, base_dir),
         "hooks": _release_hooks,
         "hosts": lambda n: _app_hosts(n, hosts),
+        "entrypoints": _entrypoints,
+        "tls": _tls,
+        "middlewares": _middlewares,
+        "priority": lambda n: n.integer(1, 1_000_000_000),
+        "retry": _retry,
+        "canary": _canary,
     }
     got = _section(node, fields, ("port", "rule"))
     if got is None:
@@ -362,7 +377,7 @@ def _host(node: Node, base_dir: Path) -> DockerHost | None:
         "name": _host_name,
         "docker": _docker_url,
         "address": _address,
-        "tls": lambda n: _tls(n, base_dir),
+        "tls": lambda n: _docker_tls(n, base_dir),
     }
     got = _section(node, fields, required=("name", "docker", "address"))
     if got is None:
@@ -423,7 +438,7 @@ def _address(node: Node) -> str | None:
     return None
 
 
-def _tls(node: Node, base_dir: Path) -> TlsSpec | None:
+def _docker_tls(node: Node, base_dir: Path) -> DockerTls | None:
     """Docker's TLS files (`ca.pem`, `cert.pem`, `key.pem`), checked now so that `check` reports them."""
 
     def readable(n: Node) -> Path | None:
@@ -440,7 +455,7 @@ def _tls(node: Node, base_dir: Path) -> TlsSpec | None:
     got = _section(node, fields, required=("ca", "cert", "key"))
     if got is None or any(key not in got[1] for key in fields):
         return None
-    return TlsSpec(**got[1])
+    return DockerTls(**got[1])
 
 
 def _app_hosts(node: Node, hosts: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -608,6 +623,7 @@ def _rollout(node: Node) -> RolloutPolicy | None:
         "drain": Node.duration,
         "stop_timeout": Node.duration,
         "mirror": _mirror,
+        "sticky": _sticky,
     }
     got = _section(node, fields)
     if got is None:
@@ -657,6 +673,111 @@ def _mirror_methods(node: Node) -> tuple[str, ...] | None:
             return None
         methods.append(name.upper())
     return tuple(methods) or None
+
+
+def _sticky(node: Node) -> StickySpec | None:
+    fields: dict[str, _Convert] = {
+        "cookie": lambda n: _token(n, rules.TOKEN, "a cookie name like ts_colour"),
+        "secure": Node.boolean,
+        "httpOnly": Node.boolean,
+        "sameSite": lambda n: _choice(n, _SAME_SITE),
+    }
+    got = _section(node, fields, required=("cookie",))
+    if got is None or "cookie" not in got[1]:
+        return None
+    values = got[1]
+    return StickySpec(
+        cookie=values["cookie"],
+        secure=values.get("secure", False),
+        http_only=values.get("httpOnly", False),
+        same_site=values.get("sameSite"),
+    )
+
+
+def _canary(node: Node) -> CanarySpec | None:
+    fields: dict[str, _Convert] = {
+        "header": lambda n: _token(n, rules.HEADER, "a header name like X-Canary"),
+        "cookie": lambda n: _token(n, rules.TOKEN, "a cookie name like canary"),
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    entries, values = got
+    if not entries:
+        node.fail("set header and/or cookie: what marks a request for the canary")
+    return CanarySpec(**values) if values and len(values) == len(entries) else None
+
+
+def _tls(node: Node) -> TlsSpec | None:
+    if node.tag == "null":  # `tls:` alone: TLS with Traefik's default certificate and options
+        return TlsSpec()
+    fields: dict[str, _Convert] = {
+        "certResolver": lambda n: _token(n, _TRAEFIK_NAME, "a certificate resolver name"),
+        "domains": _tls_domains,
+        "options": lambda n: _token(n, _TRAEFIK_NAME, "a TLS options name like modern@file"),
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    values = got[1]
+    return TlsSpec(
+        cert_resolver=values.get("certResolver"),
+        domains=values.get("domains", ()),
+        options=values.get("options"),
+    )
+
+
+def _tls_domains(node: Node) -> tuple[TlsDomain, ...] | None:
+    domains: list[TlsDomain | None] = []
+    for item in node.items() or []:
+        got = _section(item, {"main": _domain, "sans": _domain_list}, required=("main",))
+        domains.append(TlsDomain(**got[1]) if got is not None and "main" in got[1] else None)
+    return tuple(d for d in domains if d is not None) if all(domains) else None
+
+
+def _domain(node: Node) -> str | None:
+    return _token(node, _DOMAIN, "a domain name like example.com or *.example.com")
+
+
+def _domain_list(node: Node) -> tuple[str, ...] | None:
+    names = [_domain(item) for item in node.items() or []]
+    return tuple(n for n in names if n) if all(names) else None
+
+
+def _middlewares(node: Node) -> tuple[str, ...] | None:
+    names = [_token(item, _TRAEFIK_NAME, "a middleware name like auth@file") for item in node.items() or []]
+    return tuple(n for n in names if n) if all(names) else None
+
+
+def _retry(node: Node) -> RetrySpec | None:
+    fields: dict[str, _Convert] = {
+        "attempts": lambda n: n.integer(1, 10),
+        "initialInterval": lambda n: n.duration(positive=True),
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    values = got[1]
+    return RetrySpec(
+        attempts=values.get("attempts", RetrySpec.attempts),
+        initial_interval=values.get("initialInterval", RetrySpec.initial_interval),
+    )
+
+
+def _token(node: Node, pattern: re.Pattern[str], what: str) -> str | None:
+    value = node.string()
+    if value is not None and not pattern.fullmatch(value):
+        node.fail(f"expected {what}, got {value!r}")
+        return None
+    return value
+
+
+def _choice(node: Node, choices: tuple[str, ...]) -> str | None:
+    value = node.string()
+    if value is not None and value not in choices:
+        node.fail(f"expected one of {', '.join(choices)}, got {value!r}")
+        return None
+    return value
 
 
 def _steps(node: Node) -> tuple[tuple[int, float | None], ...] | None:

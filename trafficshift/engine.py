@@ -159,6 +159,7 @@ class Engine:
                 return await self._drive(spec, active)
             image = image or spec.image
             await self.preflight()
+            await self.routing.check(spec=spec)  # router options Traefik refuses: exit 2, nothing changed
             if spec.analysis is not None and self.metrics is not None:
                 await self.metrics.scrape()  # exit 3 if down
             image_id = await self.containers.ensure_image(image)
@@ -367,6 +368,15 @@ class Engine:
 
         if r.phase is Phase.READY:
             r, _ = await self._stop_if_held(spec, r)  # paused (or set to a weight) before its first step
+        if plan.opens_canary(spec, r):
+            # The canary's pins reach the new colour before any public weight: it joins the file at 0%.
+            if new not in r.weights:
+                r = await self._advance(
+                    r,
+                    weights=plan.shift_weights(old=old, new=new, percent=0),
+                    message=f"canary open: {report.canary_text(spec)} reach {new} at 0%",
+                )
+            await self._guarded(r, self._apply(spec, r))
         if r.phase in (Phase.READY, Phase.MIRRORING):
             r = await self._mirror(spec, r)
 
@@ -565,7 +575,8 @@ class Engine:
             # already, or probed by this run. A replica Docker restarted meanwhile (new published port)
             # stays out.
             containers = plan.trusted_servers(containers, trusted=self._seen_ready | listed.servers())
-        return plan.routing_for(app=spec.name, weights=r.weights, containers=containers)
+        pins = plan.pins_for(spec, r)
+        return plan.routing_for(app=spec.name, weights=r.weights, containers=containers, pins=pins)
 
     async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
         """Publish `routing` as the app's file, confirmed; the caller holds the app's lock."""

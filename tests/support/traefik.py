@@ -34,6 +34,8 @@ class TraefikProc:
     dynamic_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    # The `websecure` entrypoint (https://127.0.0.1:port), when started with `secure=True`.
+    secure_url: str | None = None
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines)
@@ -64,6 +66,7 @@ def static_config(
     throttle: str,
     redis: str | None = None,
     log_level: str = "DEBUG",
+    secure_port: int | None = None,
 ) -> dict[str, Any]:
     """Return traefik/traefik.yml with loopback addresses, the given folder and throttle; with `redis`
     (host:port), Traefik's Redis provider reads the root key `traefik` there too."""
@@ -73,6 +76,8 @@ def static_config(
         "traefik": {"address": f"127.0.0.1:{api_port}"},
         "metrics": {"address": f"127.0.0.1:{metrics_port}"},
     }
+    if secure_port is not None:
+        config["entryPoints"]["websecure"] = {"address": f"127.0.0.1:{secure_port}"}
     config["providers"]["providersThrottleDuration"] = throttle
     config["providers"]["file"]["directory"] = str(dynamic_dir)
     if redis is not None:
@@ -89,11 +94,13 @@ async def run_traefik(
     throttle: str = "200ms",
     redis: str | None = None,
     log_level: str = "DEBUG",
+    secure: bool = False,
 ) -> AsyncIterator[TraefikProc]:
     """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`.
 
     DEBUG tells most when a test fails; at INFO (as shipped) Traefik does not log every request and the
     whole configuration at every change, which at tens of apps costs it CPU that timings would show.
+    With `secure`, it also listens on a `websecure` entrypoint (`proc.secure_url`) for TLS routers.
     """
     binary = traefik_binary()
     # A free port can be taken by someone else before Traefik binds it: start again on new ports then.
@@ -105,6 +112,7 @@ async def run_traefik(
             throttle=throttle,
             redis=redis,
             log_level=log_level,
+            secure=secure,
         )
         try:
             await _wait_started(proc)
@@ -166,10 +174,11 @@ def _start(
     throttle: str,
     redis: str | None = None,
     log_level: str = "DEBUG",
+    secure: bool = False,
 ) -> TraefikProc:
     dynamic_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
-    web, api, metrics = _distinct_free_ports(3)
+    web, api, metrics, secure_port = _distinct_free_ports(4)
     config_path = work_dir / "traefik-static.yml"
     config = static_config(
         dynamic_dir=dynamic_dir,
@@ -179,6 +188,7 @@ def _start(
         throttle=throttle,
         redis=redis,
         log_level=log_level,
+        secure_port=secure_port if secure else None,
     )
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = work_dir / "traefik.log"
@@ -193,6 +203,7 @@ def _start(
         dynamic_dir=dynamic_dir,
         process=process,
         log_path=log_path,
+        secure_url=f"https://127.0.0.1:{secure_port}" if secure else None,
     )
 
 

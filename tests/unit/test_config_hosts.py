@@ -8,7 +8,7 @@ import pytest
 
 from trafficshift.config import parse_config_text
 from trafficshift.errors import ConfigError
-from trafficshift.models import DockerHost, TlsSpec
+from trafficshift.models import DockerHost, DockerTls
 
 # Lines 1-16; the app's own lines from 17 on.
 CONFIG = """\
@@ -52,7 +52,7 @@ def test_hosts_and_an_app_spread_over_all_of_them_by_default(base_dir: Path) -> 
             name="b",
             docker="tcp://10.0.0.2:2376",
             address="node-b.internal",
-            tls=TlsSpec(ca=base_dir / "ca.pem", cert=base_dir / "cert.pem", key=base_dir / "key.pem"),
+            tls=DockerTls(ca=base_dir / "ca.pem", cert=base_dir / "cert.pem", key=base_dir / "key.pem"),
         ),
     )
     assert config.apps["web"].hosts == ("a", "b")

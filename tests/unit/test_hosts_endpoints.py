@@ -10,7 +10,7 @@ import pytest
 
 from trafficshift.errors import UnreachableError
 from trafficshift.hosts import at_address, client_for
-from trafficshift.models import Colour, ContainerInfo, DockerHost, TlsSpec
+from trafficshift.models import Colour, ContainerInfo, DockerHost, DockerTls
 
 INFO = ContainerInfo(
     id="c1",
@@ -46,7 +46,7 @@ async def test_tcp_is_spoken_as_http_and_with_tls_as_https(tmp_path: Path) -> No
         assert plain.docker_host == "http://127.0.0.1:2375"
     finally:
         await plain.close()
-    tls = TlsSpec(ca=tmp_path / "ca.pem", cert=tmp_path / "cert.pem", key=tmp_path / "key.pem")
+    tls = DockerTls(ca=tmp_path / "ca.pem", cert=tmp_path / "cert.pem", key=tmp_path / "key.pem")
     for path in (tls.ca, tls.cert, tls.key):
         path.write_text("not a certificate\n")
     with pytest.raises(UnreachableError, match="host b: cannot use its TLS files"):

@@ -160,6 +160,7 @@ def test_the_mirror_file_routes_the_methods_to_a_mirroring_service_of_the_weight
                     "entryPoints": ["web"],
                     "service": "web-mirror",
                     "middlewares": ["web-retry"],
+                    "priority": len("Host(`web.localhost`)") + 1,
                 }
             },
             "services": {
@@ -176,11 +177,12 @@ def test_the_mirror_router_is_the_apps_router_with_the_methods_added() -> None:
     doc = mirror_document(app=SPEC, mirror=ROUTE, entrypoints=["web", "websecure"])
     own = render.router_document(app=SPEC, entrypoints=["web", "websecure"])
     mirror_router = doc["http"]["routers"]["web-mirror"]
-    assert {k: v for k, v in mirror_router.items() if k not in ("rule", "service")} == {
-        k: v for k, v in own.items() if k not in ("rule", "service")
+    assert {k: v for k, v in mirror_router.items() if k not in ("rule", "service", "priority")} == {
+        k: v for k, v in own.items() if k not in ("rule", "service", "priority")
     }
-    # Longer than the app's rule: Traefik's default priority (the rule's length) puts it first.
-    assert len(mirror_router["rule"]) > len(own["rule"])
+    # Just above the app's router (Traefik's default priority is the rule's length), and below a canary's
+    # `always` pin (rank 2), so a tester's GET reaches the new colour during the phase too.
+    assert mirror_router["priority"] == len(own["rule"]) + 1
 
 
 def test_a_rule_with_an_or_keeps_its_meaning() -> None:

@@ -50,27 +50,41 @@ class FakeTraefik:
             ]
         return services
 
+    def routers(self) -> list[dict[str, Any]]:
+        """Each shown app's own router, serving its weighted service (no pins)."""
+        return [
+            {"name": f"{app}@file", "status": "enabled", "service": app, "rule": f"Host(`{app}`)"}
+            for app in self.shown
+        ]
+
 
 @pytest.fixture
 async def traefik() -> AsyncIterator[FakeTraefik]:
     fake = FakeTraefik(url="")
     fake.gate.set()
 
-    async def services(request: web.Request) -> web.Response:
-        fake.requests += 1
-        await fake.gate.wait()
+    def paged(request: web.Request, everything: list[dict[str, Any]]) -> web.Response:
         if fake.down:
             return web.Response(status=502, text="restarting")
         per_page, page = int(request.query["per_page"]), int(request.query["page"])
-        everything = fake.listing()
         more = page * per_page < len(everything)
         return web.json_response(
             everything[(page - 1) * per_page : page * per_page],
             headers={"X-Next-Page": str(page + 1 if more else 1)},
         )
 
+    async def services(request: web.Request) -> web.Response:
+        fake.requests += 1  # one a listing: the routers' listing goes with it
+        await fake.gate.wait()
+        return paged(request, fake.listing())
+
+    async def routers(request: web.Request) -> web.Response:
+        await fake.gate.wait()
+        return paged(request, fake.routers())
+
     app = web.Application()
     app.router.add_get("/api/http/services", services)
+    app.router.add_get("/api/http/routers", routers)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()

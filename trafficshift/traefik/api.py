@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +32,32 @@ class ObservedRoute:
 
 
 @dataclass(frozen=True)
+class ObservedRouter:
+    """One of the app's routers as Traefik runs it (its own, or a pin's)."""
+
+    name: str  # without the provider suffix, e.g. `web-pin-canary-always`
+    service: str  # without the provider suffix
+    rule: str
+    status: str | None  # "enabled", "disabled" (in error), "warning"
+    errors: tuple[str, ...] = ()
+
+    @property
+    def serving(self) -> bool:
+        return self.status in ("enabled", "warning")
+
+
+@dataclass(frozen=True)
 class ObservedRouting:
-    """What the Traefik API shows for one app; `present` is False when `<app>@file` does not exist."""
+    """What the Traefik API shows for one app; `present` is False when `<app>@file` does not exist.
+
+    `routers` holds the app's router and its pins' routers (by name, without the provider suffix).
+    """
 
     app: str
     present: bool
     status: str | None = None
     routes: tuple[ObservedRoute, ...] = ()
+    routers: Mapping[str, ObservedRouter] = field(default_factory=dict)
 
     def routing(self) -> Routing:
         """Return the observation as a Routing (children that are not `<app>-<colour>` left out)."""
@@ -52,14 +71,36 @@ class ObservedRouting:
         )
 
     def matches(self, expected: Routing) -> bool:
-        """Whether Traefik runs exactly `expected`: same colours, weights and servers (in any order)."""
+        """Whether Traefik runs exactly `expected`: same colours, weights and servers (in any order), the
+        app's router serving, and exactly the expected pins' routers, each serving and to its colour."""
         if not expected.routes:
-            return not self.present
+            return not self.present and not self.routers
         if not self.present or self.status == "disabled":
             return False
         if any(r.colour is None or r.status is None or r.status == "disabled" for r in self.routes):
             return False
-        return self.routing().canonical() == expected.canonical()
+        routes = Routing(app=self.app, routes=self.routing().routes)
+        if routes.canonical() != Routing(app=expected.app, routes=expected.routes).canonical():
+            return False
+        return self.routers_match(expected)
+
+    def routers_match(self, expected: Routing) -> bool:
+        """Whether the routers are the app's (serving) and exactly the expected pins' (serving, each to
+        its colour with its rule): a pin left out of the file counts only once Traefik has dropped it."""
+        app = self.app
+        main = self.routers.get(names.router(app))
+        if main is None or not main.serving or main.service != names.weighted_service(app):
+            return False
+        wanted = {
+            names.pin_router(app, pin.name): (names.colour_service(app, pin.colour), pin.rule)
+            for pin in expected.pins
+        }
+        shown = {
+            name: (router.service, router.rule)
+            for name, router in self.routers.items()
+            if name != names.router(app) and router.serving
+        }
+        return shown == wanted and len(self.routers) == len(wanted) + 1
 
 
 @dataclass(frozen=True)
@@ -121,17 +162,66 @@ class TraefikApi:
         return await self._get(f"/api/http/services/{qualified}") is not None
 
     async def read_routing(self, app: str) -> ObservedRouting:
-        """Return the app's weighted service and its children as Traefik runs them (one app's GETs)."""
+        """Return the app's weighted service, its children and its routers as Traefik runs them (one
+        app's GETs)."""
         weighted = names.qualified(names.weighted_service(app), self.provider)
-        weighted_doc = await self._get(f"/api/http/services/{weighted}")
-        if weighted_doc is None:
-            return ObservedRouting(app=app, present=False)
-        children = _children(self.api_url, weighted, weighted_doc)
-        qualified = [_qualified_child(name, self.provider) for name, _ in children]
-        # gather, not a TaskGroup: a failed read must surface as itself, not as an ExceptionGroup.
-        docs = await asyncio.gather(*(self._get(f"/api/http/services/{name}") for name in qualified))
-        found = {name: doc for name, doc in zip(qualified, docs, strict=True) if doc is not None}
-        return observe(self.api_url, app, {weighted: weighted_doc, **found}, provider=self.provider)
+        weighted_doc, routers = await asyncio.gather(
+            self._get(f"/api/http/services/{weighted}"), self._app_routers(app)
+        )
+        found: dict[str, Any] = {}
+        if weighted_doc is not None:
+            found[weighted] = weighted_doc
+            children = _children(self.api_url, weighted, weighted_doc)
+            qualified = [_qualified_child(name, self.provider) for name, _ in children]
+            # gather, not a TaskGroup: a failed read must surface as itself, not as an ExceptionGroup.
+            docs = await asyncio.gather(*(self._get(f"/api/http/services/{name}") for name in qualified))
+            found |= {name: doc for name, doc in zip(qualified, docs, strict=True) if doc is not None}
+        return observe(self.api_url, app, found, routers, provider=self.provider)
+
+    async def read_routers(self, app: str) -> dict[str, ObservedRouter]:
+        """The app's router and its pins' routers, as Traefik shows them now."""
+        return app_routers(self.api_url, app, await self._app_routers(app), provider=self.provider)
+
+    async def _app_routers(self, app: str) -> list[Any]:
+        main = names.qualified(names.router(app), self.provider)
+        # `search` narrows by name; app_routers keeps out another app whose name starts alike.
+        main_doc, listed = await asyncio.gather(
+            self._get(f"/api/http/routers/{main}"),
+            self._get(f"/api/http/routers?search={names.pin_router(app, '')}&per_page=1000"),
+        )
+        return ([main_doc] if main_doc is not None else []) + list(listed or [])
+
+    async def read_router(self, name: str) -> ObservedRouter | None:
+        """One router of this provider by name (no suffix); None while Traefik does not show it."""
+        doc = await self._get(f"/api/http/routers/{names.qualified(name, self.provider)}")
+        return None if doc is None else router_of(self.api_url, doc, provider=self.provider)
+
+    async def wait_router_verdict(
+        self,
+        name: str,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        poll: float = 0.05,
+    ) -> ObservedRouter:
+        """Poll until Traefik shows router `name`; return it, in error or not. StepNotApplied on timeout."""
+        observed: ObservedRouter | str | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        observed = await self.read_router(name)
+                    except (UnreachableError, TraefikApiError) as exc:  # restarting, or mid-reload
+                        observed = str(exc)
+                    else:
+                        if observed is not None and observed.status is not None:
+                            return observed
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise StepNotApplied(names.qualified(name, self.provider), "the router", observed) from None
+
+    async def routers(self, *, per_page: int = _PAGE) -> list[Any]:
+        """Every HTTP router Traefik runs, in one listing (paged as `services`)."""
+        return list((await self._listing("routers", per_page=per_page)).values())
 
     async def services(self, *, per_page: int = _PAGE) -> dict[str, Any]:
         """Every HTTP service Traefik runs, by qualified name (`web-green@file`), in one listing.
@@ -139,15 +229,18 @@ class TraefikApi:
         The list is paged (100 a page by default): ask for big pages and follow `X-Next-Page`, which
         names the next page, or 1 after the last one.
         """
+        return await self._listing("services", per_page=per_page)
+
+    async def _listing(self, kind: str, *, per_page: int) -> dict[str, Any]:
         found: dict[str, Any] = {}
         page = 1
         while True:
-            doc, next_page = await self._get_page(f"/api/http/services?per_page={per_page}&page={page}")
+            doc, next_page = await self._get_page(f"/api/http/{kind}?per_page={per_page}&page={page}")
             if not isinstance(doc, list):
-                raise TraefikApiError(f"{self.api_url}: unexpected list of services: {doc!r:.200}")
-            for service in doc:
-                if isinstance(service, dict) and "name" in service:
-                    found[str(service["name"])] = service
+                raise TraefikApiError(f"{self.api_url}: unexpected list of {kind}: {doc!r:.200}")
+            for item in doc:
+                if isinstance(item, dict) and "name" in item:
+                    found[str(item["name"])] = item
             if next_page <= page:
                 return found
             page = next_page
@@ -213,17 +306,24 @@ class TraefikApi:
 
 
 def observe(
-    api_url: str, app: str, services: Mapping[str, Any], *, provider: str = names.PROVIDER
+    api_url: str,
+    app: str,
+    services: Mapping[str, Any],
+    routers: Iterable[Any] = (),
+    *,
+    provider: str = names.PROVIDER,
 ) -> ObservedRouting:
-    """The app's routing as Traefik runs it, from its services by qualified name (pure).
+    """The app's routing as Traefik runs it, from its services by qualified name and its routers (pure).
 
-    `services` holds at least the app's weighted service and the children Traefik has: a listing of
-    every service (`TraefikApi.services`), or one app's reads. TraefikApiError for a malformed answer.
+    `services` holds at least the app's weighted service and the children Traefik has, `routers` at least
+    the app's router and pins: listings of every service and router (`TraefikApi.services`, `.routers`),
+    or one app's reads. TraefikApiError for a malformed answer.
     """
     weighted = names.qualified(names.weighted_service(app), provider)
     weighted_doc = services.get(weighted)
+    found = app_routers(api_url, app, routers, provider=provider)
     if weighted_doc is None:
-        return ObservedRouting(app=app, present=False)
+        return ObservedRouting(app=app, present=False, routers=found)
     routes = []
     for name, weight in _children(api_url, weighted, weighted_doc):
         colour = names.colour_of_service(app, name)
@@ -242,7 +342,40 @@ def observe(
                 status=doc.get("status"),
             )
         )
-    return ObservedRouting(app=app, present=True, status=weighted_doc.get("status"), routes=tuple(routes))
+    return ObservedRouting(
+        app=app, present=True, status=weighted_doc.get("status"), routes=tuple(routes), routers=found
+    )
+
+
+def app_routers(
+    api_url: str, app: str, docs: Iterable[Any], *, provider: str = names.PROVIDER
+) -> dict[str, ObservedRouter]:
+    """The app's router and its pins' routers among `docs` (routers as the API shows them), by name."""
+    main, pin_prefix = names.router(app), names.pin_router(app, "")
+    routers = {}
+    for doc in docs:
+        router = router_of(api_url, doc, provider=provider)
+        if router is not None and (router.name == main or router.name.startswith(pin_prefix)):
+            routers[router.name] = router
+    return routers
+
+
+def router_of(api_url: str, doc: Any, *, provider: str = names.PROVIDER) -> ObservedRouter | None:
+    """One router as the API shows it; None for another provider's."""
+    suffix = "@" + provider
+    try:
+        name = str(doc["name"])
+        if not name.endswith(suffix):
+            return None
+        return ObservedRouter(
+            name=name.removesuffix(suffix),
+            service=str(doc.get("service", "")).removesuffix(suffix),
+            rule=str(doc.get("rule", "")),
+            status=doc.get("status"),
+            errors=tuple(str(e) for e in doc.get("error", ())),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise TraefikApiError(f"{api_url}: unexpected answer for a router: {doc!r:.200}") from exc
 
 
 def _children(api_url: str, weighted: str, doc: Any) -> list[tuple[str, int]]:

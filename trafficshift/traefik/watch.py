@@ -82,16 +82,17 @@ class RoutingWatcher:
                 waiter.done.cancel()
 
     async def _poll(self) -> None:
-        """List every service, wake the waiters it confirms; until nobody waits."""
+        """List every service and router, wake the waiters it confirms; until nobody waits."""
         try:
             while self._waiters:
                 self._listings += 1
                 listing = self._listings
                 try:
-                    services: Mapping[str, Any] | str = await self.api.services()
+                    # gather, not a TaskGroup: a failed listing must surface as itself.
+                    services, routers = await asyncio.gather(self.api.services(), self.api.routers())
+                    self._see(listing, (services, routers))
                 except (UnreachableError, TraefikApiError) as exc:  # restarting, or mid-reload
-                    services = str(exc)
-                self._see(listing, services)
+                    self._see(listing, str(exc))
                 if self._waiters:
                     await asyncio.sleep(self.poll)
         except Exception as exc:  # a bug here must fail the steps that wait, not leave them to time out
@@ -101,20 +102,21 @@ class RoutingWatcher:
         finally:
             self._poller = None
 
-    def _see(self, listing: int, services: Mapping[str, Any] | str) -> None:
+    def _see(self, listing: int, listed: tuple[Mapping[str, Any], list[Any]] | str) -> None:
         """Record what listing `listing` shows each waiter that arrived before it; wake those it confirms."""
         now = time.monotonic()
         for waiter in self._waiters:
             if waiter.after >= listing or waiter.done.done():
                 continue
-            waiter.observed = self._observe(waiter.routing.app, services)
+            waiter.observed = self._observe(waiter.routing.app, listed)
             if isinstance(waiter.observed, ObservedRouting) and waiter.observed.matches(waiter.routing):
                 waiter.done.set_result(now - waiter.started)
 
-    def _observe(self, app: str, services: Mapping[str, Any] | str) -> ObservedRouting | str:
-        if isinstance(services, str):
-            return services  # the listing failed: why
+    def _observe(self, app: str, listed: tuple[Mapping[str, Any], list[Any]] | str) -> ObservedRouting | str:
+        if isinstance(listed, str):
+            return listed  # the listing failed: why
+        services, routers = listed
         try:
-            return observe(self.api.api_url, app, services, provider=self.api.provider)
+            return observe(self.api.api_url, app, services, routers, provider=self.api.provider)
         except TraefikApiError as exc:  # this app's services malformed: the others may still be confirmed
             return str(exc)
