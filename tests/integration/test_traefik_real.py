@@ -130,11 +130,12 @@ async def test_weights_route_traffic_and_changes_are_confirmed(
         ("web-green", 10, (backends[GREEN],)),
     ]
     assert observed.status == "enabled"
-    # The listing of every service (the watcher's one request) shows the same, also one per page.
-    assert observe(api.api_url, "web", await api.services()) == observed
+    # The listings of every service and router (the watcher's poll) show the same, also one per page.
+    routers = await api.routers()
+    assert observe(api.api_url, "web", await api.services(), routers) == observed
     listed = await api.services(per_page=1)
     assert {"web@file", "web-blue@file", "web-green@file", "api@internal"} <= set(listed)
-    assert observe(api.api_url, "web", listed) == observed
+    assert observe(api.api_url, "web", listed, await api.routers(per_page=1)) == observed
     answers = await send(traefik, 1000)
     assert sum(answers.values()) == 1000
     assert abs(answers["blue"] / 1000 - 0.90) <= 0.05, answers
