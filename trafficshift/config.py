@@ -21,8 +21,10 @@ from trafficshift.models import (
     AppSpec,
     Config,
     ConfirmSpec,
+    DockerSpec,
     HealthSpec,
     Phase,
+    RedisSpec,
     RolloutPolicy,
     ServiceSpec,
     TraefikSpec,
@@ -43,10 +45,14 @@ __all__ = [
 
 DEFAULT_CONFIG = "trafficshift.yml"
 CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
+# More heavy Docker calls at once than this only queue in the daemon.
+MAX_DOCKER_CONCURRENCY = 64
 
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# Traefik's `rootKey`: one KV path segment (traefik/kv.py writes every key under it).
+_ROOT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Compose's rule for project names.
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # With `compose:`, the compose service says these; trafficshift.yml must not say them too.
@@ -153,20 +159,14 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         value = node.string()
         return None if value is None else base_dir / value
 
-    known = ("traefik", "state_dir", "apps", "service", "webhooks", "confirm")
+    known = ("traefik", "state_dir", "apps", "service", "docker", "webhooks", "confirm")
     top = root.mapping(known, required=("traefik", "apps"), extensions=True)
     if top is None:
         return None
-    fields: dict[str, _Convert] = {
-        "dynamic_dir": path,
-        "api_url": _api_url,
-        "metrics_url": _url,
-        "entrypoints": _entrypoints,
-    }
-    traefik = _section(top["traefik"], fields, required=("dynamic_dir",)) if "traefik" in top else None
+    traefik = _traefik(top["traefik"], path) if "traefik" in top else None
     # When the traefik section itself is broken, do not pile "needs metrics_url" errors on top.
-    has_metrics = traefik is None or "metrics_url" in traefik[0]
-    fields = {
+    has_metrics = traefik is None or "metrics_url" in traefik[0] or "metrics_urls" in traefik[0]
+    fields: dict[str, _Convert] = {
         "listen": _listen,
         "token_file": path,
         "schedule_grace": Node.duration,
@@ -176,6 +176,8 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         "keepalive_timeout": lambda n: n.duration(positive=True),
     }
     service = _section(top["service"], fields) if "service" in top else ({}, {})
+    fields = {"concurrency": lambda n: n.integer(1, MAX_DOCKER_CONCURRENCY)}
+    docker = _section(top["docker"], fields) if "docker" in top else ({}, {})
     state_dir = path(top["state_dir"]) if "state_dir" in top else base_dir / ".trafficshift"
     apps: dict[str, AppSpec] = {}
     entries = (top["apps"].mapping(None) if "apps" in top else None) or {}
@@ -191,7 +193,9 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
             root.errors.add(node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}")
     webhooks = _webhooks(top["webhooks"], base_dir) if "webhooks" in top else ()
     confirm = _confirm(top["confirm"], base_dir) if "confirm" in top else None
-    if traefik is None or "dynamic_dir" not in traefik[1] or service is None or state_dir is None:
+    if traefik is None or service is None or docker is None:
+        return None
+    if state_dir is None:
         return None
     return Config(
         path=base_dir / name,
@@ -199,9 +203,101 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         state_dir=state_dir,
         apps=apps,
         service=ServiceSpec(**service[1]),
+        docker=DockerSpec(**docker[1]),
         webhooks=webhooks or (),
         confirm=confirm,
     )
+
+
+def _traefik(
+    node: Node, path: Callable[[Node], Path | None]
+) -> tuple[dict[str, Node], dict[str, Any]] | None:
+    """The `traefik` section: the file provider's folder, or Redis; one API URL, or a fleet's."""
+    fields: dict[str, _Convert] = {
+        "dynamic_dir": path,
+        "api_url": _api_url,
+        "api_urls": lambda n: _url_list(n, _api_url),
+        "metrics_url": _url,
+        "metrics_urls": lambda n: _url_list(n, _url),
+        "entrypoints": _entrypoints,
+        "provider": _provider,
+        "redis": _redis,
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    entries, values = got
+    ok = all(key in values for key in entries)
+    if "provider" in entries and "provider" not in values:
+        return None  # said already; what else it requires depends on it
+    provider = values.get("provider", "file")
+    for one, many in (("api_url", "api_urls"), ("metrics_url", "metrics_urls")):
+        if one in entries and many in entries:
+            entries[many].fail(f"give {one} (one Traefik) or {many} (several), not both")
+            ok = False
+    if provider == "file" and "dynamic_dir" not in entries:
+        node.fail("missing required key 'dynamic_dir' (where the file provider reads; or provider: redis)")
+        ok = False
+    if provider == "redis" and "redis" not in entries:
+        node.fail("missing required key 'redis' (provider: redis writes there)")
+        ok = False
+    if "redis" in entries and provider != "redis":
+        entries["redis"].fail("set provider: redis to use it (the routing goes to dynamic_dir otherwise)")
+        ok = False
+    return (entries, values) if ok else None
+
+
+def _provider(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and value not in ("file", "redis"):
+        node.fail(f"expected file or redis, got {value!r}")
+        return None
+    return value
+
+
+def _redis(node: Node) -> RedisSpec | None:
+    entries = node.mapping(("url", "root_key"), required=("url",))
+    if entries is None:
+        return None
+    url = entries["url"].string() if "url" in entries else None
+    if url is not None:
+        parts = urlsplit(url)
+        try:
+            _ = parts.port
+            valid = parts.scheme in ("redis", "rediss", "unix") and bool(parts.hostname or parts.path)
+        except ValueError:
+            valid = False
+        if valid and parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            valid = False
+        if not valid:
+            entries["url"].fail(f"expected redis://host:port/<db> (or rediss://, unix://), got {url!r}")
+            url = None
+    root = entries["root_key"].string() if "root_key" in entries else "traefik"
+    if root is not None and not _ROOT_KEY.fullmatch(root):
+        entries["root_key"].fail(
+            f"expected one key segment (letters, digits, . _ -) like traefik, got {root!r}"
+        )
+        root = None
+    if url is None or root is None:
+        return None
+    return RedisSpec(url=url, root_key=root)
+
+
+def _url_list(node: Node, convert: Callable[[Node], str | None]) -> tuple[str, ...] | None:
+    items = node.items()
+    if items is None:
+        return None
+    if not items:
+        node.fail("must list at least one URL")
+        return None
+    urls = [convert(item) for item in items]
+    seen: set[str] = set()
+    for item, url in zip(items, urls, strict=True):
+        if url is not None and url in seen:
+            item.fail(f"{url} is listed twice")
+            return None
+        seen.add(url or "")
+    return None if None in urls else tuple(u for u in urls if u)
 
 
 def _url(node: Node) -> str | None:

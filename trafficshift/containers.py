@@ -35,7 +35,8 @@ from trafficshift.compose.body import CreatePlan, create_plan
 from trafficshift.compose.fingerprint import app_doc, digest
 from trafficshift.compose.resources import check_prerequisites, ensure_resources
 from trafficshift.errors import ContainerError, ImageError, UnreachableError
-from trafficshift.models import AppSpec, Colour, ContainerEvent, ContainerInfo, ContainerState
+from trafficshift.gate import Gate
+from trafficshift.models import AppSpec, Colour, ContainerEvent, ContainerInfo, ContainerState, DockerSpec
 from trafficshift.pull import pull
 
 __all__ = ["ContainerError", "ContainerState", "Containers", "container_name"]
@@ -69,6 +70,14 @@ PULL = 900.0
 # A stop takes the container's own stop_timeout (SIGTERM, then SIGKILL) and this on top.
 STOP_GRACE = 30.0
 
+# Heavy calls (create and start one container; remove one) at once, by default (`docker.concurrency`).
+# Measured on the 2-CPU test machine (50 containers, create+start then stop+remove, README "Scale"):
+# unbounded and 8 took about as long as 4, and 1-2 longer; 4 keeps the daemon responsive for the reads
+# a traffic step needs meanwhile.
+DEFAULT_CONCURRENCY = DockerSpec.concurrency
+# Gate priorities: a start holds up a rollout's next step, a removal only the end of a finished shift.
+_STARTING, _REMOVING = 0, 1
+
 
 def container_name(*, app: str, colour: Colour, n: int) -> str:
     return f"{app}-{colour}-{n}"
@@ -77,10 +86,18 @@ def container_name(*, app: str, colour: Colour, n: int) -> str:
 class Containers:
     """The Docker side of trafficshift, over one aiodocker client (which the caller owns and closes)."""
 
-    def __init__(self, docker: aiodocker.Docker, *, on_progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        docker: aiodocker.Docker,
+        *,
+        on_progress: Callable[[str], None] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
         self._docker = docker
         # Where a pull's progress goes (the CLI's live line on a terminal); None: pull quietly.
         self._on_progress = on_progress
+        # Shared by every rollout of this process; reads (list, inspect, logs, wait) never wait for it.
+        self.gate = Gate(concurrency)
 
     async def ping(self) -> None:
         """Raise UnreachableError unless the Docker engine answers within QUICK seconds."""
@@ -237,16 +254,18 @@ class Containers:
             if same and existing["State"].get("Status") == "running" and not existing.get("RestartCount"):
                 return _info(existing)
             await self._stop_remove(existing["Id"], app.rollout.stop_timeout)
-        async with _docker(f"container {name}", within=CHANGE):
-            container = await self._docker.containers.create(config, name=name)
-        for network, endpoint in plan.connect:
-            # Before the start, so that the app never runs without one of its networks.
-            async with _docker(f"container {name}: network {network}", within=CHANGE):
-                await (await self._docker.networks.get(network)).connect(
-                    {"Container": container.id, "EndpointConfig": endpoint}
-                )
-        async with _docker(f"container {name}", within=CHANGE):
-            await container.start()
+        # Bounded from outside `_docker`: time spent waiting for a slot is no sign of a daemon in trouble.
+        async with self.gate.slot(_STARTING):
+            async with _docker(f"container {name}", within=CHANGE):
+                container = await self._docker.containers.create(config, name=name)
+            for network, endpoint in plan.connect:
+                # Before the start, so that the app never runs without one of its networks.
+                async with _docker(f"container {name}: network {network}", within=CHANGE):
+                    await (await self._docker.networks.get(network)).connect(
+                        {"Container": container.id, "EndpointConfig": endpoint}
+                    )
+            async with _docker(f"container {name}", within=CHANGE):
+                await container.start()
         raw = await self._inspect_raw(name)
         if raw is None:
             raise ContainerError(f"container {name} vanished right after it was started")
@@ -279,10 +298,11 @@ class Containers:
         what = f"container {container_id[:12]}"
         # Docker takes whole seconds; round up so the app gets at least the grace it was promised.
         grace = math.ceil(stop_timeout)
+        # The stop is outside the gate: it mostly waits for the app to exit, which costs the daemon nothing.
         async with _docker(what, within=grace + STOP_GRACE):
             if not await _unless_gone(container.stop(t=grace)):
                 return
-        async with _docker(what, within=CHANGE):
+        async with self.gate.slot(_REMOVING), _docker(what, within=CHANGE):
             await _unless_gone(container.delete(force=True, v=True))
 
 

@@ -460,7 +460,9 @@ class Engine:
         With analysis, the new colour's metrics are judged from the start of the hold every
         `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once.
         """
-        watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)
+        watch = judge.watch_step(
+            spec=spec, rollout=r, metrics=self.metrics, provider=self.config.traefik.provider
+        )
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
         deadline = time.monotonic() + seconds

@@ -38,13 +38,14 @@ class StepWatch:
     old: Colour | None
     spec: AnalysisSpec
     step: str
+    provider: str = names.PROVIDER  # the `@<provider>` of the service labels: `file`, or `redis`
     start: MetricsSnapshot | None = None
     last: Verdict | None = None
     last_error: str | None = None
 
     @property
     def service(self) -> str:
-        return _metrics_label(self.app, self.new)
+        return _metrics_label(self.app, self.new, self.provider)
 
     async def observe(self) -> Verdict | None:
         """Scrape and judge the window so far; None when there is no window yet (or Traefik did not answer).
@@ -52,7 +53,11 @@ class StepWatch:
         A scrape that fails is skipped (the next one covers the same window); `finish` decides whether the
         step could be judged at all.
         """
-        baseline = _metrics_label(self.app, self.old) if self.old and self.spec.compare_to_old else None
+        baseline = (
+            _metrics_label(self.app, self.old, self.provider)
+            if self.old and self.spec.compare_to_old
+            else None
+        )
         # Only the services judged: the rest of a big Traefik's text is not worth parsing at every interval.
         judged = [self.service] if baseline is None else [self.service, baseline]
         try:
@@ -88,12 +93,14 @@ class StepWatch:
         return verdict
 
 
-def _metrics_label(app: str, colour: Colour) -> str:
+def _metrics_label(app: str, colour: Colour, provider: str) -> str:
     """The Prometheus `service` label of one colour's loadBalancer service (`web-green@file`)."""
-    return names.qualified(names.colour_service(app, colour))
+    return names.qualified(names.colour_service(app, colour), provider)
 
 
-def watch_step(*, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None) -> StepWatch | None:
+def watch_step(
+    *, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None, provider: str = names.PROVIDER
+) -> StepWatch | None:
     """A watch over the step the rollout holds now, or None when there is nothing to judge.
 
     Nothing to judge: no analysis or metrics source, a first deploy (no old colour to go back to), or the new
@@ -114,4 +121,5 @@ def watch_step(*, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None
         old=rollout.from_colour,
         spec=spec.analysis,
         step=step,
+        provider=provider,
     )

@@ -101,11 +101,41 @@ class AppSpec:
 
 
 @dataclass(frozen=True)
+class RedisSpec:
+    """`traefik.redis`: where the Redis backend writes (`redis://host:port/<db>`) and Traefik's `rootKey`."""
+
+    url: str
+    root_key: str = "traefik"
+
+
+@dataclass(frozen=True)
 class TraefikSpec:
-    dynamic_dir: Path
-    api_url: str | None = None
+    # None only with `provider: redis` (the config requires it for `file`).
+    dynamic_dir: Path | None = None
+    api_url: str | None = None  # one instance; `api_urls` for a fleet (the config takes one or the other)
     metrics_url: str | None = None
     entrypoints: tuple[str, ...] = ("web",)
+    provider: str = "file"  # `file` or `redis`: where the routing is written, and the `@<provider>` suffix
+    redis: RedisSpec | None = None  # set exactly when provider is redis
+    api_urls: tuple[str, ...] = ()
+    metrics_urls: tuple[str, ...] = ()
+
+    @property
+    def apis(self) -> tuple[str, ...]:
+        """Every Traefik instance's API: each must show a step before it counts."""
+        return self.api_urls or ((self.api_url,) if self.api_url else ())
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every instance's metrics endpoint: analysis sums each service's counts over all of them."""
+        return self.metrics_urls or ((self.metrics_url,) if self.metrics_url else ())
+
+
+@dataclass(frozen=True)
+class DockerSpec:
+    # Container creates+starts and removals at once in one process (`docker.concurrency`), shared by its
+    # rollouts: see containers.DEFAULT_CONCURRENCY for the measurement behind the default.
+    concurrency: int = 4
 
 
 @dataclass(frozen=True)
@@ -130,6 +160,7 @@ class Config:
     state_dir: Path
     apps: Mapping[str, AppSpec]
     service: ServiceSpec = field(default_factory=ServiceSpec)
+    docker: DockerSpec = field(default_factory=DockerSpec)
     webhooks: tuple[WebhookSpec, ...] = ()
     confirm: ConfirmSpec | None = None
 

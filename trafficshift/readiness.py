@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import random
 from collections.abc import Callable
 
 import aiohttp
@@ -23,6 +24,8 @@ LOG_LINES = 10
 LOG_TIMEOUT = 3.0
 # How long a liveness check waits for Docker before it passes without a verdict (`check_alive`).
 ALIVE_TIMEOUT = 5.0
+# HTTP probes of one container come every `interval` ± this share of it.
+JITTER = 0.1
 
 
 class Mode(enum.StrEnum):
@@ -154,20 +157,48 @@ async def _poll(
 ) -> ContainerInfo:
     health = app.health
     streak = 0
+    state: ContainerState | None = None
     while True:
-        state = await containers.state(name=name)
-        if state is None:
-            raise NotReady(f"{name}: the container is gone")
-        if has_died(state):
-            raise await _died(containers=containers, name=name, exit_code=exit_code_of(state))
+        # An HTTP probe needs Docker only for the address: asked at the start and once the streak is
+        # complete, not every interval (fifty apps starting at once asked it hundreds of times a second).
+        # A death in between is not missed: `_fail_on_exit` hears it from Docker's wait API at once.
+        look = state is None or probe_mode(health=health, info=state.info) is not Mode.HTTP
+        if look:
+            state = await _alive_state(containers=containers, name=name)
+        assert state is not None
         mode = probe_mode(health=health, info=state.info)
         need = required_streak(health=health, mode=mode)
         ok, detail = await _probe(mode=mode, state=state, health=health, session=session)
         streak = next_streak(streak, ok=ok)
+        if streak >= need and not look:
+            # Ready only at the address the probes saw, in the same life of the container.
+            latest = await _alive_state(containers=containers, name=name)
+            if latest.info.probe_url != state.info.probe_url or latest.restart_count != state.restart_count:
+                state, streak = latest, 0
+                detail = "moved to a new address; probing it again"
         report(state.info, f"{detail} ({streak}/{need})")
         if streak >= need:
             return state.info
-        await asyncio.sleep(health.interval)
+        await asyncio.sleep(cadence(health=health, mode=mode))
+
+
+async def _alive_state(*, containers: ContainerRuntime, name: str) -> ContainerState:
+    """The container's state; NotReady when it is gone, exited or was ever restarted."""
+    state = await containers.state(name=name)
+    if state is None:
+        raise NotReady(f"{name}: the container is gone")
+    if has_died(state):
+        raise await _died(containers=containers, name=name, exit_code=exit_code_of(state))
+    return state
+
+
+def cadence(*, health: HealthSpec, mode: Mode) -> float:
+    """Seconds until the next sample: HTTP probes spread over ±10% of the interval, so that replicas
+    started together do not probe (and load the host) in lockstep; Docker's samples one interval apart
+    exactly (a streak of them spans the intervals the contract promises)."""
+    if mode is Mode.HTTP:
+        return health.interval * random.uniform(1 - JITTER, 1 + JITTER)
+    return health.interval
 
 
 async def _probe(

@@ -12,11 +12,11 @@ from trafficshift.containers import Containers
 from trafficshift.engine import Engine, EventSink, ProgressSink
 from trafficshift.errors import UnreachableError
 from trafficshift.models import Config
-from trafficshift.ports import Adapters
+from trafficshift.ports import Adapters, Locks, MetricsSource, RoutingPublisher
 from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import FileLocks
-from trafficshift.traefik.publish import TraefikPublisher
-from trafficshift.traefik.scrape import TraefikMetrics
+from trafficshift.traefik.publish import RedisPublisher, TraefikPublisher
+from trafficshift.traefik.scrape import FleetMetrics, TraefikMetrics
 from trafficshift.webhooks import Notifier
 
 
@@ -40,18 +40,20 @@ async def open_adapters(
         await docker.close()
         raise
     try:
-        async with aiohttp.ClientSession() as session:
-            metrics_url = config.traefik.metrics_url
+        async with aiohttp.ClientSession() as session, _routing(config, session) as (routing, locks):
+            metrics_urls = config.traefik.metrics
             notifier = Notifier(config=config, session=session)
             try:
                 yield Adapters(
                     config=config,
                     store=store,
-                    containers=Containers(docker, on_progress=on_progress),
-                    routing=TraefikPublisher(config=config, session=session),
-                    locks=FileLocks(config.state_dir),
+                    containers=Containers(
+                        docker, on_progress=on_progress, concurrency=config.docker.concurrency
+                    ),
+                    routing=routing,
+                    locks=locks,
                     notifier=notifier,
-                    metrics=TraefikMetrics(url=metrics_url, session=session) if metrics_url else None,
+                    metrics=_metrics(metrics_urls, session),
                     http=session,
                 )
             finally:
@@ -61,6 +63,37 @@ async def open_adapters(
             await store.aclose()  # every commit already made lands first
         finally:
             await docker.close()
+
+
+def _metrics(urls: tuple[str, ...], session: aiohttp.ClientSession) -> MetricsSource | None:
+    """None without a metrics URL (no analysis); several: each service's counts summed over the fleet."""
+    if len(urls) > 1:
+        return FleetMetrics(urls=urls, session=session)
+    return TraefikMetrics(url=urls[0], session=session) if urls else None
+
+
+@contextlib.asynccontextmanager
+async def _routing(
+    config: Config, session: aiohttp.ClientSession
+) -> AsyncIterator[tuple[RoutingPublisher, Locks]]:
+    """The routing backend of `traefik.provider` and the locks that go with it.
+
+    With Redis, several controllers on several machines may drive the same store: each app's lock is
+    leased in Redis too, and every write is fenced by that lease.
+    """
+    redis = config.traefik.redis
+    if redis is None:
+        yield TraefikPublisher(config=config, session=session), FileLocks(config.state_dir)
+        return
+    from trafficshift.store.redis_locks import RedisLocks  # redis-py only for a Redis config
+
+    locks = RedisLocks(state_dir=config.state_dir, url=redis.url, root=redis.root_key)
+    publisher = RedisPublisher(config=config, session=session, locks=locks)
+    try:
+        yield publisher, locks
+    finally:
+        await publisher.aclose()
+        locks.close()
 
 
 @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ from trafficshift.traefik import kv
 from trafficshift.traefik.api import TraefikApi
 from trafficshift.traefik.redis_routes import SENTINEL, RedisRoutes
 from trafficshift.traefik.render import expected_document
+from trafficshift.traefik.watch import RoutingWatcher
 
 pytestmark = [pytest.mark.traefik]
 
@@ -80,7 +81,7 @@ async def _confirm_everywhere(traefiks: list[TraefikProc], routing: Routing) -> 
     async with aiohttp.ClientSession() as session:
         for t in traefiks:
             api = TraefikApi(api_url=t.api_url, session=session, provider="redis")
-            await api.wait_until_applied(routing, timeout=10)
+            await RoutingWatcher(api).wait_until_applied(routing, timeout=10)
 
 
 async def _app_keys(routes: RedisRoutes) -> dict[str, str]:

@@ -15,9 +15,10 @@ from aiohttp import web
 from tests.support.traefik import TraefikProc, free_port
 from trafficshift.errors import StepNotApplied, UnreachableError
 from trafficshift.models import AppSpec, Colour, ColourRoute, HealthSpec, Routing
-from trafficshift.traefik.api import TraefikApi
+from trafficshift.traefik.api import TraefikApi, observe
 from trafficshift.traefik.files import write_dynamic
 from trafficshift.traefik.render import render_dynamic
+from trafficshift.traefik.watch import RoutingWatcher
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 HOST = "web.localhost"
@@ -92,7 +93,7 @@ async def apply(traefik: TraefikProc, api: TraefikApi, app: AppSpec, target: Rou
     text = render_dynamic(app=app, routing=target, entrypoints=["web"]) if target.routes else None
     started = time.monotonic()
     write_dynamic(dynamic_dir=traefik.dynamic_dir, app="web", text=text)
-    await api.wait_until_applied(target, timeout=APPLY_TIMEOUT)
+    await RoutingWatcher(api).wait_until_applied(target, timeout=APPLY_TIMEOUT)
     return time.monotonic() - started
 
 
@@ -129,6 +130,11 @@ async def test_weights_route_traffic_and_changes_are_confirmed(
         ("web-green", 10, (backends[GREEN],)),
     ]
     assert observed.status == "enabled"
+    # The listing of every service (the watcher's one request) shows the same, also one per page.
+    assert observe(api.api_url, "web", await api.services()) == observed
+    listed = await api.services(per_page=1)
+    assert {"web@file", "web-blue@file", "web-green@file", "api@internal"} <= set(listed)
+    assert observe(api.api_url, "web", listed) == observed
     answers = await send(traefik, 1000)
     assert sum(answers.values()) == 1000
     assert abs(answers["blue"] / 1000 - 0.90) <= 0.05, answers
@@ -189,7 +195,7 @@ async def test_wait_until_applied_times_out_with_what_it_saw(
 ) -> None:
     await apply(traefik, api, make_app(), routing(backends, blue=100))
     with pytest.raises(StepNotApplied) as caught:
-        await api.wait_until_applied(routing(backends, blue=50, green=50), timeout=0.3)
+        await RoutingWatcher(api).wait_until_applied(routing(backends, blue=50, green=50), timeout=0.3)
     assert caught.value.service == "web@file"
     assert "web-blue" in str(caught.value.observed)
 
@@ -201,4 +207,4 @@ async def test_unreachable_api_is_reported_with_its_url() -> None:
         with pytest.raises(UnreachableError, match=url):
             await api.ping()
         with pytest.raises(StepNotApplied, match="unreachable"):
-            await api.wait_until_applied(Routing(app="web", routes=()), timeout=0.2)
+            await RoutingWatcher(api).wait_until_applied(Routing(app="web", routes=()), timeout=0.2)

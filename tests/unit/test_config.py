@@ -25,6 +25,7 @@ from trafficshift.models import (
     AnalysisSpec,
     AppSpec,
     Config,
+    DockerSpec,
     HealthSpec,
     RolloutPolicy,
     ServiceSpec,
@@ -145,8 +146,13 @@ def test_defaults_fill_what_is_left_out() -> None:
     assert config.traefik == TraefikSpec(dynamic_dir=Path("/var/dyn"))
     assert config.state_dir == BASE_DIR / ".trafficshift"
     assert config.service == ServiceSpec()
+    assert config.docker == DockerSpec(concurrency=4)
     assert config.apps["web"] == AppSpec(name="web", image="i", port=80, rule="r", network="n")
     assert config.apps["web"].analysis is None
+
+
+def test_docker_concurrency_is_read() -> None:
+    assert parse(BASE + "docker: {concurrency: 12}\n").docker == DockerSpec(concurrency=12)
 
 
 def test_no_apps_is_valid() -> None:
@@ -282,6 +288,9 @@ CASES = [
     (BASE + "service: {retention: 0s}\n", 10, "service.retention", "more than 0"),
     (BASE + "service: {max_connections: 0}\n", 10, "service.max_connections", "must be 1..1000000"),
     (BASE + "service: {header_timeout: 0s}\n", 10, "service.header_timeout", "more than 0"),
+    (BASE + "docker: {concurrency: 0}\n", 10, "docker.concurrency", "must be 1..64"),
+    (BASE + "docker: {concurrency: 4.5}\n", 10, "docker.concurrency", "integer"),
+    (BASE + "docker: {parallel: 4}\n", 10, "docker.parallel", "unknown"),
     (BASE + "service: {keepalive_timeout: 30}\n", 10, "service.keepalive_timeout", "expected a duration"),
     # names
     (BASE.replace("  web:", "  Web:"), 5, "apps.Web", "app names must match"),
@@ -465,7 +474,7 @@ def test_load_config_names_the_file_as_given(tmp_path: Path, monkeypatch: pytest
             load_config(given_path)
         assert info.value.messages == (
             "ts.yml:3: bogus: unknown key;"
-            " expected one of apps, confirm, service, state_dir, traefik, webhooks",
+            " expected one of apps, confirm, docker, service, state_dir, traefik, webhooks",
         )
 
 

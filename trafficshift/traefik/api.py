@@ -1,20 +1,21 @@
-"""Traefik API adapter: read back what Traefik actually routes, and wait until it shows what was written."""
+"""Traefik API adapter: read back what Traefik actually routes (one app, or every service at once)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from trafficshift.errors import StepNotApplied, TraefikApiError, UnreachableError
+from trafficshift.errors import TraefikApiError, UnreachableError
 from trafficshift.models import Colour, ColourRoute, Routing
 from trafficshift.traefik import names
 
 _REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5)
+# Services a page of the listing: every service of a few hundred apps in one answer.
+_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -83,81 +84,99 @@ class TraefikApi:
             )
 
     async def read_routing(self, app: str) -> ObservedRouting:
-        """Return the app's weighted service and its children as Traefik runs them."""
+        """Return the app's weighted service and its children as Traefik runs them (one app's GETs)."""
         weighted = names.qualified(names.weighted_service(app), self.provider)
         weighted_doc = await self._get(f"/api/http/services/{weighted}")
         if weighted_doc is None:
             return ObservedRouting(app=app, present=False)
-        try:
-            children = [(str(c["name"]), int(c["weight"])) for c in weighted_doc["weighted"]["services"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TraefikApiError(
-                f"{self.api_url}: unexpected answer for {weighted}: {weighted_doc}"
-            ) from exc
+        children = _children(self.api_url, weighted, weighted_doc)
+        qualified = [_qualified_child(name, self.provider) for name, _ in children]
         # gather, not a TaskGroup: a failed read must surface as itself, not as an ExceptionGroup.
-        routes = await asyncio.gather(*(self._read_child(app, name, weight) for name, weight in children))
-        return ObservedRouting(app=app, present=True, status=weighted_doc.get("status"), routes=tuple(routes))
+        docs = await asyncio.gather(*(self._get(f"/api/http/services/{name}") for name in qualified))
+        found = {name: doc for name, doc in zip(qualified, docs, strict=True) if doc is not None}
+        return observe(self.api_url, app, {weighted: weighted_doc, **found}, provider=self.provider)
 
-    async def _read_child(self, app: str, name: str, weight: int) -> ObservedRoute:
-        # Children come back without `@file`; a child from another provider would carry its own suffix.
-        colour = names.colour_of_service(app, name)
-        qualified = name if "@" in name else names.qualified(name, self.provider)
-        doc = await self._get(f"/api/http/services/{qualified}")
-        if doc is None:
-            return ObservedRoute(service=name, colour=colour, weight=weight, servers=())
-        servers = tuple(str(s["url"]) for s in doc.get("loadBalancer", {}).get("servers", []))
-        return ObservedRoute(
-            service=name,
-            colour=colour,
-            weight=weight,
-            servers=servers,
-            server_status=dict(doc.get("serverStatus", {})),
-            status=doc.get("status"),
-        )
+    async def services(self, *, per_page: int = _PAGE) -> dict[str, Any]:
+        """Every HTTP service Traefik runs, by qualified name (`web-green@file`), in one listing.
 
-    # The deadline is part of the contract of this call (engine passes one per step), hence `timeout`.
-    async def wait_until_applied(
-        self,
-        routing: Routing,
-        *,
-        timeout: float,  # noqa: ASYNC109
-        poll: float = 0.05,
-    ) -> float:
-        """Poll until Traefik runs exactly `routing` (for no routes: until `<app>@file` is gone).
-
-        Returns the seconds it took; raises StepNotApplied with the last observation on timeout. A Traefik
-        that is briefly unreachable (restarting) is polled on: only the deadline decides.
+        The list is paged (100 a page by default): ask for big pages and follow `X-Next-Page`, which
+        names the next page, or 1 after the last one.
         """
-        started = time.monotonic()
-        observed: ObservedRouting | str | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    try:
-                        observed = await self.read_routing(routing.app)
-                    except (UnreachableError, TraefikApiError) as exc:  # restarting, or mid-reload
-                        observed = str(exc)
-                    else:
-                        if observed.matches(routing):
-                            return time.monotonic() - started
-                    await asyncio.sleep(poll)
-        except TimeoutError:
-            raise StepNotApplied(
-                names.qualified(names.weighted_service(routing.app), self.provider), routing, observed
-            ) from None
+        found: dict[str, Any] = {}
+        page = 1
+        while True:
+            doc, next_page = await self._get_page(f"/api/http/services?per_page={per_page}&page={page}")
+            if not isinstance(doc, list):
+                raise TraefikApiError(f"{self.api_url}: unexpected list of services: {doc!r:.200}")
+            for service in doc:
+                if isinstance(service, dict) and "name" in service:
+                    found[str(service["name"])] = service
+            if next_page <= page:
+                return found
+            page = next_page
 
     async def _get(self, path: str) -> Any:
         """Return the decoded JSON at `path`, or None for a 404."""
+        return (await self._get_page(path))[0]
+
+    async def _get_page(self, path: str) -> tuple[Any, int]:
+        """The decoded JSON at `path` (None for a 404) and the `X-Next-Page` it names (1 without one)."""
         url = self.api_url + path
         try:
             async with self._session.get(url, timeout=_REQUEST_TIMEOUT) as response:
                 if response.status == 404:
-                    return None
+                    return None, 1
                 if response.status != 200:
                     body = await response.text()
                     raise TraefikApiError(f"{url}: HTTP {response.status}: {body[:200]}")
-                return await response.json()
+                next_page = response.headers.get("X-Next-Page", "1")
+                return await response.json(), int(next_page) if next_page.isdigit() else 1
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise UnreachableError(f"Traefik API at {self.api_url} is unreachable ({url}): {exc}") from exc
         except aiohttp.ContentTypeError as exc:
             raise TraefikApiError(f"{url}: not a Traefik API answer: {exc}") from exc
+
+
+def observe(
+    api_url: str, app: str, services: Mapping[str, Any], *, provider: str = names.PROVIDER
+) -> ObservedRouting:
+    """The app's routing as Traefik runs it, from its services by qualified name (pure).
+
+    `services` holds at least the app's weighted service and the children Traefik has: a listing of
+    every service (`TraefikApi.services`), or one app's reads. TraefikApiError for a malformed answer.
+    """
+    weighted = names.qualified(names.weighted_service(app), provider)
+    weighted_doc = services.get(weighted)
+    if weighted_doc is None:
+        return ObservedRouting(app=app, present=False)
+    routes = []
+    for name, weight in _children(api_url, weighted, weighted_doc):
+        colour = names.colour_of_service(app, name)
+        doc = services.get(_qualified_child(name, provider))
+        if doc is None:  # named by the weighted service, not (yet) defined
+            routes.append(ObservedRoute(service=name, colour=colour, weight=weight, servers=()))
+            continue
+        servers = tuple(str(s["url"]) for s in doc.get("loadBalancer", {}).get("servers", []))
+        routes.append(
+            ObservedRoute(
+                service=name,
+                colour=colour,
+                weight=weight,
+                servers=servers,
+                server_status=dict(doc.get("serverStatus", {})),
+                status=doc.get("status"),
+            )
+        )
+    return ObservedRouting(app=app, present=True, status=weighted_doc.get("status"), routes=tuple(routes))
+
+
+def _children(api_url: str, weighted: str, doc: Any) -> list[tuple[str, int]]:
+    try:
+        return [(str(c["name"]), int(c["weight"])) for c in doc["weighted"]["services"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TraefikApiError(f"{api_url}: unexpected answer for {weighted}: {doc}") from exc
+
+
+def _qualified_child(name: str, provider: str) -> str:
+    # Children come back without `@file`; a child from another provider would carry its own suffix.
+    return name if "@" in name else names.qualified(name, provider)
