@@ -112,7 +112,10 @@ class Publisher:
     def read(self, app: str) -> Routing | None:
         return self.files.get(app, Routing(app=app, routes=()))
 
-    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+    async def views(self, app: str) -> dict[str, dict[str, int] | str]:
+        return {}
+
+    async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         self.files[spec.name] = routing
         await asyncio.sleep(self.apply)
         return self.apply

@@ -51,6 +51,8 @@ MAX_DOCKER_CONCURRENCY = 64
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# The default confirm timeout is the longest: the lock waits are sized on it (engine.PROVIDER_WAIT).
+MAX_CONFIRM_TIMEOUT = 30.0
 # Traefik's `rootKey`: one KV path segment (traefik/kv.py writes every key under it).
 _ROOT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Compose's rule for project names.
@@ -222,6 +224,7 @@ def _traefik(
         "entrypoints": _entrypoints,
         "provider": _provider,
         "redis": _redis,
+        "confirm_timeout": _confirm_timeout,
     }
     got = _section(node, fields)
     if got is None:
@@ -245,6 +248,14 @@ def _traefik(
         entries["redis"].fail("set provider: redis to use it (the routing goes to dynamic_dir otherwise)")
         ok = False
     return (entries, values) if ok else None
+
+
+def _confirm_timeout(node: Node) -> float | None:
+    value = node.duration(positive=True)
+    if value is not None and value > MAX_CONFIRM_TIMEOUT:
+        node.fail(f"must be at most {MAX_CONFIRM_TIMEOUT:g}s, got {node.node.value!r}")
+        return None
+    return value
 
 
 def _provider(node: Node) -> str | None:

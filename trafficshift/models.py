@@ -119,6 +119,9 @@ class TraefikSpec:
     redis: RedisSpec | None = None  # set exactly when provider is redis
     api_urls: tuple[str, ...] = ()
     metrics_urls: tuple[str, ...] = ()
+    # How long every instance may take to show a step (`traefik.confirm_timeout`); at most the default,
+    # which the provider's lock waits are sized on (engine.PROVIDER_WAIT).
+    confirm_timeout: float = 30.0
 
     @property
     def apis(self) -> tuple[str, ...]:

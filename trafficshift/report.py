@@ -94,8 +94,12 @@ def app_status(
     interrupted: bool,
     containers: Sequence[ContainerInfo],
     listed: Routing | None,
+    views: Mapping[str, Mapping[str, int] | str] | None = None,
 ) -> JSON:
-    """An app as `status --json` and `GET /apps/{app}` give it; `listed` is what its file routes now."""
+    """An app as `status --json` and `GET /apps/{app}` give it; `listed` is what its file routes now.
+
+    `views`: what each Traefik instance's API shows (`traefik` in the answer), by API URL.
+    """
     return {
         "app": state.app,
         "colour": state.colour,
@@ -105,6 +109,9 @@ def app_status(
         "containers": [container_dict(c) for c in containers],
         "rollout": None if rollout is None else {**rollout_dict(rollout), "interrupted": interrupted},
         "file": drift_dict(find_drift(listed=listed, weights=weights, containers=containers)),
+        "traefik": {
+            url: view if isinstance(view, str) else dict(view) for url, view in (views or {}).items()
+        },
     }
 
 

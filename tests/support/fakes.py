@@ -369,7 +369,10 @@ class FakePublisher:
     def read(self, app: str) -> Routing | None:
         return self.files.get(app, Routing(app=app, routes=()))
 
-    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+    async def views(self, app: str) -> dict[str, dict[str, int] | str]:
+        return {}  # no Traefik instance: the file is all there is
+
+    async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         ready, live = self._witness(spec.name)
         self.asked.append(Asked(routing=routing, ready_urls=ready, live=live))
         self.faults.hit(WRITE)

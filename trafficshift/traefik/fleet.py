@@ -33,16 +33,31 @@ class Fleet:
         await asyncio.gather(*(api.ping() for api in self.apis))
 
     # The deadline is the caller's (one per step), hence `timeout`.
-    async def wait_until_applied(self, routing: Routing, *, timeout: float) -> float:  # noqa: ASYNC109
+    async def wait_until_applied(
+        self,
+        routing: Routing,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        back: bool = False,
+    ) -> float:
         """Wait until EVERY instance runs exactly `routing`; return the seconds the slowest took.
 
         StepNotApplied when any instance did not show it within `timeout`, naming each one that did not
         (with what it showed); the others' confirmations do not count then.
+
+        `back` (a rollout going back): instances whose API does not answer now are left out, so that one
+        Traefik down does not keep the others on the version being abandoned. A Traefik that is down
+        routes nothing, and reads the routing as it is then when it starts. At least one must answer.
         """
+        chosen = list(zip(self.apis, self.watchers, strict=True))
+        if back and len(chosen) > 1:
+            answering = [pair for pair, up in zip(chosen, await self._answering(), strict=True) if up]
+            chosen = answering or chosen
         results = await asyncio.gather(
-            *(w.wait_until_applied(routing, timeout=timeout) for w in self.watchers), return_exceptions=True
+            *(w.wait_until_applied(routing, timeout=timeout) for _, w in chosen), return_exceptions=True
         )
-        failed = [(api, r) for api, r in zip(self.apis, results, strict=True) if isinstance(r, BaseException)]
+        apis = [api for api, _ in chosen]
+        failed = [(api, r) for api, r in zip(apis, results, strict=True) if isinstance(r, BaseException)]
         for _, result in failed:
             if not isinstance(result, StepNotApplied):
                 raise result  # a bug, or cancellation: not a verdict on the instance
@@ -52,9 +67,19 @@ class Fleet:
             service = names.qualified(names.weighted_service(routing.app), self.provider)
             lagging = "; ".join(f"{api.api_url} showed {_observed(r)}" for api, r in failed)
             raise StepNotApplied(
-                f"{service} on {len(failed)} of {len(self.apis)} Traefik instances", routing, lagging
+                f"{service} on {len(failed)} of {len(apis)} Traefik instances", routing, lagging
             )
         return max((r for r in results if isinstance(r, float)), default=0.0)
+
+    async def _answering(self) -> list[bool]:
+        async def up(api: TraefikApi) -> bool:
+            try:
+                await api.ping()
+            except UnreachableError:
+                return False
+            return True
+
+        return list(await asyncio.gather(*(up(api) for api in self.apis)))
 
     async def views(self, app: str) -> dict[str, ObservedRouting | str]:
         """What each instance routes for `app` now, by API URL (why, as text, when it cannot be read)."""

@@ -33,10 +33,10 @@ UNCONFIRMED_WAIT = 3.0
 REDIS_READ_TIMEOUT = 1.0
 
 
-async def confirm(fleet: Fleet | None, routing: Routing) -> None:
+async def confirm(fleet: Fleet | None, routing: Routing, *, timeout: float, back: bool) -> None:  # noqa: ASYNC109
     """Wait until every instance shows `routing`; without any API, a fixed wait instead."""
     if fleet is not None:
-        await fleet.wait_until_applied(routing, timeout=CONFIRM_TIMEOUT)
+        await fleet.wait_until_applied(routing, timeout=timeout, back=back)
     else:
         await asyncio.sleep(UNCONFIRMED_WAIT)
 
@@ -45,6 +45,17 @@ def _fleet(config: Config, session: aiohttp.ClientSession) -> Fleet | None:
     # One watcher per Traefik API for every rollout of this process (the service's many at once).
     apis = config.traefik.apis
     return Fleet(api_urls=apis, session=session, provider=config.traefik.provider) if apis else None
+
+
+async def views(fleet: Fleet | None, app: str) -> dict[str, dict[str, int] | str]:
+    """Each instance's weights for `app` (`status`), or why they could not be read."""
+    if fleet is None:
+        return {}
+    seen = await fleet.views(app)
+    return {
+        url: view if isinstance(view, str) else {str(r.colour): r.weight for r in view.routes if r.colour}
+        for url, view in seen.items()
+    }
 
 
 class TraefikPublisher:
@@ -67,7 +78,10 @@ class TraefikPublisher:
     def read(self, app: str) -> Routing | None:
         return read_routing(dynamic_dir=self.dynamic_dir, app=app)
 
-    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+    async def views(self, app: str) -> dict[str, dict[str, int] | str]:
+        return await views(self.fleet, app)
+
+    async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         """Replace the app's file with `routing` and wait until Traefik shows it; return the seconds.
 
         Callers hold the app's lock: the file of an app has one writer at a time, invariant 5
@@ -82,7 +96,7 @@ class TraefikPublisher:
         )
         # Two fsyncs: off the event loop, where the service answers its API and drives other apps meanwhile.
         await asyncio.to_thread(write_dynamic, dynamic_dir=self.dynamic_dir, app=spec.name, text=text)
-        await confirm(self.fleet, routing)
+        await confirm(self.fleet, routing, timeout=self.config.traefik.confirm_timeout, back=back)
         return time.monotonic() - started
 
 
@@ -146,7 +160,10 @@ class RedisPublisher:
         except ValueError:
             return None
 
-    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+    async def views(self, app: str) -> dict[str, dict[str, int] | str]:
+        return await views(self.fleet, app)
+
+    async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         """Write the routing's document in one transaction (fenced by the app's lock), then confirm it."""
         started = time.monotonic()
         doc = (
@@ -159,5 +176,5 @@ class RedisPublisher:
             await self.routes.write(spec.name, doc, fence=fence)
         except OSError as exc:
             raise UnreachableError(f"cannot write to Redis at {self.routes.url}: {exc}") from None
-        await confirm(self.fleet, routing)
+        await confirm(self.fleet, routing, timeout=self.config.traefik.confirm_timeout, back=back)
         return time.monotonic() - started
