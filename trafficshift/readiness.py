@@ -162,7 +162,11 @@ async def _poll(
         # An HTTP probe needs Docker only for the address: asked at the start and once the streak is
         # complete, not every interval (fifty apps starting at once asked it hundreds of times a second).
         # A death in between is not missed: `_fail_on_exit` hears it from Docker's wait API at once.
-        look = state is None or probe_mode(health=health, info=state.info) is not Mode.HTTP
+        look = (
+            state is None
+            or probe_mode(health=health, info=state.info) is not Mode.HTTP
+            or state.info.probe_url is None  # no address yet: Docker tells it
+        )
         if look:
             state = await _alive_state(containers=containers, name=name)
         assert state is not None
@@ -296,14 +300,17 @@ async def check_alive(*, containers: ContainerRuntime, app: AppSpec, colour: Col
     bound = asyncio.timeout(ALIVE_TIMEOUT)
     try:
         async with bound:
-            for c in await containers.list(app=app.name, colour=colour):
-                state = await containers.state(name=c.name)
+            # One inspection a replica, by its name: every rollout of a service checks its new colour every
+            # `health.interval`, and a listing first (as before) tripled the calls Docker answered.
+            for n in range(1, app.replicas + 1):
+                name = container_name(app=app.name, colour=colour, n=n)
+                state = await containers.state(name=name)
                 if state is None or has_died(state):
                     how = "was restarted by Docker" if state and state.restart_count else "stopped"
-                    raise NotReady(f"{c.name} {how} while it was taking traffic")
+                    raise NotReady(f"{name} {how} while it was taking traffic")
                 if state.info.health == "unhealthy":
                     raise NotReady(
-                        f"{c.name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic"
+                        f"{name} turned unhealthy (Docker HEALTHCHECK) while it was taking traffic"
                     )
     except TimeoutError:
         if not bound.expired():

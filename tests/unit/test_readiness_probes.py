@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -125,3 +126,21 @@ def test_http_probes_are_spread_and_dockers_samples_are_not() -> None:
     assert all(1 - JITTER <= w <= 1 + JITTER for w in waits)
     assert cadence(health=health, mode=Mode.RUNNING) == 1.0
     assert cadence(health=health, mode=Mode.HEALTHCHECK) == 1.0
+
+
+async def test_a_container_without_an_address_yet_is_asked_again(server: tuple[str, dict[str, int]]) -> None:
+    url, probes = server
+    probes["count"] = 5  # healthy from the first probe
+    docker = CountingDocker("web", url, replicas=1)
+    with_address = docker.infos[0]
+    docker.infos[0] = dataclasses.replace(with_address, probe_url=None)
+
+    async def address_after_first_look() -> None:
+        while docker.inspections == 0:  # noqa: ASYNC110 (the stub has no event to wait for)
+            await asyncio.sleep(0)
+        docker.infos[0] = with_address
+
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
+        group.create_task(address_after_first_look())
+        ready = await wait_ready(app=spec(1), containers=docker, colour=Colour.GREEN, session=session)
+    assert ready[0].probe_url == url
