@@ -28,6 +28,7 @@ from trafficshift.models import (
     ContainerInfo,
     ContainerState,
     Event,
+    MirrorRoute,
     Rollout,
     Routing,
 )
@@ -105,6 +106,7 @@ class Publisher:
     def __init__(self, *, apply: float) -> None:
         self.apply = apply
         self.files: dict[str, Routing] = {}
+        self.mirrors: dict[str, MirrorRoute] = {}
 
     async def ping(self) -> None:
         return None
@@ -117,6 +119,16 @@ class Publisher:
 
     async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         self.files[spec.name] = routing
+        await asyncio.sleep(self.apply)
+        return self.apply
+
+    async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
+        if mirror is None and spec.name not in self.mirrors:
+            return 0.0  # no file to remove (the real one confirms through two API reads)
+        if mirror is None:
+            del self.mirrors[spec.name]
+        else:
+            self.mirrors[spec.name] = mirror
         await asyncio.sleep(self.apply)
         return self.apply
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from trafficshift.models import AnalysisSpec, Bucket, MetricsSnapshot, ServiceMetrics, Verdict
+from trafficshift.models import AnalysisSpec, Bucket, Figures, MetricsSnapshot, ServiceMetrics, Verdict
 
 
 def service_delta(*, before: ServiceMetrics, after: ServiceMetrics) -> ServiceMetrics:
@@ -68,6 +68,15 @@ def _error_rate(metrics: ServiceMetrics) -> tuple[int, float | None]:
     return requests, min(1.0, max(0.0, metrics.requests.get("5xx", 0.0) / metrics.total))
 
 
+def figures_between(*, before: MetricsSnapshot, after: MetricsSnapshot, service: str) -> Figures:
+    """What `service` counted between two snapshots: requests, 5xx share and p95."""
+    delta = service_delta(before=before.service(service), after=after.service(service))
+    requests, error_rate = _error_rate(delta)
+    return Figures(
+        requests=requests, error_rate=error_rate, p95=histogram_quantile(q=0.95, buckets=delta.buckets)
+    )
+
+
 def judge_step(
     *,
     before: MetricsSnapshot,
@@ -83,9 +92,8 @@ def judge_step(
     outage, say) are not the new version's fault, and rolling back would not cure them. The baseline is
     used only when it saw at least `min_requests` requests itself. Latency is judged on its own.
     """
-    delta = service_delta(before=before.service(service), after=after.service(service))
-    requests, error_rate = _error_rate(delta)
-    p95 = histogram_quantile(q=0.95, buckets=delta.buckets)
+    figures = figures_between(before=before, after=after, service=service)
+    requests, error_rate, p95 = figures.requests, figures.error_rate, figures.p95
     if requests < spec.min_requests:
         return Verdict(
             ok=True,

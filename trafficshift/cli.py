@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trafficshift import __version__, plan, report
@@ -21,7 +22,7 @@ from trafficshift.models import Config, Rollout
 if TYPE_CHECKING:
     from trafficshift.client import Client
 # Commands that never start a container: they work without reading compose files (even broken ones).
-_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile")
+_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile", "doctor")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, parents=[common, *parents])
 
     add("check", "validate the config; print nothing but errors")
+
+    # No config to read yet: `init` writes it (so no -c either).
+    text = "write trafficshift.yml (an app per compose service), Traefik's files; keep what exists"
+    p = sub.add_parser("init", help=text, description=text)
+    p.add_argument("folder", nargs="?", default=".", help="the project's folder (default: here)")
+    add("doctor", "check Docker, Traefik, the watched folder, the clock and permissions; one line each")
 
     p = add(
         "promote", "deploy a new image: first deploy, or a gradual cutover to the other colour", json_flag
@@ -96,12 +103,17 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("serve", "run the service: HTTP API, Docker-event-driven config, scheduled cutovers")
     p.add_argument("--listen", help="host:port (default: service.listen, else 127.0.0.1:8700)")
+    p.add_argument(
+        "--tls-cert", metavar="PEM", help="serve https with this certificate chain (with --tls-key)"
+    )
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
 
     p = add("schedule", "scheduled cutovers: `schedule APP --image IMAGE --at TIME`, `list`, `cancel ID`")
     p.add_argument("args", nargs="+", metavar="APP|list|cancel")
     p.add_argument("--image")
     p.add_argument("--at", help="ISO 8601 time with offset, e.g. 2026-12-01T03:00:00+01:00")
     p.add_argument("--json", action="store_true", help="print data as JSON")
+    _cacert_flag(p)
     return parser
 
 
@@ -110,6 +122,16 @@ def _local_flag(p: argparse.ArgumentParser) -> None:
         "--local",
         action="store_true",
         help="run it in this process even while `trafficshift serve` runs for this config",
+    )
+    _cacert_flag(p)
+
+
+def _cacert_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cacert",
+        metavar="PEM",
+        help="CA certificate that an https:// service's certificate is checked against"
+        " (default: $TRAFFICSHIFT_CACERT, else the system's)",
     )
 
 
@@ -143,7 +165,9 @@ async def _run_rollout(
 
     printer = Printer(as_json=args.json)
     started = time.monotonic()
-    async with open_engine(config=config, on_event=printer.event, on_progress=printer.progress) as engine:
+    async with open_engine(
+        config=config, on_event=printer.event, on_progress=printer.progress, on_live=printer.live
+    ) as engine:
         install_signal_handlers(engine.interrupt)
         rollout = await action(engine)
     printer.close()
@@ -167,6 +191,7 @@ async def _run_in_service(config: Config, args: argparse.Namespace, service: Cli
         body=body,
         on_event=printer.event,
         on_progress=printer.progress,
+        on_live=printer.live,
         install_signals=install_signal_handlers,
     )
     printer.close()
@@ -221,7 +246,7 @@ async def _reconcile(config: Config, args: argparse.Namespace) -> int:
 
 async def _render(config: Config, args: argparse.Namespace) -> int:
     from trafficshift.runtime import open_engine
-    from trafficshift.traefik.render import render_dynamic
+    from trafficshift.traefik.render import render_dynamic, render_mirror
 
     apps = [args.app] if args.app else sorted(config.apps)
     async with open_engine(config=config) as engine:
@@ -234,6 +259,9 @@ async def _render(config: Config, args: argparse.Namespace) -> int:
                 continue
             print(f"# {app}.yml")
             print(render_dynamic(app=spec, routing=routing, entrypoints=config.traefik.entrypoints))
+            if (mirror := await engine.current_mirror(app)) is not None:
+                print(f"# {app}.mirror.yml")
+                print(render_mirror(app=spec, mirror=mirror, entrypoints=config.traefik.entrypoints))
     return EXIT_OK
 
 
@@ -270,7 +298,7 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
     if command in ("abort", "rollback") and not args.local:
         from trafficshift.client import running_service
 
-        if (service := running_service(config)) is not None:
+        if (service := running_service(config, cacert=args.cacert)) is not None:
             return asyncio.run(_run_in_service(config, args, service))
     if command == "abort":
         return asyncio.run(_run_rollout(config, args, lambda e: e.abort(app=args.app)))
@@ -284,16 +312,29 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(_reconcile(config, args))
     if command == "history":
         return _history(config, args)
+    if command == "doctor":
+        from trafficshift.doctor import doctor_command
+
+        return asyncio.run(doctor_command(config, out=sys.stdout))
     if command == "serve":
         from trafficshift.service.app import configure_logging, serve
 
         configure_logging()
-        return asyncio.run(serve(config, listen=args.listen))
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise UsageError("serve: --tls-cert and --tls-key go together")
+        tls = None if args.tls_cert is None else (args.tls_cert, args.tls_key)
+        return asyncio.run(serve(config, listen=args.listen, tls=tls))
     if command == "schedule":
         from trafficshift.client import schedule_command
 
         return schedule_command(
-            config, args=args.args, image=args.image, at=args.at, as_json=args.json, out=sys.stdout
+            config,
+            args=args.args,
+            image=args.image,
+            at=args.at,
+            as_json=args.json,
+            out=sys.stdout,
+            cacert=args.cacert,
         )
     raise UsageError(f"unknown command {command}")  # argparse rejects these before here
 
@@ -320,6 +361,10 @@ def _load(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "init":  # before any config is read: it writes the first one
+            from trafficshift.scaffold import init_project
+
+            return init_project(Path(args.folder), out=sys.stdout)
         config = _load(args)
         return _dispatch(config, args)
     except TrafficShiftError as exc:

@@ -17,12 +17,14 @@ from trafficshift.compose.resolve import resolve_compose
 from trafficshift.compose.spec import ComposeRef
 from trafficshift.errors import ConfigError, UnknownApp
 from trafficshift.models import (
+    MIRROR_METHODS,
     AnalysisSpec,
     AppSpec,
     Config,
     ConfirmSpec,
     DockerSpec,
     HealthSpec,
+    MirrorSpec,
     Phase,
     RedisSpec,
     RolloutPolicy,
@@ -193,6 +195,18 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         owner = next((o for o in entries if names.colour_of_service(o, app_name) is not None), None)
         if owner is not None:
             root.errors.add(node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}")
+    # An app with a mirror phase defines the router and service `<app>-mirror` for its duration.
+    for owner, app in apps.items():
+        other = names.mirror_service(owner)
+        if app.rollout.mirror is not None and other in entries:
+            root.errors.add(
+                entries[other].key_line, entries[other].path, f"collides with the mirror of {owner}"
+            )
+    if traefik is not None and traefik[1].get("provider") == "redis":
+        for app_name, app in apps.items():
+            if app.rollout.mirror is not None:  # the mirror's router and service are written as a file only
+                node = entries[app_name]
+                root.errors.add(node.key_line, node.path, "rollout.mirror needs traefik.provider: file")
     webhooks = _webhooks(top["webhooks"], base_dir) if "webhooks" in top else ()
     confirm = _confirm(top["confirm"], base_dir) if "confirm" in top else None
     if traefik is None or service is None or docker is None:
@@ -516,9 +530,48 @@ def _rollout(node: Node) -> RolloutPolicy | None:
         "pause": Node.duration,
         "drain": Node.duration,
         "stop_timeout": Node.duration,
+        "mirror": _mirror,
     }
     got = _section(node, fields)
     return None if got is None else RolloutPolicy(**got[1])
+
+
+# Methods a mirror may copy: those of RFC 9110 that carry a request to the app (CONNECT does not).
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def _mirror(node: Node) -> MirrorSpec | None:
+    fields: dict[str, _Convert] = {
+        "percent": lambda n: n.integer(1, 100),
+        "duration": lambda n: n.duration(positive=True),
+        "methods": _mirror_methods,
+    }
+    got = _section(node, fields, required=("percent", "duration"))
+    if got is None or "percent" not in got[1] or "duration" not in got[1]:
+        return None
+    if "methods" in got[0] and "methods" not in got[1]:
+        return None
+    return MirrorSpec(**got[1])
+
+
+def _mirror_methods(node: Node) -> tuple[str, ...] | None:
+    items = node.items()
+    if items is not None and not items:
+        node.fail(f"must list at least one method; leave methods out to mirror {', '.join(MIRROR_METHODS)}")
+        return None
+    methods: list[str] = []
+    for item in items or []:
+        name = item.string()
+        if name is None:
+            return None
+        if name.upper() not in _HTTP_METHODS:
+            item.fail(f"expected an HTTP method, one of {', '.join(_HTTP_METHODS)}; got {name!r}")
+            return None
+        if name.upper() in methods:
+            item.fail(f"{name.upper()} is listed twice")
+            return None
+        methods.append(name.upper())
+    return tuple(methods) or None
 
 
 def _steps(node: Node) -> tuple[int, ...] | None:

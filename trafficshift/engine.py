@@ -31,6 +31,9 @@ from trafficshift.models import (
     Colour,
     ContainerInfo,
     Event,
+    Figures,
+    Live,
+    MirrorRoute,
     Outcome,
     Phase,
     Rollout,
@@ -46,11 +49,14 @@ T = TypeVar("T")
 
 # How often long waits look for an abort request (from another shell, the API, or a signal).
 POLL = 0.2
+# How often a hold reports where it stands (elapsed, remaining, analysis figures so far) to `on_live`.
+LIVE_EVERY = 1.0
 # A rollout start waits this long at most for the service's provider to release the app (one write + confirm).
 PROVIDER_WAIT = CONFIRM_TIMEOUT + 5.0
 
 EventSink = Callable[[Event], None]
 ProgressSink = Callable[[str], None]
+LiveSink = Callable[[Live], None]
 
 
 class Engine:
@@ -63,6 +69,7 @@ class Engine:
         on_event: EventSink | None = None,
         on_progress: ProgressSink | None = None,
         on_created: Callable[[Rollout], None] | None = None,
+        on_live: LiveSink | None = None,
     ) -> None:
         self.adapters = adapters
         self.config = adapters.config
@@ -75,6 +82,10 @@ class Engine:
         self.session = adapters.http
         self._on_event = on_event
         self._on_progress = on_progress
+        # Where each rollout this engine drives stands between transitions: the one place the CLI's display
+        # and the API's `progress` frames take it from.
+        self._on_live = on_live
+        self._replicas: dict[str, dict[str, str]] = {}
         # Told which rollout a promote runs (new or resumed) once it is recorded: the API answers 202 with it.
         self._on_created = on_created
         # Only events from the first entry point on: history is for `history`, not for this run's output.
@@ -228,6 +239,13 @@ class Engine:
         weights = plan.current_weights(state, active, containers)
         return plan.routing_for(app=app, weights=weights, containers=containers)
 
+    async def current_mirror(self, app: str) -> MirrorRoute | None:
+        """The mirror file the app should have now: one while its rollout is in the mirror phase."""
+        active = await self.store.active_rollout(app)
+        if active is None or active.phase is not Phase.MIRRORING:
+            return None
+        return plan.mirror_for(self.spec(app), active)
+
     async def status(self, app: str) -> report.JSON:
         """Live colour, image, weights, containers and any rollout in progress or interrupted."""
         self.spec(app)
@@ -294,12 +312,15 @@ class Engine:
                 r = await self._advance(
                     r, phase=Phase.READY, message=f"{len(started)} {new} container(s) ready"
                 )
-        elif r.phase in (Phase.SHIFTING, Phase.DRAINING):
-            # Resumed while the new colour takes traffic: never restart it; it must still be ready (one
-            # that crashed or vanished while nobody watched sends the rollout back).
+        elif r.phase in (Phase.MIRRORING, Phase.SHIFTING, Phase.DRAINING):
+            # Resumed while the new colour takes traffic (or copies of it): never restart it; it must still
+            # be ready (one that crashed or vanished while nobody watched sends the rollout back).
             await self._guarded(r, self._wait_ready(spec, r))
 
-        if r.phase in (Phase.READY, Phase.SHIFTING):
+        if r.phase in (Phase.READY, Phase.MIRRORING):
+            r = await self._mirror(spec, r)
+
+        if r.phase in (Phase.READY, Phase.MIRRORING, Phase.SHIFTING):
             first = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
             steps = r.steps
             for index in range(first, len(steps)):
@@ -380,6 +401,9 @@ class Engine:
         # Routed at all, even at 0% (a resume after a crash in the drain): requests may still be in flight.
         routed = new in r.weights
         r = await self._advance(r, phase=Phase.ABORTING, message=f"aborting: {reason}")
+        # A mirror first, confirmed gone: it names the new colour's service, invariant 10
+        # (docs/ARCHITECTURE.md).
+        await self.routing.publish_mirror(spec=spec, mirror=None)
         if routed:
             # Weight 0 first (for a first deploy: out of the file, there is nothing to go back to).
             back, where = ({old: 100, new: 0}, f"all traffic back to {old}") if old else ({}, "no traffic")
@@ -393,6 +417,39 @@ class Engine:
         await self.containers.stop_and_remove(
             app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
         )
+        return r
+
+    # ------------------------------------------------------------------ the mirror phase
+
+    async def _mirror(self, spec: AppSpec, r: Rollout) -> Rollout:
+        """Before step 1: copies of a share of the live requests go to the new colour, which is judged.
+
+        `mirroring` (the new colour in the file at weight 0) is recorded before the mirror file is written,
+        and the file is removed, confirmed, at the end of the phase; `_take_back` removes it first.
+        Resumed, the phase starts over (a fresh window to judge). A no-op for a rollout without a mirror.
+        """
+        mirror = plan.mirror_for(spec, r)
+        if mirror is None or spec.rollout.mirror is None or r.from_colour is None:
+            if r.phase is Phase.MIRRORING:  # resumed after the mirror left the config: leave none behind
+                await self._guarded(r, self.routing.publish_mirror(spec=spec, mirror=None))
+            return r
+        duration = spec.rollout.mirror.duration
+        if r.phase is not Phase.MIRRORING:
+            methods = ", ".join(mirror.methods)
+            r = await self._advance(
+                r,
+                phase=Phase.MIRRORING,
+                weights={r.from_colour: 100, r.to_colour: 0},
+                message=f"mirroring {mirror.percent}% of {methods} to {r.to_colour} for {duration:g}s",
+            )
+        # The mirror names the new colour's service: the app's file lists it (at weight 0) first, and the
+        # mirror is gone before that file changes again: invariant 10 (docs/ARCHITECTURE.md).
+        await self._guarded(r, self._apply(spec, r))
+        took = await self._guarded(r, self.routing.publish_mirror(spec=spec, mirror=mirror))
+        await self._advance(r, message=f"mirror confirmed in {took:.2f}s")
+        await self._hold(spec, r, seconds=duration)
+        await self._advance(r, message=f"removing the mirror to {r.to_colour}")
+        await self._guarded(r, self.routing.publish_mirror(spec=spec, mirror=None))
         return r
 
     # ------------------------------------------------------------------ steps
@@ -445,8 +502,12 @@ class Engine:
                 self._seen_ready.add(c.url)
 
     async def _wait_ready(self, spec: AppSpec, r: Rollout) -> list[ContainerInfo]:
+        replicas = self._replicas.setdefault(r.id, {})
+
         def progress(container: ContainerInfo, text: str) -> None:
             self._progress(f"{container.name}: {text}")
+            replicas[container.name] = text
+            self._live(r, f"{container.name}: {text}")
 
         ready = await wait_ready(
             app=spec,
@@ -456,6 +517,8 @@ class Engine:
             on_progress=progress,
         )
         self._seen_ready.update(c.url for c in ready if c.url)
+        replicas.update({c.name: "ready" for c in ready})
+        self._live(r, f"{len(ready)} {r.to_colour} container(s) ready")
         return ready
 
     async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> None:
@@ -469,15 +532,24 @@ class Engine:
         )
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
-        deadline = time.monotonic() + seconds
-        next_check = 0.0
+        started = time.monotonic()
+        deadline = started + seconds
+        next_check = next_live = 0.0
         next_judgement = time.monotonic() + (watch.spec.interval if watch else seconds)
         while (left := deadline - time.monotonic()) > 0:
             await self._check_abort(r)
             now = time.monotonic()
-            if watch is not None and now >= next_judgement:
+            judged = watch is not None and now >= next_judgement
+            if watch is not None and judged:
                 next_judgement = now + watch.spec.interval
                 await self._guarded(r, watch.observe())
+            if now >= next_live:
+                next_live = now + LIVE_EVERY
+                if watch is not None and not judged:
+                    await self._guarded(r, watch.sample())  # the figures so far, between judgements
+                figures = {str(c): f for c, f in watch.figures().items()} if watch else {}
+                held = (time.monotonic() - started, seconds)
+                self._live(r, f"holding {report.weights_text(r.weights)}", hold=held, figures=figures)
             if now >= next_check:
                 next_check = now + spec.health.interval
                 self._progress(f"{r.phase} {report.weights_text(r.weights)}; next in {left:.0f}s")
@@ -548,6 +620,7 @@ class Engine:
         # Awaited whole, the event's webhooks sent, before the caller starts the side effect it announces.
         new = await self.store.advance(r, message=message, phase=phase, step=step, weights=weights)
         await self._emit()
+        self._live(new, message)
         return new
 
     async def _mark_start(self) -> None:
@@ -578,6 +651,32 @@ class Engine:
     def _progress(self, text: str) -> None:
         if self._on_progress is not None:
             self._on_progress(text)
+
+    def _live(
+        self,
+        r: Rollout,
+        text: str,
+        *,
+        hold: tuple[float, float] | None = None,
+        figures: Mapping[str, Figures] | None = None,
+    ) -> None:
+        """Tell `on_live` where the rollout stands: its record's phase, step and weights, and the rest."""
+        if self._on_live is None:
+            return
+        self._on_live(
+            Live(
+                rollout_id=r.id,
+                app=r.app,
+                phase=str(r.phase),
+                step=r.step,
+                steps=len(r.steps),
+                weights=report.weights_dict(r.weights),
+                text=text,
+                hold=hold,
+                replicas=dict(self._replicas.get(r.id, {})),
+                figures=dict(figures or {}),
+            )
+        )
 
 
 def _describe(exc: BaseException) -> str:

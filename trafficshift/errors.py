@@ -93,6 +93,11 @@ class UnreachableError(TrafficShiftError):
     http_status = 503
 
 
+class NoAnswer(UnreachableError):
+    """The service took a request and closed the connection (or went silent) before it answered: what it
+    did is not known from here (the caller asks it again, or says so)."""
+
+
 class NoReadyServer(UnreachableError):
     """A colour that takes traffic has no container that became ready: its file is left as it is (exit 3)."""
 

@@ -10,9 +10,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from trafficshift.analysis import judge_step
+from trafficshift import plan
+from trafficshift.analysis import figures_between, judge_step
 from trafficshift.errors import AnalysisFailed, UnreachableError
-from trafficshift.models import AnalysisSpec, AppSpec, Colour, MetricsSnapshot, Phase, Rollout, Verdict
+from trafficshift.models import (
+    AnalysisSpec,
+    AppSpec,
+    Colour,
+    Figures,
+    MetricsSnapshot,
+    Phase,
+    Rollout,
+    Verdict,
+)
 from trafficshift.ports import MetricsSource
 from trafficshift.traefik import names
 
@@ -40,6 +50,7 @@ class StepWatch:
     step: str
     provider: str = names.PROVIDER  # the `@<provider>` of the service labels: `file`, or `redis`
     start: MetricsSnapshot | None = None
+    latest: MetricsSnapshot | None = None
     last: Verdict | None = None
     last_error: str | None = None
 
@@ -53,24 +64,17 @@ class StepWatch:
         A scrape that fails is skipped (the next one covers the same window); `finish` decides whether the
         step could be judged at all.
         """
-        baseline = (
-            _metrics_label(self.app, self.old, self.provider)
-            if self.old and self.spec.compare_to_old
-            else None
-        )
-        # Only the services judged: the rest of a big Traefik's text is not worth parsing at every interval.
-        judged = [self.service] if baseline is None else [self.service, baseline]
-        try:
-            async with asyncio.timeout(SCRAPE_TIMEOUT):
-                snapshot = await self.metrics.scrape(services=judged)
-        except (UnreachableError, TimeoutError) as exc:
-            self.last_error = str(exc) or f"no answer within {SCRAPE_TIMEOUT:g}s"
+        if not await self.sample() or self.start is self.latest:
             return None
-        if self.start is None:
-            self.start = snapshot
-            return None
+        assert self.start is not None
+        assert self.latest is not None
+        baseline = self._old_service if self.spec.compare_to_old else None
         verdict = judge_step(
-            before=self.start, after=snapshot, service=self.service, spec=self.spec, baseline_service=baseline
+            before=self.start,
+            after=self.latest,
+            service=self.service,
+            spec=self.spec,
+            baseline_service=baseline,
         )
         self.last = verdict
         if not verdict.ok:
@@ -78,6 +82,40 @@ class StepWatch:
                 service=self.service, step=self.step, verdict=verdict, reason=verdict.reason or "failed"
             )
         return verdict
+
+    async def sample(self) -> bool:
+        """Scrape both colours' counters (the first scrape starts the window); whether Traefik answered.
+
+        Between judgements too: the figures so far (`figures`) are what the CLI's display shows each second.
+        """
+        # Only the services shown: the rest of a big Traefik's text is not worth parsing every second.
+        wanted = [self.service] if self._old_service is None else [self.service, self._old_service]
+        try:
+            async with asyncio.timeout(SCRAPE_TIMEOUT):
+                snapshot = await self.metrics.scrape(services=wanted)
+        except (UnreachableError, TimeoutError) as exc:
+            self.last_error = str(exc) or f"no answer within {SCRAPE_TIMEOUT:g}s"
+            return False
+        self.latest = snapshot
+        if self.start is None:
+            self.start = snapshot
+        return True
+
+    def figures(self) -> dict[Colour, Figures]:
+        """Each colour's requests, 5xx share and p95 since the step started (empty before two scrapes)."""
+        if self.start is None or self.latest is None or self.start is self.latest:
+            return {}
+        labels = {self.new: self.service}
+        if self.old is not None:
+            labels[self.old] = _metrics_label(self.app, self.old, self.provider)
+        return {
+            colour: figures_between(before=self.start, after=self.latest, service=label)
+            for colour, label in labels.items()
+        }
+
+    @property
+    def _old_service(self) -> str | None:
+        return _metrics_label(self.app, self.old, self.provider) if self.old else None
 
     async def finish(self) -> Verdict:
         """The verdict at the end of the step: a last scrape, else the latest verdict of the step."""
@@ -101,16 +139,22 @@ def _metrics_label(app: str, colour: Colour, provider: str) -> str:
 def watch_step(
     *, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None, provider: str = names.PROVIDER
 ) -> StepWatch | None:
-    """A watch over the step the rollout holds now, or None when there is nothing to judge.
+    """A watch over the step (or mirror phase) the rollout holds now, or None when there is nothing to judge.
 
     Nothing to judge: no analysis or metrics source, a first deploy (no old colour to go back to), or the new
-    colour takes no traffic.
+    colour takes no traffic (nor copies of it).
     """
     new = rollout.to_colour
     percent = rollout.weights.get(new, 0)
-    if spec.analysis is None or metrics is None or rollout.from_colour is None or percent <= 0:
+    # Traefik counts the mirror's copies under the new colour's own service, with the colour's answers.
+    mirror = plan.mirror_for(spec, rollout) if rollout.phase is Phase.MIRRORING else None
+    if spec.analysis is None or metrics is None or rollout.from_colour is None:
         return None
-    if rollout.phase is Phase.DRAINING:
+    if mirror is not None:
+        step = f"mirror ({mirror.percent}% of {'/'.join(mirror.methods)} copied to {new})"
+    elif percent <= 0:
+        return None
+    elif rollout.phase is Phase.DRAINING:
         step = f"drain ({percent}% on {new})"
     else:
         step = f"step {rollout.step + 1}/{len(rollout.steps)} ({percent}% on {new})"

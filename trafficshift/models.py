@@ -33,12 +33,27 @@ class HealthSpec:
     start_timeout: float = 60.0
 
 
+# Requests that may be copied to the new colour by default: a copy of a write would repeat its side effects.
+MIRROR_METHODS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    """`rollout.mirror`: before step 1, copies of `percent`% of the live requests of `methods` go to the new
+    colour for `duration` seconds (Traefik's mirroring service; the copies' answers are discarded)."""
+
+    percent: int
+    duration: float
+    methods: tuple[str, ...] = MIRROR_METHODS
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
     steps: tuple[int, ...] = (10, 25, 50, 100)
     pause: float = 30.0
     drain: float = 10.0
     stop_timeout: float = 10.0
+    mirror: MirrorSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -265,12 +280,27 @@ class Routing:
         return Routing(app=self.app, routes=tuple(sorted(routes, key=lambda r: r.colour)))
 
 
+@dataclass(frozen=True)
+class MirrorRoute:
+    """What an app's mirror file says: copies of `percent`% of its `methods` requests go to `colour`.
+
+    The mirror file sits beside the app's dynamic file and only while a rollout is in its mirror phase;
+    `colour` is then in the app's file at weight 0 (a mirror needs its target service there).
+    """
+
+    app: str
+    colour: Colour
+    percent: int
+    methods: tuple[str, ...]
+
+
 # ---------------------------------------------------------------- rollouts
 
 
 class Phase(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
+    MIRRORING = "mirroring"
     SHIFTING = "shifting"
     DRAINING = "draining"
     CLEANING = "cleaning"
@@ -395,3 +425,35 @@ class Verdict:
     error_rate: float | None
     p95: float | None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One colour's requests over the step so far (Traefik's counters since the step started)."""
+
+    requests: int
+    error_rate: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True)
+class Live:
+    """What a rollout is doing between two transitions: the CLI's display, heartbeats and the API's
+    `progress` frames (`GET /events`) are all drawn from it.
+
+    `phase` is the rollout's state as text (whatever states there are, `held` included); `hold` is
+    (elapsed, total) seconds of the wait at the current weights, None when it is not waiting; `replicas`
+    maps each new container to its readiness; `figures` (colour -> requests so far) is filled while a step
+    holds with analysis.
+    """
+
+    rollout_id: str
+    app: str
+    phase: str
+    step: int
+    steps: int
+    weights: Mapping[str, int]
+    text: str = ""
+    hold: tuple[float, float] | None = None
+    replicas: Mapping[str, str] = field(default_factory=dict)
+    figures: Mapping[str, Figures] = field(default_factory=dict)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from trafficshift.models import AppState, Colour, ColourRoute, ContainerInfo, Phase, Rollout, Routing
+from trafficshift.models import (
+    AppSpec,
+    AppState,
+    Colour,
+    ColourRoute,
+    ContainerInfo,
+    MirrorRoute,
+    Phase,
+    Rollout,
+    Routing,
+)
 
 
 def check_steps(steps: Sequence[int]) -> str | None:
@@ -122,7 +132,23 @@ def next_colour(state: AppState) -> Colour:
 
 # Phases from which a rollout can still go back to the old colour; after these the old one is being removed:
 # invariant 9 (docs/ARCHITECTURE.md).
-ABORTABLE = frozenset({Phase.STARTING, Phase.READY, Phase.SHIFTING, Phase.DRAINING, Phase.ABORTING})
+ABORTABLE = frozenset(
+    {Phase.STARTING, Phase.READY, Phase.MIRRORING, Phase.SHIFTING, Phase.DRAINING, Phase.ABORTING}
+)
+
+
+def mirror_for(spec: AppSpec, rollout: Rollout) -> MirrorRoute | None:
+    """The mirror the rollout runs before its step 1 (its `rollout.mirror`), or None when it runs none.
+
+    None also for a first deploy (no live traffic to copy) and for a rollout in one step without a pause
+    (`rollback --now`, which asks for the old image at once).
+    """
+    mirror = spec.rollout.mirror
+    if mirror is None or rollout.from_colour is None or (rollout.steps == (100,) and rollout.pause == 0):
+        return None
+    return MirrorRoute(
+        app=spec.name, colour=rollout.to_colour, percent=mirror.percent, methods=mirror.methods
+    )
 
 
 def rollback_image(history: Sequence[Rollout]) -> str | None:

@@ -25,6 +25,7 @@ from trafficshift.models import (
     Event,
     LockRole,
     MetricsSnapshot,
+    MirrorRoute,
     Rollout,
     Routing,
 )
@@ -85,6 +86,12 @@ class RoutingPublisher(Protocol):
     async def views(self, app: str) -> Mapping[str, Mapping[str, int] | str]:
         """What each listed Traefik instance routes for `app` now, by API URL: the weight of each colour
         (empty when it routes nothing), or why it could not be read. Empty without an API."""
+
+    async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
+        """Write the app's mirror file (None: remove it), wait until Traefik runs it (or shows it gone).
+
+        The mirror's colour must be in the app's file. Returns the seconds it took; the caller holds the lock.
+        """
 
 
 class Lock(Protocol):

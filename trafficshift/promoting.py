@@ -55,11 +55,13 @@ async def promote_command(config: Config, args: argparse.Namespace) -> int:
     apps = chosen_apps(config, args)
     printer = Printer(as_json=args.json)
     stop: list[str] = []
-    service = None if args.local else running_service(config)
+    service = None if args.local else running_service(config, cacert=args.cacert)
     if service is None:
         from trafficshift.runtime import open_engine
 
-        async with open_engine(config=config, on_event=printer.event, on_progress=printer.progress) as engine:
+        async with open_engine(
+            config=config, on_event=printer.event, on_progress=printer.progress, on_live=printer.live
+        ) as engine:
 
             def interrupt(reason: str) -> None:
                 stop.append(reason)
@@ -94,6 +96,7 @@ async def promote_command(config: Config, args: argparse.Namespace) -> int:
                     body=_body(args),
                     on_event=printer.event,
                     on_progress=printer.progress,
+                    on_live=printer.live,
                     install_signals=lambda interrupt: following.__setitem__(app, interrupt),
                 )
             finally:

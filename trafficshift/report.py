@@ -8,7 +8,18 @@ from typing import Any, TypeVar
 
 from trafficshift.compose.fingerprint import changed_keys, describe, digest
 from trafficshift.drift import Drift, find_drift
-from trafficshift.models import AppState, Colour, ContainerInfo, Event, Rollout, Routing
+from trafficshift.models import (
+    AppState,
+    Colour,
+    ContainerInfo,
+    Event,
+    Figures,
+    Live,
+    Outcome,
+    Phase,
+    Rollout,
+    Routing,
+)
 
 JSON = dict[str, Any]
 # Colours, or their names as a JSON document gives them.
@@ -53,6 +64,49 @@ def rollout_dict(r: Rollout) -> JSON:
         "spec": None if r.to_spec is None else digest(r.to_spec),
         "changed": changes_of(r),
     }
+
+
+def rollout_of(doc: Mapping[str, Any]) -> Rollout:
+    """A rollout from its `rollout_dict` document (`GET /rollouts/{id}`), for what a local run would say of
+    it; the fields the document leaves out (the pause, the specs) are empty. KeyError or ValueError when it
+    is not one."""
+
+    def when(text: Any) -> float | None:
+        return None if text is None else dt.datetime.fromisoformat(str(text)).timestamp()
+
+    started = when(doc["started_at"]) or 0.0
+    return Rollout(
+        id=str(doc["id"]),
+        app=str(doc["app"]),
+        from_colour=None if doc["from_colour"] is None else Colour(doc["from_colour"]),
+        from_image=doc["from_image"],
+        to_colour=Colour(doc["to_colour"]),
+        to_image=str(doc["image"]),
+        steps=tuple(int(p) for p in doc["steps"]),
+        pause=0.0,
+        phase=Phase(doc["state"]),
+        step=int(doc["step"]),
+        weights={Colour(c): int(w) for c, w in dict(doc["weights"]).items()},
+        started_at=started,
+        updated_at=started,
+        outcome=None if doc["outcome"] is None else Outcome(doc["outcome"]),
+        reason=doc["reason"],
+        ended_at=when(doc["ended_at"]),
+    )
+
+
+def event_of(doc: Mapping[str, Any]) -> Event:
+    """An event from its `event_dict` document (a `rollout` frame of `GET /events`)."""
+    return Event(
+        seq=int(doc["seq"]),
+        rollout_id=str(doc["rollout"]),
+        app=str(doc["app"]),
+        at=dt.datetime.fromisoformat(str(doc["at"])).timestamp(),
+        phase=Phase(doc["state"]),
+        step=int(doc["step"]),
+        weights={Colour(c): int(w) for c, w in dict(doc["weights"]).items()},
+        message=str(doc["message"]),
+    )
 
 
 def changes_of(r: Rollout) -> list[str] | None:
@@ -198,3 +252,87 @@ def format_event(e: Event) -> str:
     at = dt.datetime.fromtimestamp(e.at).strftime("%H:%M:%S")
     weights = weights_text(e.weights)
     return f"{at} {e.app} [{e.phase}] {e.message}" + (f"  ({weights})" if weights else "")
+
+
+def live_dict(live: Live) -> JSON:
+    """Where a rollout stands between transitions, as the API's `progress` frames carry it."""
+    return {
+        "rollout": live.rollout_id,
+        "app": live.app,
+        "state": live.phase,
+        "step": live.step,
+        "steps": live.steps,
+        "weights": dict(live.weights),
+        "text": live.text,
+        "hold": None if live.hold is None else {"elapsed": live.hold[0], "total": live.hold[1]},
+        "replicas": dict(live.replicas),
+        "figures": {
+            colour: {"requests": f.requests, "error_rate": f.error_rate, "p95": f.p95}
+            for colour, f in live.figures.items()
+        },
+    }
+
+
+def live_of(doc: Mapping[str, Any]) -> Live:
+    """A `progress` frame's document read back (ValueError, KeyError or TypeError when it is not one)."""
+    hold = doc.get("hold")
+    return Live(
+        rollout_id=str(doc["rollout"]),
+        app=str(doc["app"]),
+        phase=str(doc["state"]),
+        step=int(doc["step"]),
+        steps=int(doc["steps"]),
+        weights={str(k): int(v) for k, v in dict(doc["weights"]).items()},
+        text=str(doc.get("text") or ""),
+        hold=None if hold is None else (float(hold["elapsed"]), float(hold["total"])),
+        replicas={str(k): str(v) for k, v in dict(doc.get("replicas") or {}).items()},
+        figures={
+            str(colour): Figures(
+                requests=int(f["requests"]),
+                error_rate=None if f["error_rate"] is None else float(f["error_rate"]),
+                p95=None if f["p95"] is None else float(f["p95"]),
+            )
+            for colour, f in dict(doc.get("figures") or {}).items()
+        },
+    )
+
+
+def step_text(live: Live) -> str:
+    """`step 2/3`, or the state alone when the rollout is not at a step (starting, draining, ...).
+
+    Any state between the first step and the drain is at a step (`shifting`, or one held by an operator).
+    """
+    at_step = live.phase not in _NOT_AT_A_STEP and 0 <= live.step < live.steps
+    return f"step {live.step + 1}/{live.steps}" if at_step else live.phase
+
+
+_NOT_AT_A_STEP = frozenset(
+    {"starting", "ready", "draining", "cleaning", "done", "aborting", "aborted", "failed"}
+)
+
+
+def figures_text(figures: Figures) -> str:
+    """One colour's figures so far, for people: `120 requests, 5xx 0.8%, p95 0.012s`."""
+    rate = "-" if figures.error_rate is None else f"{figures.error_rate * 100:.1f}%"
+    p95 = "-" if figures.p95 is None else f"{figures.p95:.3f}s"
+    return f"{figures.requests} requests, 5xx {rate}, p95 {p95}"
+
+
+def hold_text(hold: tuple[float, float]) -> str:
+    """`12s of 30s, 18s left`."""
+    elapsed, total = hold
+    return f"{elapsed:.0f}s of {total:.0f}s, {max(0.0, total - elapsed):.0f}s left"
+
+
+def format_heartbeat(live: Live, *, at: float) -> str:
+    """The line a rollout prints every so often while it waits, for logs (no TTY): it is still alive."""
+    clock = dt.datetime.fromtimestamp(at).strftime("%H:%M:%S")
+    step = step_text(live)
+    parts = [f"{clock} {live.app} [{live.phase}]" + ("" if step == live.phase else f" {step}")]
+    if live.hold is not None:
+        parts.append(f"holding {hold_text(live.hold)}")
+    elif live.text:
+        parts.append(live.text)
+    parts += [f"{colour}: {figures_text(f)}" for colour, f in sorted(live.figures.items())]
+    weights = weights_text(live.weights)
+    return "; ".join(parts) + (f"  ({weights})" if weights else "")

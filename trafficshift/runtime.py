@@ -9,7 +9,7 @@ import aiodocker
 import aiohttp
 
 from trafficshift.containers import Containers
-from trafficshift.engine import Engine, EventSink, ProgressSink
+from trafficshift.engine import Engine, EventSink, LiveSink, ProgressSink
 from trafficshift.errors import UnreachableError
 from trafficshift.models import Config
 from trafficshift.ports import Adapters, Locks, MetricsSource, RoutingPublisher
@@ -98,11 +98,15 @@ async def _routing(
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    *, config: Config, on_event: EventSink | None = None, on_progress: ProgressSink | None = None
+    *,
+    config: Config,
+    on_event: EventSink | None = None,
+    on_progress: ProgressSink | None = None,
+    on_live: LiveSink | None = None,
 ) -> AsyncIterator[Engine]:
     """An engine over live adapters, closed on exit."""
     async with open_adapters(config, on_progress=on_progress) as adapters:
-        engine = Engine(adapters=adapters, on_event=on_event, on_progress=on_progress)
+        engine = Engine(adapters=adapters, on_event=on_event, on_progress=on_progress, on_live=on_live)
         try:
             yield engine
         finally:

@@ -140,25 +140,23 @@ async def test_a_stale_service_record_means_a_local_run(
 async def test_a_service_killed_while_the_cli_follows_its_rollout_exits_5(
     tmp_path: Path, traefik: TraefikProc, docker: aiodocker.Docker, prefix: str, app_images: dict[str, str]
 ) -> None:
+    """The CLI has a state folder of its own (it follows through the API only): the stream is lost, retried
+    for 10 s, then exit 5 with the last state it saw."""
     config = cli.app_config(tmp_path, traefik, prefix, image=app_images["v1"])
+    (tmp_path / "cli").mkdir()
+    elsewhere = cli.app_config(tmp_path / "cli", traefik, prefix, image=app_images["v1"])
     assert (await cli.run("promote", prefix, config=config)).code == 0
     async with run_service(config) as service:
-        proc = await cli.start(
-            "promote",
-            prefix,
-            "--image",
-            app_images["v2"],
-            "--pause",
-            "30s",
-            "--json",
-            config=config,
-            env=service.cli_env,
-        )
+        env = {"TRAFFICSHIFT_URL": service.url, "TRAFFICSHIFT_TOKEN": service.token}
+        args = ("promote", prefix, "--image", app_images["v2"], "--pause", "30s", "--json")
+        proc = await cli.start(*args, config=elsewhere, env=env)
         await cli.wait_for_line(proc, b"confirmed")
         service.process.kill()
-        stuck = await cli.finish(proc, within=15)
+        stuck = await cli.finish(proc, within=20)
     assert stuck.code == 5, stuck.stderr
     assert "no longer drives it" in stuck.stderr
+    assert "last seen: shifting, step 1/3 confirmed" in stuck.stderr, stuck.stderr
+    assert not (tmp_path / "cli" / "state").exists()
     # Its record is stale now: the CLI runs the abort itself.
     aborted = await cli.run("abort", prefix, config=config)
     assert aborted.code == 0, aborted.stderr

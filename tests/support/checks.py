@@ -51,12 +51,14 @@ def assert_settled(world: World, colour: Colour | None, image: str | None) -> No
         assert world.containers.names() == [f"{APP}-{colour}-1", f"{APP}-{colour}-2"]
         assert world.containers.images() == {image}
     assert world.publisher.confirmed[-1] == file
+    assert APP not in world.publisher.mirrors  # no mirror outlives its rollout
 
 
 def assert_invariants(world: World) -> None:
     """No weighted colour without ready servers and no file removed while a colour serves (in every routing
     asked for); no colour stopped while its file or Traefik still listed it."""
     assert world.stopped_while_routed == []
+    assert world.publisher.dangling == []  # no mirror of a colour the app's file does not list
     for asked in world.publisher.asked:
         for route in asked.routing.routes:
             if route.weight > 0:

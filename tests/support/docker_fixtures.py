@@ -14,7 +14,7 @@ import aiodocker
 import aiohttp
 import pytest
 
-from tests.support.images import build_app_image
+from tests.support.images import REQUEST_LINE, build_app_image
 
 IMAGE_REPO = "trafficshift-test/app"
 
@@ -91,4 +91,17 @@ async def colours_of(docker: aiodocker.Docker, app: str) -> dict[str, set[str]]:
     for c in await docker.containers.list(all=True, filters={"label": [f"trafficshift.app={app}"]}):
         labels = c["Labels"]
         found.setdefault(labels["trafficshift.colour"], set()).add(labels["trafficshift.image"])
+    return found
+
+
+async def requests_logged(docker: aiodocker.Docker, app: str, colour: str) -> list[tuple[str, str, int]]:
+    """(method, URI, status) of each request the colour's containers logged (images with `log_requests`)."""
+    found: list[tuple[str, str, int]] = []
+    filters = {"label": [f"trafficshift.app={app}", f"trafficshift.colour={colour}"]}
+    for c in await docker.containers.list(all=True, filters=filters):
+        lines = await c.log(stdout=True)
+        for line in "".join(lines).splitlines():
+            if line.startswith(REQUEST_LINE):
+                _, _, method, uri, status = line.split()
+                found.append((method, uri, int(status)))
     return found

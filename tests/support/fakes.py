@@ -41,6 +41,7 @@ from trafficshift.models import (
     ContainerState,
     Event,
     MetricsSnapshot,
+    MirrorRoute,
     Rollout,
     Routing,
     ServiceMetrics,
@@ -61,6 +62,7 @@ DOCKER_PING = "docker-ping"
 WRITE = "write"  # the app's dynamic file, written (or removed)
 CONFIRM = "confirm"  # Traefik's API shows the file's routing
 TRAEFIK_PING = "traefik-ping"
+MIRROR = "mirror"  # the app's mirror file, written or removed, and confirmed
 NOTIFY = "notify"  # a transition was committed to the store and is sent to the webhooks
 GATE = "gate"  # the confirm gate is asked
 SCRAPE = "scrape"  # Traefik's metrics are read
@@ -361,6 +363,11 @@ class FakePublisher:
         self.files: dict[str, Routing] = {}  # what each app's file holds (absent: no file)
         self.asked: list[Asked] = []
         self.confirmed: list[Routing] = []  # what Traefik was seen to run, in order
+        self.mirrors: dict[str, MirrorRoute] = {}  # each app's mirror file (absent: none)
+        self.mirror_log: list[MirrorRoute | None] = []  # every mirror file written (None: removed)
+        # A mirror naming a colour the app's file did not list, or a file dropping a mirrored colour: Traefik
+        # would run a mirroring service in error.
+        self.dangling: list[tuple[MirrorRoute, Routing]] = []
         self._witness = witness
 
     async def ping(self) -> None:
@@ -376,12 +383,26 @@ class FakePublisher:
         ready, live = self._witness(spec.name)
         self.asked.append(Asked(routing=routing, ready_urls=ready, live=live))
         self.faults.hit(WRITE)
+        mirror = self.mirrors.get(spec.name)
+        if mirror is not None and mirror.colour not in routing.weights():
+            self.dangling.append((mirror, routing))
         if routing.routes:
             self.files[spec.name] = routing
         else:
             self.files.pop(spec.name, None)
         self.faults.hit(CONFIRM)
         self.confirmed.append(routing)
+        return 0.0
+
+    async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
+        self.faults.hit(MIRROR)
+        if mirror is None:
+            self.mirrors.pop(spec.name, None)
+        else:
+            if mirror.colour not in self.file(spec.name).weights():
+                self.dangling.append((mirror, self.file(spec.name)))
+            self.mirrors[spec.name] = mirror
+        self.mirror_log.append(mirror)
         return 0.0
 
     def file(self, app: str = APP) -> Routing:
@@ -544,10 +565,10 @@ FAST_TMP = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 @contextlib.contextmanager
-def fresh_world(*, extra: str = "") -> Iterator[World]:
+def fresh_world(*, extra: str = "", config_text: str = CONFIG_TEXT) -> Iterator[World]:
     """A world in a temporary folder of its own (in memory where possible), closed and removed after."""
     with tempfile.TemporaryDirectory(dir=FAST_TMP, prefix="trafficshift-test-") as tmp:
-        world = make_world(Path(tmp), extra=extra)
+        world = make_world(Path(tmp), extra=extra, config_text=config_text)
         try:
             yield world
         finally:
@@ -586,3 +607,12 @@ def _without_fsync(store: AsyncStateStore) -> None:
     """
     writer = store._writer
     writer._pool.submit(lambda: writer._store._db.execute("PRAGMA synchronous=OFF")).result()
+
+
+def with_mirror(config_text: str = CONFIG_TEXT, *, duration: str = "50ms") -> str:
+    """`config_text` whose app mirrors 20% of GET and HEAD to the new colour before step 1."""
+    mirrored = config_text.replace(
+        "stop_timeout: 0s}", f"stop_timeout: 0s, mirror: {{percent: 20, duration: {duration}}}}}"
+    )
+    assert mirrored != config_text
+    return mirrored

@@ -59,6 +59,12 @@ printf 'Status: {status}\\r\\nContent-Type: text/plain\\r\\n\\r\\n{version}\\n'
 """
 
 
+# With `log_requests`, the CGI also writes one line per request to the container's log (PID 1's stdout):
+# what a mirror test counts, per method, in the new colour's own log.
+_CGI_LOG = """echo "request {version} $REQUEST_METHOD $REQUEST_URI {code}" >/proc/1/fd/1\n"""
+REQUEST_LINE = "request "
+
+
 def busybox_path() -> Path:
     """Return Debian's static busybox, downloaded once with `apt-get download` into <repo>/.cache/busybox."""
     target = CACHE / "busybox"
@@ -85,12 +91,14 @@ def build_app_image(
     status_500: bool = False,
     slow: float = 0,
     healthcheck: bool = False,
+    log_requests: bool = False,
 ) -> str:
     """Build (unless already built) an HTTP app image answering `version` on / and return its tag.
 
     `/healthz` answers 200 when `ready`, else 404 forever. `status_500` makes `/` answer 500 (with /healthz
     still 200); `slow` delays `/` that many seconds. `healthcheck` adds a Docker HEALTHCHECK on /healthz.
-    `docker run IMAGE CMD...` runs CMD instead of the server (e.g. `sh -c 'exit 3'`).
+    `docker run IMAGE CMD...` runs CMD instead of the server (e.g. `sh -c 'exit 3'`). `log_requests` serves
+    `/` (any method) through CGI and logs each request as `request <version> <METHOD> <URI> <status>`.
     """
     busybox = busybox_path()
     files: dict[str, str] = {
@@ -98,9 +106,13 @@ def build_app_image(
     }
     if ready:
         files["www/healthz"] = "ok\n"
-    if status_500 or slow:
+    if status_500 or slow or log_requests:
         status = "500 Internal Server Error" if status_500 else "200 OK"
-        files["www/cgi-bin/index.cgi"] = _CGI.format(slow=slow, status=status, version=version)
+        cgi = _CGI.format(slow=slow, status=status, version=version)
+        if log_requests:
+            head, _, tail = cgi.partition("printf")
+            cgi = head + _CGI_LOG.format(version=version, code=status.split()[0]) + "printf" + tail
+        files["www/cgi-bin/index.cgi"] = cgi
     else:
         files["www/index.html"] = f"{version}\n"
     changes = [f"EXPOSE {PORT}", 'ENTRYPOINT ["/bin/sh", "/serve.sh"]']

@@ -98,10 +98,23 @@ def share(
 class Load:
     """Runs the workers between `async with` entry and exit; counters are live while it runs."""
 
-    def __init__(self, *, url: str, host: str, concurrency: int = 8, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        host: str,
+        concurrency: int = 8,
+        timeout: float = 5.0,
+        method: str = "GET",
+        numbered: bool = False,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.url = url
+        self.method = method
+        # Numbered: each request carries `?n=<k>` (k = 0, 1, ...), so a server's log can tell which it saw.
+        self.numbered = numbered
+        self.issued = 0
         self.host = host
         self.concurrency = concurrency
         self.timeout = timeout
@@ -196,12 +209,15 @@ class Load:
 
     async def _worker(self) -> None:
         assert self._session is not None
-        session, url, headers = self._session, self.url, {"Host": self.host}
+        session, url, headers, method = self._session, self.url, {"Host": self.host}, self.method
         record, bodies, clock, progress = self._samples.append, self._bodies, time.monotonic, self._progress
         while not self._stopping:
             started = clock()
+            if self.numbered:
+                url = f"{self.url}?n={self.issued}"
+            self.issued += 1
             try:
-                async with session.get(url, headers=headers, allow_redirects=False) as response:
+                async with session.request(method, url, headers=headers, allow_redirects=False) as response:
                     # Read it all (not just the prefix) so the keep-alive connection can be reused.
                     raw = await response.read()
                     status = response.status
@@ -220,12 +236,30 @@ class Load:
             progress.set()
 
 
-def run_load(*, url: str, host: str, concurrency: int = 8, timeout: float = 5.0) -> Load:
+def run_load(
+    *,
+    url: str,
+    host: str,
+    concurrency: int = 8,
+    timeout: float = 5.0,
+    method: str = "GET",
+    numbered: bool = False,
+) -> Load:
     """`async with run_load(...) as load:` runs the load; `load.samples` keeps everything afterwards."""
-    return Load(url=url, host=host, concurrency=concurrency, timeout=timeout)
+    return Load(
+        url=url, host=host, concurrency=concurrency, timeout=timeout, method=method, numbered=numbered
+    )
 
 
-def load_app(*, web_url: str, app: str, concurrency: int = 4) -> Load:
+def load_app(
+    *, web_url: str, app: str, concurrency: int = 4, method: str = "GET", numbered: bool = False
+) -> Load:
     """Load on an app's router through Traefik's web entrypoint (rule `Host(`<app>.localhost`)`, as
     tests/support/cli.write_config writes it)."""
-    return run_load(url=web_url + "/", host=f"{app}.localhost", concurrency=concurrency)
+    return run_load(
+        url=web_url + "/",
+        host=f"{app}.localhost",
+        concurrency=concurrency,
+        method=method,
+        numbered=numbered,
+    )

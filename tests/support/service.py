@@ -10,6 +10,7 @@ import os
 import resource
 import secrets
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -91,11 +92,13 @@ async def run_service(
     log_name: str = "service.log",
     env: dict[str, str] | None = None,
     soft_nofile: int | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[ServiceProc]:
     """Start `trafficshift serve -c config`, wait until `/healthz` answers; SIGTERM it at the end.
 
     `soft_nofile` starts it with that soft limit of open files (the hard one as it is), as a shell with a
-    low `ulimit -Sn` would.
+    low `ulimit -Sn` would. `tls` (certificate, key): it serves https, and the session trusts that
+    certificate.
     """
     token = token or secrets.token_urlsafe(16)
     port = free_port()
@@ -109,14 +112,21 @@ async def run_service(
             str(config),
             "--listen",
             f"127.0.0.1:{port}",
+            *(() if tls is None else ("--tls-cert", str(tls[0]), "--tls-key", str(tls[1]))),
             stdout=log,
             stderr=log,
             env=environment,
             preexec_fn=None if soft_nofile is None else functools.partial(_soft_nofile, soft_nofile),
         )
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    connector = None if tls is None else aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=tls[0]))
+    scheme = "http" if tls is None else "https"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as session:
         service = ServiceProc(
-            url=f"http://127.0.0.1:{port}", token=token, process=process, log_path=log_path, session=session
+            url=f"{scheme}://127.0.0.1:{port}",
+            token=token,
+            process=process,
+            log_path=log_path,
+            session=session,
         )
         try:
             await _wait_healthy(service)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from trafficshift import report
 from trafficshift.config import parse_config_text
 from trafficshift.containers import Containers
 from trafficshift.engine import Engine
@@ -25,7 +28,7 @@ from trafficshift.errors import (
     TraefikApiError,
     UnreachableError,
 )
-from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
+from trafficshift.models import AppState, Colour, Event, Figures, Live, Outcome, Phase, Rollout
 from trafficshift.ports import Adapters
 from trafficshift.service import metrics as metrics_module
 from trafficshift.service import routes
@@ -203,7 +206,9 @@ async def test_a_bad_event_id_is_refused_before_the_stream_starts(
 async def test_the_largest_event_id_streams(client: TestClient[web.Request, web.Application]) -> None:
     response = await client.get("/events", headers={**AUTH, "Last-Event-ID": str(2**63 - 1)})
     assert response.status == 200
-    assert await response.content.readuntil(b"\n\n") == b": stream of rollout transitions\n\n"
+    # It opens with the id it resumes after: what a client that wants nothing older notes.
+    opening = b": stream of rollout transitions\nid: 9223372036854775807\n\n"
+    assert await response.content.readuntil(b"\n\n") == opening
     response.close()
 
 
@@ -220,6 +225,11 @@ async def test_schedules_add_list_cancel(client: TestClient[web.Request, web.App
     assert (await client.delete("/schedules/nope", headers=AUTH)).status == 404
 
 
+def _rollout_ids(text: str) -> list[int]:
+    """The ids of a stream's `rollout` events (not the opening id, which has no event)."""
+    return [int(i) for i in re.findall(r"^id: (\d+)\nevent: rollout$", text, re.M)]
+
+
 async def test_events_stream_from_the_store_and_resume_after_last_event_id(
     client: TestClient[web.Request, web.Application],
 ) -> None:
@@ -232,7 +242,8 @@ async def test_events_stream_from_the_store_and_resume_after_last_event_id(
     async with asyncio.timeout(5):
         while text.count("\n\n") < 1 + len(seqs) - 2:  # the opening comment, then the events after seqs[1]
             text += (await response.content.readany()).decode()
-    ids = [int(i) for i in re.findall(r"^id: (\d+)$", text, re.M)]
+    assert text.startswith(f": stream of rollout transitions\nid: {seqs[1]}\n\n")  # where it resumes
+    ids = _rollout_ids(text)
     assert ids == seqs[2:]
     assert text.count("event: rollout\n") == len(ids)
     response.close()
@@ -350,12 +361,10 @@ async def test_events_are_read_in_batches(
     response = await client.get("/events?after=0", headers=AUTH)
     text = ""
     async with asyncio.timeout(5):
-        while len(re.findall(r"^id: ", text, re.M)) < store.last_event_seq():
+        while len(_rollout_ids(text)) < store.last_event_seq():
             text += (await response.content.readany()).decode()
     response.close()
-    assert [int(i) for i in re.findall(r"^id: (\d+)$", text, re.M)] == list(
-        range(1, store.last_event_seq() + 1)
-    )
+    assert _rollout_ids(text) == list(range(1, store.last_event_seq() + 1))
     assert limits
     assert set(limits) == {4}
 
@@ -448,3 +457,39 @@ async def test_a_rollout_that_runs_is_still_a_conflict(
         assert (await client.post("/apps/web/rollback", headers=AUTH)).status == 409
     finally:
         driver.release()
+
+
+async def test_events_of_one_rollout_with_its_progress_frames(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    """`?rollout=ID` streams that rollout's transitions only; `?progress=true` adds where it stands."""
+    store = _store(client)
+    other, mine = _finished_rollout(store), _finished_rollout(store)
+    board = client.app[routes.CONTEXT].runner.progress
+    live = Live(
+        rollout_id=mine.id,
+        app="web",
+        phase="shifting",
+        step=0,
+        steps=2,
+        weights={"blue": 90, "green": 10},
+        hold=(3.0, 10.0),
+        replicas={"web-green-1": "ready"},
+        figures={"green": Figures(requests=12, error_rate=0.0, p95=0.01)},
+    )
+    board.publish(live)
+    board.publish(dataclasses.replace(live, rollout_id=other.id))
+    response = await client.get(f"/events?after=0&rollout={mine.id}&progress=true", headers=AUTH)
+    text = ""
+    mine_seqs = [e.seq for e in store.events(rollout_id=mine.id)]
+    async with asyncio.timeout(5):
+        while len(_rollout_ids(text)) < len(mine_seqs) or "event: progress" not in text:
+            text += (await response.content.readany()).decode()
+    response.close()
+    assert _rollout_ids(text) == mine_seqs
+    progress = re.findall(r"^event: progress\ndata: (.*)$", text, re.M)
+    assert [report.live_of(json.loads(doc)) for doc in progress] == [live]
+
+    bad = await client.get("/events?progress=maybe", headers=AUTH)
+    assert bad.status == 400
+    assert (await bad.json())["field"] == "progress"

@@ -53,7 +53,8 @@ def test_help_and_check_load_no_server_and_no_docker(tmp_path: Path, args: tuple
     code, modules = _imported(tmp_path, *args)
     assert code == 0
     # asyncio too: neither runs an event loop, and asyncio (with ssl) is most of the CLI's start-up time.
-    for name in (*SERVER_ONLY, "aiodocker", "trafficshift.service", "asyncio"):
+    # rich neither: it draws the live display of a rollout on a terminal, and only then is it loaded.
+    for name in (*SERVER_ONLY, "aiodocker", "trafficshift.service", "asyncio", "rich"):
         assert _loaded(modules, name) == [], f"`trafficshift {' '.join(args)}` loads {name}"
 
 
@@ -64,3 +65,11 @@ def test_status_loads_no_server(tmp_path: Path) -> None:
     assert _loaded(modules, "aiodocker") != []
     for name in (*SERVER_ONLY, "trafficshift.service"):
         assert _loaded(modules, name) == [], f"`trafficshift status` loads {name}"
+
+
+def test_init_loads_no_event_loop_and_no_docker(tmp_path: Path) -> None:
+    code, modules = _imported(tmp_path, "init")
+    assert code == 0
+    assert (tmp_path / "traefik" / "traefik.yml").is_file()  # it ran: the starter files are there
+    for name in (*SERVER_ONLY, "aiodocker", "trafficshift.service", "asyncio"):
+        assert _loaded(modules, name) == [], f"`trafficshift init` loads {name}"

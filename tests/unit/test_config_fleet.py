@@ -76,3 +76,14 @@ def test_one_api_url_is_a_fleet_of_one_and_the_root_key_defaults_to_traefiks() -
 def test_bad_fleet_settings_name_file_line_and_key(traefik: str, where: str, why: str) -> None:
     messages = errors_of(traefik)
     assert any(m.startswith(f"trafficshift.yml:{where}: ") and why in m for m in messages), messages
+
+
+def test_a_mirror_is_refused_with_redis_where_it_is_not_written() -> None:
+    text = (
+        "traefik: {provider: redis, redis: {url: 'redis://h'}}\n"
+        "apps:\n  web: {image: i, port: 80, rule: r, network: n,\n"
+        "        rollout: {mirror: {percent: 10, duration: 5s}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text, source="trafficshift.yml", base_dir=Path("/base"))
+    assert any(m.startswith("trafficshift.yml:3: apps.web: ") and "mirror" in m for m in info.value.messages)

@@ -15,7 +15,7 @@ import pytest
 import trafficshift.engine as engine_module
 from tests.support.checks import deploy_blue, phase_is
 from tests.support.fakes import APP, CONFIRM, Killed, World, fresh_world
-from trafficshift.models import AppState, Colour, Event, Outcome, Phase
+from trafficshift.models import AppState, Colour, Event, Live, Outcome, Phase
 
 
 @pytest.fixture(autouse=True)
@@ -110,3 +110,32 @@ async def test_an_engine_following_another_processs_rollout_reports_it_without_n
     notified = [e.seq for e in world.notifier.events[sent:]]
     assert notified == sorted(set(notified))
     assert set(notified) >= {e.seq for e in followed}
+
+
+async def test_where_a_held_step_stands_is_reported_each_second_with_the_figures_so_far(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """on_live: the record's step and weights, the hold's clock, each replica's readiness, both colours'
+    requests so far (analysis); the CLI's display and the API's progress frames draw from it."""
+    monkeypatch.setattr(engine_module, "LIVE_EVERY", 0.05)
+    analysis = "    analysis: {max_error_rate: 0.05, min_requests: 10, interval: 10s}\n"
+    with fresh_world(extra=analysis) as world:
+        await deploy_blue(world)
+        lives: list[Live] = []
+        done = await world.engine(on_live=lives.append).promote(
+            app=APP, image="web:2", steps=(50, 100), pause=0.3
+        )
+        assert done.outcome is Outcome.DONE
+    held = [live for live in lives if live.hold is not None and live.phase == "shifting"]
+    assert len(held) >= 4, lives  # every LIVE_EVERY of the 0.3 s hold, between judgements (10 s apart)
+    assert {(live.step, live.steps, live.hold[1] if live.hold else None) for live in held} == {(0, 2, 0.3)}
+    assert [live.hold[0] for live in held if live.hold] == sorted(live.hold[0] for live in held if live.hold)
+    assert held[-1].weights == {"blue": 50, "green": 50}
+    assert held[-1].replicas == {"web-green-1": "ready", "web-green-2": "ready"}
+    figures = held[-1].figures
+    assert set(figures) == {"blue", "green"}
+    assert figures["green"].requests > 0
+    assert figures["green"].error_rate == 0.0
+    assert figures["green"].p95 is not None
+    # The transitions are reported too (the display's step and weights between holds).
+    assert [live.phase for live in lives if live.hold is None][-1] == "cleaning"

@@ -20,7 +20,9 @@ import trafficshift.engine as engine_module
 from tests.support.checks import assert_invariants, assert_settled, deploy_blue
 from tests.support.fakes import (
     APP,
+    CONFIG_TEXT,
     CONFIRM,
+    MIRROR,
     NOTIFY,
     START,
     STATE,
@@ -31,6 +33,7 @@ from tests.support.fakes import (
     World,
     fresh_world,
     not_applied,
+    with_mirror,
     write_failed,
 )
 from trafficshift.containers import ContainerError
@@ -44,8 +47,9 @@ ERRORS = {
     STATE: lambda: ContainerError("container web-x-1: inspect failed"),
     WRITE: write_failed,
     CONFIRM: not_applied,
+    MIRROR: not_applied,
 }
-OPS = [START, STOP, STATE, WRITE, CONFIRM, NOTIFY]
+OPS = [START, STOP, STATE, WRITE, CONFIRM, MIRROR, NOTIFY]
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Scenario:
     pause: float
     faults: tuple[Fault, ...]
     then: str  # what the next process runs after a run that did not end: "promote" or "abort"
+    mirror: bool  # a mirror phase before step 1 (`rollout.mirror`)
 
 
 scenarios = st.builds(
@@ -81,6 +86,7 @@ scenarios = st.builds(
     pause=st.sampled_from([0.0, 0.003]),
     faults=st.lists(faults, max_size=4).map(tuple),
     then=st.sampled_from(["promote", "abort"]),
+    mirror=st.booleans(),
 )
 
 
@@ -149,5 +155,6 @@ async def run(world: World, scenario: Scenario) -> None:
 @given(scenario=scenarios)
 def test_random_faults_never_route_an_unready_server_and_always_converge(scenario: Scenario) -> None:
     note(repr(scenario))
-    with fresh_world() as world, mock.patch.object(engine_module, "POLL", 0.002):
+    config_text = with_mirror(duration="3ms") if scenario.mirror else CONFIG_TEXT
+    with fresh_world(config_text=config_text) as world, mock.patch.object(engine_module, "POLL", 0.002):
         asyncio.run(run(world, scenario))

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 
 from aiohttp import web
@@ -51,15 +52,27 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The listener's TLS (the certificate chain and its key, PEM); UsageError (exit 2) naming a bad file."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--tls-cert {cert} / --tls-key {key}: {exc.strerror or exc}") from None
+    return context
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
 
-async def serve(config: Config, *, listen: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT; return the exit code."""
+async def serve(config: Config, *, listen: str | None = None, tls: tuple[str, str] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code. `tls`: (certificate, key) PEM files: https."""
     host, port = split_listen(listen or config.service.listen)
+    tls_context_ = None if tls is None else tls_context(*tls)
     token, source = resolve_token(config, listen_host=host)
     async with open_adapters(config) as adapters:
         await adapters.containers.ping()
@@ -85,7 +98,7 @@ async def serve(config: Config, *, listen: str | None = None) -> int:
                 shutdown=asyncio.Event(),
             )
             app = routes.build_app(context, token=token)
-            await _run(app, context, provider, host=host, port=port, source=source)
+            await _run(app, context, provider, host=host, port=port, source=source, tls=tls_context_)
             return 0
         finally:
             await schedules.aclose()
@@ -99,7 +112,14 @@ async def _rollout_of(store: AsyncStateStore, schedule: Schedule) -> str | None:
 
 
 async def _run(
-    app: web.Application, context: routes.Context, provider: Provider, *, host: str, port: int, source: str
+    app: web.Application,
+    context: routes.Context,
+    provider: Provider,
+    *,
+    host: str,
+    port: int,
+    source: str,
+    tls: ssl.SSLContext | None,
 ) -> None:
     stop = asyncio.Event()
     _install_signals(stop)
@@ -109,12 +129,13 @@ async def _run(
     )
     await web_runner.setup()
     try:
-        listener, guard = await _listen(web_runner, config.service, host=host, port=port)
+        listener, guard = await _listen(web_runner, config.service, host=host, port=port, tls=tls)
     except OSError as exc:
         await web_runner.cleanup()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
-    record = write_service_file(config.state_dir, url=service_url(host, port))
+    url = service_url(host, port, tls=tls is not None)
+    record = write_service_file(config.state_dir, url=url)
     background: list[asyncio.Task[None]] = []
     restore_log = connections.install_accept_error_log(asyncio.get_running_loop(), guard.logs)
     try:
@@ -127,7 +148,8 @@ async def _run(
             ),
         ]
         shown = f"[{host}]" if ":" in host else host
-        log.info("listening on http://%s:%d (token from %s)", shown, port, source)
+        scheme = "https" if tls is not None else "http"
+        log.info("listening on %s://%s:%d (token from %s)", scheme, shown, port, source)
         log.info(
             "at most %d API connections, request heads within %gs, keep-alive %gs",
             guard.limit,
@@ -154,7 +176,7 @@ async def _run(
 
 
 async def _listen(
-    web_runner: web.AppRunner, spec: ServiceSpec, *, host: str, port: int
+    web_runner: web.AppRunner, spec: ServiceSpec, *, host: str, port: int, tls: ssl.SSLContext | None
 ) -> tuple[asyncio.Server, connections.ConnectionGuard]:
     """Listen for aiohttp's server through a ConnectionGuard (its cap and head deadline; see connections).
 
@@ -175,8 +197,14 @@ async def _listen(
             open_files,
             guard.limit,
         )
+    # With TLS the guard's head deadline starts once the handshake is done; the handshake has its own.
     listener = await asyncio.get_running_loop().create_server(
-        guard.factory(server), host, port, backlog=BACKLOG
+        guard.factory(server),
+        host,
+        port,
+        backlog=BACKLOG,
+        ssl=tls,
+        ssl_handshake_timeout=spec.header_timeout if tls is not None else None,
     )
     return listener, guard
 

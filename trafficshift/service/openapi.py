@@ -322,17 +322,23 @@ def _paths() -> JSON:
         },
         "/events": {
             "get": _op(
-                "server-sent events, one `rollout` event per transition; resumes after `Last-Event-ID`",
+                "server-sent events, one `rollout` event per transition; resumes after `Last-Event-ID`;"
+                " `rollout` streams one rollout's only; `progress=true` adds `progress` frames (no id)",
                 {
                     "200": {
-                        "description": "`id: <seq>`, `event: rollout`, `data: <Event as JSON>`",
+                        "description": "opens with `id: <cursor>` (no data); then `id: <seq>`,"
+                        " `event: rollout`, `data: <Event as JSON>`; with progress=true also"
+                        " `event: progress`, `data: <Progress as JSON>` (where a rollout the service"
+                        " drives stands: hold, replicas, analysis figures)",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    "400": _answer("bad Last-Event-ID or after (checked before the stream starts)"),
+                    "400": _answer("bad Last-Event-ID, after or progress (checked before the stream starts)"),
                 },
                 params=[
                     {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
                     {"name": "after", "in": "query", "schema": _EVENT_ID},
+                    {"name": "rollout", "in": "query", "schema": {"type": "string"}},
+                    {"name": "progress", "in": "query", "schema": {"enum": ["true", "false", "1", "0"]}},
                 ],
             )
         },

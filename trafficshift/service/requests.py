@@ -136,6 +136,15 @@ def event_cursor(text: str, *, field: str) -> int:
     return int(text)
 
 
+def stream_flag(text: str | None, *, field: str) -> bool:
+    """A yes/no query parameter of `GET /events` (`true`/`false`, `1`/`0`; absent is no)."""
+    if text is None or text.lower() in ("false", "0", ""):
+        return False
+    if text.lower() in ("true", "1"):
+        return True
+    raise bad(field, f"expected true or false, got {text[:40]!r}")
+
+
 def abort_request(body: Mapping[str, Any]) -> None:
     """Nothing, or `{}`: an abort takes no parameters (a field is refused rather than ignored)."""
     for key in body:

@@ -35,6 +35,7 @@ from trafficshift.service.requests import (
     promote_request,
     rollback_request,
     schedule_request,
+    stream_flag,
 )
 from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
@@ -241,7 +242,12 @@ async def get_rollout(request: web.Request) -> web.Response:
 
 @routes.get("/events")
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: one `rollout` event per transition, `id` = its sequence number."""
+    """Server-sent events: one `rollout` event per transition, `id` = its sequence number.
+
+    `?rollout=ID` streams that rollout's only; `?progress=true` adds `progress` frames (no id: they are not
+    stored) with where each rollout the service drives stands, once a second while a step holds. The stream
+    opens with `id: <cursor>` and no data: the id a client resumes after to miss nothing from then on.
+    """
     ctx = _ctx(request)
     # Validated before the response starts: once it has, an error can only cut the stream.
     if start := request.headers.get("Last-Event-ID"):  # an empty one is no id (as EventSource sends none)
@@ -250,19 +256,27 @@ async def events(request: web.Request) -> web.StreamResponse:
         cursor = event_cursor(start, field="after")
     else:
         cursor = await ctx.store.last_event_seq()
+    rollout_id = request.query.get("rollout") or None
+    progress = stream_flag(request.query.get("progress"), field="progress")
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     beat = loop.time() + SSE_HEARTBEAT
+    version = 0
     try:
-        await response.write(b": stream of rollout transitions\n\n")
+        await response.write(f": stream of rollout transitions\nid: {cursor}\n\n".encode())
         while not ctx.shutdown.is_set():
-            for event in await ctx.store.events(after=cursor, limit=SSE_BATCH):
+            for event in await ctx.store.events(after=cursor, rollout_id=rollout_id, limit=SSE_BATCH):
                 data = json.dumps(report.event_dict(event))
                 await response.write(f"id: {event.seq}\nevent: rollout\ndata: {data}\n\n".encode())
                 cursor = event.seq
+            if progress:
+                version, lives = ctx.runner.progress.since(version, rollout_id=rollout_id)
+                for live in lives:
+                    data = json.dumps(report.live_dict(live))
+                    await response.write(f"event: progress\ndata: {data}\n\n".encode())
             if loop.time() >= beat:
                 await response.write(b": keep-alive\n\n")
                 beat = loop.time() + SSE_HEARTBEAT

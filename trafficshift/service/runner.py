@@ -29,6 +29,7 @@ from trafficshift.errors import (
 )
 from trafficshift.models import LockRole, Rollout
 from trafficshift.ports import Adapters
+from trafficshift.service.progress import ProgressBoard
 
 log = logging.getLogger("trafficshift.runner")
 
@@ -42,11 +43,15 @@ class Runner:
         self.store = adapters.store
         self._tasks: dict[asyncio.Task[Rollout], Engine] = {}
         self._closing = False
+        # What every engine here reports between transitions, for the API's `progress` frames.
+        self.progress = ProgressBoard()
 
     def engine(
         self, *, on_created: Callable[[Rollout], None] | None = None, adapters: Adapters | None = None
     ) -> Engine:
-        return Engine(adapters=adapters or self.adapters, on_created=on_created)
+        return Engine(
+            adapters=adapters or self.adapters, on_created=on_created, on_live=self.progress.publish
+        )
 
     async def adapters_for(self, app: str) -> Adapters:
         """The adapters for a rollout of `app`: for a compose-backed app, with its service read through

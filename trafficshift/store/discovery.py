@@ -93,13 +93,14 @@ def read_generated_token(state_dir: Path) -> str | None:
         return None
 
 
-def service_url(host: str, port: int) -> str:
+def service_url(host: str, port: int, *, tls: bool = False) -> str:
     """The URL a client on this host reaches the listener at (a wildcard address as loopback)."""
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def write_service_file(state_dir: Path, *, url: str) -> Path:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from trafficshift.errors import TraefikApiError, UnreachableError
+from trafficshift.errors import StepNotApplied, TraefikApiError, UnreachableError
 from trafficshift.models import Colour, ColourRoute, Routing
 from trafficshift.traefik import names
 
@@ -61,6 +62,38 @@ class ObservedRouting:
         return self.routing().canonical() == expected.canonical()
 
 
+@dataclass(frozen=True)
+class ObservedMirror:
+    """The app's mirror router and mirroring service as Traefik's API shows them (None: not there)."""
+
+    router: Mapping[str, Any] | None
+    service: Mapping[str, Any] | None
+
+    def matches(self, expected: Mapping[str, Any] | None) -> bool:
+        """Whether Traefik runs the mirror file's `expected` document (render.mirror_document) enabled.
+
+        None expects the mirror gone: neither its router nor its service is left.
+        """
+        if expected is None:
+            return self.router is None and self.service is None
+        if self.router is None or self.service is None:
+            return False
+        ((_, router),) = expected["http"]["routers"].items()
+        ((_, service),) = expected["http"]["services"].items()
+        observed = self.service.get("mirroring") or {}
+        listed = observed.get("mirrors") or []
+        mirrors = [{"name": m.get("name"), "percent": m.get("percent")} for m in listed]
+        return (
+            self.router.get("status") == "enabled"
+            and self.service.get("status") == "enabled"
+            and self.router.get("rule") == router["rule"]
+            and self.router.get("service") == router["service"]
+            and sorted(self.router.get("entryPoints") or []) == sorted(router["entryPoints"])
+            and observed.get("service") == service["mirroring"]["service"]
+            and mirrors == service["mirroring"]["mirrors"]
+        )
+
+
 class TraefikApi:
     """A running Traefik, reached through its API (`api.insecure`, or a router to `api@internal`)."""
 
@@ -82,6 +115,10 @@ class TraefikApi:
                 f"no Traefik API at {self.api_url} (GET /api/version answered {version!r:.80});"
                 " api_url must point at Traefik's API entrypoint"
             )
+
+    async def has_service(self, qualified: str) -> bool:
+        """Whether Traefik runs the HTTP service `qualified` (`name@provider`), e.g. `doctor`'s probe."""
+        return await self._get(f"/api/http/services/{qualified}") is not None
 
     async def read_routing(self, app: str) -> ObservedRouting:
         """Return the app's weighted service and its children as Traefik runs them (one app's GETs)."""
@@ -114,6 +151,44 @@ class TraefikApi:
             if next_page <= page:
                 return found
             page = next_page
+
+    async def read_mirror(self, app: str) -> ObservedMirror:
+        """The app's mirror router and mirroring service, as Traefik runs them."""
+        router, service = await asyncio.gather(
+            self._get(f"/api/http/routers/{names.qualified(names.mirror_router(app), self.provider)}"),
+            self._get(f"/api/http/services/{names.qualified(names.mirror_service(app), self.provider)}"),
+        )
+        return ObservedMirror(router=router, service=service)
+
+    async def wait_until_mirrored(
+        self,
+        app: str,
+        expected: Mapping[str, Any] | None,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        poll: float = 0.05,
+    ) -> float:
+        """Poll until Traefik runs the app's mirror file `expected` (None: until the mirror is gone).
+
+        Returns the seconds it took; StepNotApplied with the last observation on timeout.
+        """
+        started = time.monotonic()
+        observed: ObservedMirror | str | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        observed = await self.read_mirror(app)
+                    except (UnreachableError, TraefikApiError) as exc:  # restarting, or mid-reload
+                        observed = str(exc)
+                    else:
+                        if observed.matches(expected):
+                            return time.monotonic() - started
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise StepNotApplied(
+                names.qualified(names.mirror_service(app), self.provider), expected or "no mirror", observed
+            ) from None
 
     async def _get(self, path: str) -> Any:
         """Return the decoded JSON at `path`, or None for a 404."""

@@ -35,6 +35,8 @@ def read_routing(*, dynamic_dir: Path, app: str) -> Routing | None:
 def write_dynamic(*, dynamic_dir: Path, app: str, text: str | None) -> bool:
     """Replace the app's dynamic file atomically with `text`, or remove it when `text` is None.
 
+    `app` is the file's stem: the app's name, or `names.mirror_file(app)` for its mirror file.
+
     The other half of invariant 3 (docs/ARCHITECTURE.md): Traefik sees the old file or the new one, whole.
 
     Returns whether anything changed: an identical file is left alone, so Traefik sees no event and the

@@ -34,6 +34,21 @@ def retry_middleware(app: str) -> str:
     return f"{app}-retry"
 
 
+def mirror_router(app: str) -> str:
+    """The router of the mirror phase: the app's rule and the mirrored methods, in front of the mirror."""
+    return f"{app}-mirror"
+
+
+def mirror_service(app: str) -> str:
+    """The mirroring service of the mirror phase: the weighted service, with copies to the new colour."""
+    return f"{app}-mirror"
+
+
+def mirror_file(app: str) -> str:
+    """The stem of the app's mirror file (`web.mirror` -> `web.mirror.yml`); no app name has a dot."""
+    return f"{app}.mirror"
+
+
 def qualified(name: str, provider: str = PROVIDER) -> str:
     """`name` as Traefik's API and metrics show it, with the provider suffix (`web-green@file`)."""
     return f"{name}@{provider}"

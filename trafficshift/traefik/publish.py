@@ -14,11 +14,18 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from trafficshift.errors import UnreachableError
-from trafficshift.models import AppSpec, Config, Routing
+from trafficshift.errors import UnreachableError, UsageError
+from trafficshift.models import AppSpec, Config, MirrorRoute, Routing
+from trafficshift.traefik import names
 from trafficshift.traefik.files import read_routing, write_dynamic
 from trafficshift.traefik.fleet import Fleet
-from trafficshift.traefik.render import expected_document, parse_dynamic, render_dynamic
+from trafficshift.traefik.render import (
+    expected_document,
+    mirror_document,
+    parse_dynamic,
+    render_dynamic,
+    render_mirror,
+)
 
 if TYPE_CHECKING:
     from trafficshift.store.redis_locks import RedisLocks
@@ -56,6 +63,36 @@ async def views(fleet: Fleet | None, app: str) -> dict[str, dict[str, int] | str
         url: view if isinstance(view, str) else {str(r.colour): r.weight for r in view.routes if r.colour}
         for url, view in seen.items()
     }
+
+
+async def publish_mirror(
+    *, config: Config, traefik: Fleet | None, spec: AppSpec, mirror: MirrorRoute | None
+) -> float:
+    """Write the app's mirror file (None: remove it) and wait until Traefik runs it (or shows it gone).
+
+    The same atomic write as the app's own file, beside it (`<app>.mirror.yml`); confirmed through the API:
+    the mirror router and the mirroring service present, enabled and as written, or both gone.
+    """
+    started = time.monotonic()
+    entrypoints = config.traefik.entrypoints
+    text = render_mirror(app=spec, mirror=mirror, entrypoints=entrypoints) if mirror else None
+    stem = names.mirror_file(spec.name)
+    dynamic_dir = config.traefik.dynamic_dir
+    assert dynamic_dir is not None, "a mirror needs provider: file (RedisPublisher refuses it)"
+    changed = await asyncio.to_thread(write_dynamic, dynamic_dir=dynamic_dir, app=stem, text=text)
+    if text is None and not changed and traefik is None:
+        # No mirror file was there (every abort asks): nothing for Traefik to drop, so no blind wait.
+        return time.monotonic() - started
+    if traefik is not None:
+        expected = mirror_document(app=spec, mirror=mirror, entrypoints=entrypoints) if mirror else None
+        timeout = config.traefik.confirm_timeout
+        # Every instance, as for the app's own file.
+        await asyncio.gather(
+            *(api.wait_until_mirrored(spec.name, expected, timeout=timeout) for api in traefik.apis)
+        )
+    else:
+        await asyncio.sleep(UNCONFIRMED_WAIT)
+    return time.monotonic() - started
 
 
 class TraefikPublisher:
@@ -98,6 +135,9 @@ class TraefikPublisher:
         await asyncio.to_thread(write_dynamic, dynamic_dir=self.dynamic_dir, app=spec.name, text=text)
         await confirm(self.fleet, routing, timeout=self.config.traefik.confirm_timeout, back=back)
         return time.monotonic() - started
+
+    async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
+        return await publish_mirror(config=self.config, traefik=self.fleet, spec=spec, mirror=mirror)
 
 
 class RedisPublisher:
@@ -178,3 +218,11 @@ class RedisPublisher:
             raise UnreachableError(f"cannot write to Redis at {self.routes.url}: {exc}") from None
         await confirm(self.fleet, routing, timeout=self.config.traefik.confirm_timeout, back=back)
         return time.monotonic() - started
+
+    async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
+        if mirror is None:
+            return 0.0  # never written: nothing to remove (every abort asks)
+        # The config refuses a mirror with provider: redis; this is the guard behind it.
+        raise UsageError(
+            f"{spec.name}: rollout.mirror needs traefik.provider: file (Redis gets no mirror yet)"
+        )

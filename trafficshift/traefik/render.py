@@ -11,7 +11,7 @@ import yaml
 
 import trafficshift
 from trafficshift.errors import RenderCheckError
-from trafficshift.models import AppSpec, ColourRoute, Routing
+from trafficshift.models import AppSpec, ColourRoute, MirrorRoute, Routing
 from trafficshift.traefik import names
 
 if TYPE_CHECKING:
@@ -170,17 +170,20 @@ def expected_document(*, app: AppSpec, routing: Routing, entrypoints: Sequence[s
         weighted["healthCheck"] = {}
     return {
         "http": {
-            "routers": {
-                names.router(name): {
-                    "rule": app.rule,
-                    "entryPoints": list(entrypoints),
-                    "service": weighted_name,
-                    "middlewares": [retry],
-                }
-            },
+            "routers": {names.router(name): router_document(app=app, entrypoints=entrypoints)},
             "middlewares": {retry: {"retry": {"attempts": 3, "initialInterval": "100ms"}}},
             "services": services,
         }
+    }
+
+
+def router_document(*, app: AppSpec, entrypoints: Sequence[str]) -> dict[str, Any]:
+    """The app's router as its file must parse to; the mirror's router is this one with another rule."""
+    return {
+        "rule": app.rule,
+        "entryPoints": list(entrypoints),
+        "service": names.weighted_service(app.name),
+        "middlewares": [names.retry_middleware(app.name)],
     }
 
 
@@ -216,3 +219,91 @@ def parse_dynamic(text: str) -> Routing:
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a trafficshift dynamic file: {exc!r}") from exc
     return Routing(app=app, routes=tuple(routes))
+
+
+# ---------------------------------------------------------------- the mirror phase's file
+
+
+def mirror_rule(rule: str, methods: Sequence[str]) -> str:
+    """The app's rule restricted to `methods`: longer than the rule, so Traefik gives it a higher priority."""
+    matchers = " || ".join(f"Method(`{method}`)" for method in methods)
+    return f"({rule}) && ({matchers})"
+
+
+def mirror_document(*, app: AppSpec, mirror: MirrorRoute, entrypoints: Sequence[str]) -> dict[str, Any]:
+    """What the app's mirror file must parse to: a router for the mirrored methods and a mirroring service.
+
+    The router is the app's own (entrypoints, middlewares and all, so a mirrored request is handled as any
+    other) with the methods added to its rule; the mirroring service answers from the weighted service, so
+    clients get exactly what the app's router would give them, and copies `percent`% to the new colour.
+    """
+    router = router_document(app=app, entrypoints=entrypoints)
+    router["rule"] = mirror_rule(app.rule, mirror.methods)
+    router["service"] = names.mirror_service(app.name)
+    if isinstance(router.get("priority"), int):  # an explicit priority must still lose to the mirror's
+        router["priority"] += 1
+    mirroring = {
+        "service": names.weighted_service(app.name),
+        "mirrors": [{"name": names.colour_service(app.name, mirror.colour), "percent": mirror.percent}],
+    }
+    return {
+        "http": {
+            "routers": {names.mirror_router(app.name): router},
+            "services": {names.mirror_service(app.name): {"mirroring": mirroring}},
+        }
+    }
+
+
+def render_mirror(*, app: AppSpec, mirror: MirrorRoute, entrypoints: Sequence[str]) -> str:
+    """Return the app's mirror file, parsed back and checked: invariant 3 (docs/ARCHITECTURE.md).
+
+    Written from its document rather than a template: its router is the app's router (whatever that one
+    carries), so the file cannot drift from it.
+    """
+    if mirror.app != app.name:
+        raise ValueError(f"mirror is for {mirror.app!r}, app is {app.name!r}")
+    if not 1 <= mirror.percent <= 100 or not mirror.methods:
+        raise ValueError(f"{app.name}: a mirror copies 1..100% of at least one method, got {mirror!r}")
+    expected = mirror_document(app=app, mirror=mirror, entrypoints=entrypoints)
+    lines = [
+        "# Written by trafficshift for the mirror phase of a rollout; removed when the phase ends.",
+        *_block(expected, 0),
+    ]
+    text = "\n".join(lines) + "\n"
+    if "{{" in text:  # invariant 8 (docs/ARCHITECTURE.md)
+        raise RenderCheckError(f"{app.name}: rendered mirror file contains a Go template opening")
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RenderCheckError(f"{app.name}: rendered mirror file is not valid YAML: {exc}") from exc
+    if parsed != expected:
+        raise RenderCheckError(f"{app.name}: mirror file parses to {parsed!r}, expected {expected!r}")
+    return text
+
+
+def _block(value: object, depth: int) -> list[str]:
+    """Block-style YAML lines of nested dicts and lists, every scalar (keys too) through `quote_yaml`."""
+    pad = "  " * depth
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                lines += [f"{pad}{quote_yaml(key)}:", *_block(item, depth + 1)]
+            else:
+                lines.append(f"{pad}{quote_yaml(key)}: {_flow(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list) and item:
+                first, *rest = _block(item, depth + 1)
+                lines += [f"{pad}- {first.lstrip()}", *rest]
+            else:
+                lines.append(f"{pad}- {_flow(item)}")
+    else:
+        raise TypeError(f"not a block: {value!r}")
+    return lines
+
+
+def _flow(value: object) -> str:
+    if isinstance(value, dict | list):  # only empty ones come here
+        return "{}" if isinstance(value, dict) else "[]"
+    return quote_yaml(value)
