@@ -12,6 +12,7 @@ import os
 import re
 import statistics
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
@@ -20,7 +21,7 @@ import pytest
 from tests.support import cli
 from tests.support.load import Load, load_app
 from tests.support.service import run_service
-from tests.support.traefik import TraefikProc
+from tests.support.traefik import TraefikMissing, TraefikProc, run_traefik
 from trafficshift.store.rollouts import StateStore
 
 pytestmark = [pytest.mark.docker, pytest.mark.traefik]
@@ -28,9 +29,23 @@ pytestmark = [pytest.mark.docker, pytest.mark.traefik]
 # TRAFFICSHIFT_SCALE_APPS=50 runs the issue's own scale by hand (about 2 min).
 APPS = int(os.environ.get("TRAFFICSHIFT_SCALE_APPS", "20"))
 CLIENTS = int(os.environ.get("TRAFFICSHIFT_SCALE_CLIENTS", "2"))  # closed-loop clients per app
+# `docker.concurrency` to run with (unset: the default), to compare bounds by hand.
+DOCKER = os.environ.get("TRAFFICSHIFT_SCALE_DOCKER")
 # Short holds: the claim is about requests and confirmation under concurrency, not about the pauses.
 POLICY = cli.rollout_policy(steps=[50, 100], pause="500ms", drain="500ms", stop_timeout="1s")
 CONFIRMED = re.compile(r"confirmed in ([0-9.]+)s")
+
+
+@pytest.fixture
+async def traefik(tmp_path: Path) -> AsyncIterator[TraefikProc]:
+    """Traefik as shipped (log level INFO): at DEBUG it logs its whole configuration at every change."""
+    try:
+        async with run_traefik(
+            dynamic_dir=tmp_path / "dynamic", work_dir=tmp_path / "traefik", log_level="INFO"
+        ) as proc:
+            yield proc
+    except TraefikMissing as exc:
+        pytest.fail(str(exc))
 
 
 def step_confirmations(state_dir: Path, rollout_ids: list[str]) -> list[float]:
@@ -55,6 +70,7 @@ async def test_nineteen_concurrent_promotes_under_load_fail_no_request(
         tmp_path / "trafficshift.yml",
         traefik=traefik,
         apps={app: {"image": app_images["v1"], "rollout": POLICY} for app in apps},
+        extra={"docker": {"concurrency": int(DOCKER)}} if DOCKER else None,
     )
     async with run_service(config) as service:
         # The first deploy of every app at once.

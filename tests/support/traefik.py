@@ -63,6 +63,7 @@ def static_config(
     metrics_port: int,
     throttle: str,
     redis: str | None = None,
+    log_level: str = "DEBUG",
 ) -> dict[str, Any]:
     """Return traefik/traefik.yml with loopback addresses, the given folder and throttle; with `redis`
     (host:port), Traefik's Redis provider reads the root key `traefik` there too."""
@@ -76,20 +77,34 @@ def static_config(
     config["providers"]["file"]["directory"] = str(dynamic_dir)
     if redis is not None:
         config["providers"]["redis"] = {"endpoints": [redis], "rootKey": "traefik"}
-    config["log"] = {"level": "DEBUG", "noColor": True}
+    config["log"] = {"level": log_level, "noColor": True}
     return config
 
 
 @contextlib.asynccontextmanager
 async def run_traefik(
-    *, dynamic_dir: Path, work_dir: Path, throttle: str = "200ms", redis: str | None = None
+    *,
+    dynamic_dir: Path,
+    work_dir: Path,
+    throttle: str = "200ms",
+    redis: str | None = None,
+    log_level: str = "DEBUG",
 ) -> AsyncIterator[TraefikProc]:
-    """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`."""
+    """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`.
+
+    DEBUG tells most when a test fails; at INFO (as shipped) Traefik does not log every request and the
+    whole configuration at every change, which at tens of apps costs it CPU that timings would show.
+    """
     binary = traefik_binary()
     # A free port can be taken by someone else before Traefik binds it: start again on new ports then.
     for attempt in range(3):
         proc = _start(
-            binary=binary, dynamic_dir=dynamic_dir, work_dir=work_dir, throttle=throttle, redis=redis
+            binary=binary,
+            dynamic_dir=dynamic_dir,
+            work_dir=work_dir,
+            throttle=throttle,
+            redis=redis,
+            log_level=log_level,
         )
         try:
             await _wait_started(proc)
@@ -144,7 +159,13 @@ class _PortTaken(RuntimeError):
 
 
 def _start(
-    *, binary: Path, dynamic_dir: Path, work_dir: Path, throttle: str, redis: str | None = None
+    *,
+    binary: Path,
+    dynamic_dir: Path,
+    work_dir: Path,
+    throttle: str,
+    log_level: str,
+    redis: str | None = None,
 ) -> TraefikProc:
     dynamic_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +178,7 @@ def _start(
         metrics_port=metrics,
         throttle=throttle,
         redis=redis,
+        log_level=log_level,
     )
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = work_dir / "traefik.log"
