@@ -211,6 +211,11 @@ def format_status(status: JSON) -> str:
     ]
     if status["weights"]:
         lines.append("  weights:    " + weights_text(status["weights"]))
+    views = status.get("traefik") or {}
+    if len(views) > 1:  # a fleet: what each instance routes (one instance shows what `weights` says)
+        for url, view in views.items():
+            shown = view if isinstance(view, str) else (weights_text(view) if view else "no route")
+            lines.append(f"  traefik:    {url}  {shown}")
     for c in status["containers"]:
         state = "running" if c["running"] else "stopped"
         health = f", {c['health']}" if c["health"] else ""
