@@ -22,7 +22,9 @@ from trafficshift.models import Config, Rollout
 if TYPE_CHECKING:
     from trafficshift.client import Client
 # Commands that never start a container: they work without reading compose files (even broken ones).
-_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile", "doctor")
+_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile", "doctor", "pause")
+# Manual stepping of a rollout in progress (hold_commands.py).
+_HOLD_COMMANDS = ("pause", "resume", "set-weight")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +74,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--build", action="store_true", help="build the image from the compose service's build: first"
     )
+    p.add_argument(
+        "--hold-at",
+        type=_percent_arg,
+        metavar="PERCENT",
+        help="hold the rollout at this percentage on the new colour until `trafficshift resume`",
+    )
+    _local_flag(p)
+
+    p = add("pause", "hold the app's rollout at its current weights until `resume`", json_flag)
+    p.add_argument("app")
+    _local_flag(p)
+
+    p = add(
+        "resume",
+        "resume the app's held rollout (driven here to its end when its process is gone)",
+        json_flag,
+    )
+    p.add_argument("app")
+    _local_flag(p)
+
+    p = add(
+        "set-weight",
+        "move the app's rollout to an exact percentage on the new colour (confirmed), held there",
+        json_flag,
+    )
+    p.add_argument("app")
+    p.add_argument("weight", type=_percent_arg, metavar="PERCENT")
     _local_flag(p)
 
     p = add("abort", "stop a rollout in progress: all traffic back to the old colour", json_flag)
@@ -138,6 +167,15 @@ def _cacert_flag(p: argparse.ArgumentParser) -> None:
 def _positive_arg(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _percent_arg(text: str) -> int:
+    from trafficshift.stepping import check_weight
+
+    value = int(text) if text.isdigit() else text
+    if problem := check_weight(value):
+        raise argparse.ArgumentTypeError(problem)
     return int(text)
 
 
@@ -304,6 +342,10 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(_run_rollout(config, args, lambda e: e.abort(app=args.app)))
     if command == "rollback":
         return asyncio.run(_run_rollout(config, args, lambda e: e.rollback(app=args.app, now=args.now)))
+    if command in _HOLD_COMMANDS:
+        from trafficshift.hold_commands import hold_command
+
+        return asyncio.run(hold_command(config, args))
     if command == "status":
         return asyncio.run(_status(config, args))
     if command == "render":

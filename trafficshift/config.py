@@ -13,20 +13,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from trafficshift import stepping
 from trafficshift.compose.resolve import resolve_compose
 from trafficshift.compose.spec import ComposeRef
 from trafficshift.errors import ConfigError, UnknownApp
 from trafficshift.models import (
     MIRROR_METHODS,
+    POST_DEPLOY_TIMEOUT,
+    PRE_DEPLOY_TIMEOUT,
+    PRE_STOP_TIMEOUT,
     AnalysisSpec,
     AppSpec,
     Config,
     ConfirmSpec,
     DockerSpec,
     HealthSpec,
+    HookSpec,
     MirrorSpec,
     Phase,
     RedisSpec,
+    ReleaseHooks,
     RolloutPolicy,
     ServiceSpec,
     TraefikSpec,
@@ -380,6 +386,7 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
         "webhooks": lambda n: _webhooks(n, base_dir),
         "confirm": lambda n: _confirm(n, base_dir),
         "compose": lambda n: _compose(n, base_dir),
+        "hooks": _release_hooks,
     }
     got = _section(node, fields, ("port", "rule"))
     if got is None:
@@ -489,14 +496,21 @@ def _check_label_name(key: str) -> str | None:
 
 
 def _command(node: Node) -> tuple[str, ...] | None:
+    return _words(
+        node, example='["./serve", "--port", "8080"]', empty="leave command out to run the image's own"
+    )
+
+
+def _words(node: Node, *, example: str, empty: str) -> tuple[str, ...] | None:
+    """A non-empty list of strings (an argv: no shell parses it)."""
     if node.tag == "str":
-        node.fail('expected a list of strings like ["./serve", "--port", "8080"], got a string')
+        node.fail(f"expected a list of strings like {example}, got a string")
         return None
     items = node.items()
     if items is None:
         return None
     if not items:
-        node.fail("must not be empty; leave command out to run the image's own")
+        node.fail(f"must not be empty; {empty}")
     words = [str(item.node.value) for item in items if item.expect("str")]
     return tuple(words) if words and len(words) == len(items) else None
 
@@ -533,7 +547,15 @@ def _rollout(node: Node) -> RolloutPolicy | None:
         "mirror": _mirror,
     }
     got = _section(node, fields)
-    return None if got is None else RolloutPolicy(**got[1])
+    if got is None:
+        return None
+    values = got[1]
+    if "steps" in values:
+        planned: tuple[tuple[int, float | None], ...] = values.pop("steps")
+        values["steps"] = tuple(weight for weight, _ in planned)
+        pauses = tuple(pause for _, pause in planned)
+        values["pauses"] = () if all(p is None for p in pauses) else pauses
+    return RolloutPolicy(**values)
 
 
 # Methods a mirror may copy: those of RFC 9110 that carry a request to the app (CONNECT does not).
@@ -574,19 +596,44 @@ def _mirror_methods(node: Node) -> tuple[str, ...] | None:
     return tuple(methods) or None
 
 
-def _steps(node: Node) -> tuple[int, ...] | None:
-    steps: list[int] = []
+def _steps(node: Node) -> tuple[tuple[int, float | None], ...] | None:
+    """Each step's weight and own pause (None: the rollout's): `10`, or `{weight: 10, pause: 5m}` where
+    the pause may be `until-resumed` (stepping.py). Every item is checked, so each bad one is reported."""
+    steps: list[tuple[int, float | None]] = []
+    ok = True
     for item in node.items() or []:
-        value = item.integer(1, 100)
-        if value is None:
-            return None
-        if steps and value <= steps[-1]:
-            item.fail(f"steps must rise strictly, got {value} after {steps[-1]}")
-            return None
-        steps.append(value)
-    if node.tag == "seq" and (not steps or steps[-1] != 100):
-        node.fail(f"must end at 100, got {steps}")
-    return tuple(steps) if steps and steps[-1] == 100 else None
+        value, pause, fine = None, None, True
+        if item.tag == "map":
+            entries = item.mapping(("weight", "pause"), required=("weight",))
+            if entries is not None and "weight" in entries:
+                value = entries["weight"].integer(1, 100)
+            if entries is not None and "pause" in entries:
+                pause = _step_pause(entries["pause"])
+                fine = pause is not None
+        else:
+            value = item.integer(1, 100)
+        if value is None or not fine:
+            ok = False
+            continue
+        if steps and value <= steps[-1][0]:
+            item.fail(f"steps must rise strictly, got {value} after {steps[-1][0]}")
+            ok = False
+            continue
+        steps.append((value, pause))
+    if ok and node.tag == "seq" and (not steps or steps[-1][0] != 100):
+        node.fail(f"must end at 100, got {[weight for weight, _ in steps]}")
+    return tuple(steps) if ok and steps and steps[-1][0] == 100 else None
+
+
+def _step_pause(node: Node) -> float | None:
+    text = node.string()
+    if text is None:
+        return None
+    try:
+        return stepping.parse_pause(text)
+    except ValueError:
+        node.fail(f"expected a duration like 5m, or {stepping.UNTIL_RESUMED_TEXT}, got {text!r}")
+        return None
 
 
 def _analysis(node: Node) -> AnalysisSpec | None:
@@ -603,6 +650,38 @@ def _analysis(node: Node) -> AnalysisSpec | None:
     if "max_error_rate" not in got[0] and "max_p95_latency" not in got[0]:
         node.fail("set max_error_rate and/or max_p95_latency; without either there is nothing to judge")
     return AnalysisSpec(**got[1])
+
+
+# ---------------------------------------------------------------- release hooks
+
+_HOOK_TIMEOUTS = {
+    "pre_deploy": PRE_DEPLOY_TIMEOUT,
+    "pre_stop": PRE_STOP_TIMEOUT,
+    "post_deploy": POST_DEPLOY_TIMEOUT,
+}
+
+
+def _release_hooks(node: Node) -> ReleaseHooks | None:
+    fields = {kind: _release_hook_with(default) for kind, default in _HOOK_TIMEOUTS.items()}
+    got = _section(node, fields)
+    if got is None or len(got[1]) != len(got[0]):
+        return None
+    return ReleaseHooks(**got[1])
+
+
+def _release_hook_with(default_timeout: float) -> _Convert:
+    return lambda node: _release_hook(node, default_timeout)
+
+
+def _release_hook(node: Node, default_timeout: float) -> HookSpec | None:
+    fields: dict[str, _Convert] = {
+        "command": lambda n: _words(n, example='["./manage.py", "migrate"]', empty="name the command to run"),
+        "timeout": lambda n: n.duration(positive=True),
+    }
+    got = _section(node, fields, required=("command",))
+    if got is None or "command" not in got[1]:
+        return None
+    return HookSpec(command=got[1]["command"], timeout=got[1].get("timeout", default_timeout))
 
 
 # ---------------------------------------------------------------- webhooks

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import codecs
 import contextlib
 import hashlib
 import json
@@ -26,7 +27,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiodocker
 import aiohttp
@@ -50,6 +51,12 @@ LABEL_PORT = "trafficshift.port"
 # compose-backed app it is the digest of its spec (compose/fingerprint.py), with the image's id: `promote`
 # compares it with the new spec's to tell whether anything changed.
 LABEL_SPEC = "trafficshift.spec"
+
+# A one-off container (a pre_deploy hook's) carries these instead of LABEL_APP/LABEL_COLOUR, so that nothing
+# that lists an app's colours (status, routing, readiness, `serve`) ever sees it: it is never routed. Its
+# app, for `remove_one_offs` after a process was killed while it ran, and what it was for.
+LABEL_ONE_OFF = "trafficshift.one-off"
+LABEL_PURPOSE = "trafficshift.purpose"
 
 # `unless-stopped`: Docker restarts a crashed replica, and brings every replica back after a daemon restart or
 # a reboot (with "no", a reboot would leave the app down until the next promote). A restarted replica is a
@@ -81,6 +88,11 @@ _STARTING, _REMOVING = 0, 1
 
 def container_name(*, app: str, colour: Colour, n: int) -> str:
     return f"{app}-{colour}-{n}"
+
+
+def one_off_name(*, app: str, purpose: str) -> str:
+    # `pre_deploy`: an underscore is in no app's colour container names (app names are [a-z0-9-]).
+    return f"{app}-{purpose}"
 
 
 class Containers:
@@ -234,6 +246,99 @@ class Containers:
             stream.cancel()
             await asyncio.gather(stream, return_exceptions=True)
 
+    # ------------------------------------------------------------ release hooks (hooks.py)
+
+    async def run_once(
+        self,
+        *,
+        app: AppSpec,
+        image: str,
+        command: Sequence[str],
+        purpose: str,
+        on_output: Callable[[str], Awaitable[None]],
+    ) -> int:
+        """Run `command` to its end in a one-off container of `app`'s spec on `image`; return its exit code.
+
+        Made as the colours' containers are (environment, volumes, networks, user...), but with no port
+        published, no network alias (the service's name must not resolve to it), no restart and no routing.
+        Unbounded on purpose, as `wait_exit`: the hook's own timeout bounds it, and cancelling it removes the
+        container. One a killed process left behind (same name) is removed first.
+        """
+        image_id = await self.ensure_image(image)
+        if app.container is not None:
+            async with _docker(f"volumes and networks of {app.name}", within=CHANGE):
+                await ensure_resources(self._docker, app.container)
+        name = one_off_name(app=app.name, purpose=purpose)
+        await self._remove_one_off(name)
+        plan = _one_off_plan(app=app, image=image, image_id=image_id, command=command, purpose=purpose)
+        async with _docker(f"container {name}", within=CHANGE):
+            container = await self._docker.containers.create(plan.config, name=name)
+        try:
+            for network, endpoint in plan.connect:
+                async with _docker(f"container {name}: network {network}", within=CHANGE):
+                    await (await self._docker.networks.get(network)).connect(
+                        {"Container": container.id, "EndpointConfig": endpoint}
+                    )
+            async with _docker(f"container {name}", within=CHANGE):
+                await container.start()
+            async with _docker(f"container {name}", within=None):
+                lines = _Lines()
+                # Everything since its start, then follows it until it exits: no line is missed. Closed
+                # at once when cancelled (its timeout), not whenever the generator is collected.
+                # An async generator, typed by aiodocker as the AsyncIterator it also is.
+                stream = cast(AsyncGenerator[str, None], container.log(stdout=True, stderr=True, follow=True))
+                async with contextlib.aclosing(stream) as chunks:
+                    async for chunk in chunks:
+                        for line in lines.feed(chunk):
+                            await on_output(line)
+                for line in lines.end():
+                    await on_output(line)
+                result = await container.wait()
+            return int(result.get("StatusCode", -1))
+        finally:
+            await self._remove_one_off(name)
+
+    async def remove_one_offs(self, *, app: str) -> None:
+        """Remove the app's one-off containers (left by a process killed during `run_once`)."""
+        async with _docker("listing containers", within=QUICK):
+            found = await self._docker.containers.list(
+                all=True, filters={"label": [f"{LABEL_ONE_OFF}={app}"]}
+            )
+        await _all(self._remove_one_off(c.id) for c in found)
+
+    async def exec_command(
+        self, *, name: str, command: Sequence[str], on_output: Callable[[str], Awaitable[None]]
+    ) -> int:
+        """Run `command` in the running container `name` (as `docker exec`); return its exit code.
+
+        Unbounded on purpose, as `run_once`: the hook's timeout bounds it. Docker cannot stop an exec'd
+        process, so one that outlives its timeout runs on until its container stops.
+        """
+        what = f"container {name}"
+        async with _docker(what, within=QUICK):
+            execution = await self._docker.containers.container(name).exec(list(command))
+        async with _docker(what, within=None):
+            lines = _Lines()
+            async with execution.start(detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    for line in lines.feed(message.data):
+                        await on_output(line)
+            for line in lines.end():
+                await on_output(line)
+        async with _docker(what, within=QUICK):
+            code = (await execution.inspect()).get("ExitCode")
+        return -1 if code is None else int(code)
+
+    async def _remove_one_off(self, name: str) -> None:
+        """Force-remove a one-off container (it may still run: a killed process's hook); not another one."""
+        raw = await self._inspect_raw(name)
+        if raw is None:
+            return
+        if LABEL_ONE_OFF not in (raw["Config"].get("Labels") or {}):
+            raise ContainerError(f"container {name} exists but is not a trafficshift one-off container")
+        async with _docker(f"container {name}", within=CHANGE):
+            await _unless_gone(self._docker.containers.container(raw["Id"]).delete(force=True, v=True))
+
     # ------------------------------------------------------------ internals
 
     async def _start_one(
@@ -336,6 +441,49 @@ def _plan(*, app: AppSpec, colour: Colour, image: str, image_id: str) -> CreateP
     labels = _labels(app=app, colour=colour, image=image, spec=digest(doc))
     config["Labels"] = {**config.get("Labels", {}), **labels}
     return plan
+
+
+def _one_off_plan(
+    *, app: AppSpec, image: str, image_id: str, command: Sequence[str], purpose: str
+) -> CreatePlan:
+    """A colour's create body made into a one-off's: `command`, no port, alias, healthcheck or restart."""
+    plan = _plan(app=app, colour=Colour.BLUE, image=image, image_id=image_id)
+    config = dict(plan.config)
+    user = {k: v for k, v in (config.get("Labels") or {}).items() if not k.startswith("trafficshift.")}
+    config["Labels"] = {**user, LABEL_ONE_OFF: app.name, LABEL_PURPOSE: purpose}
+    # The command replaces the image's (or the service's), as `docker compose run SERVICE CMD` does; the
+    # entrypoint stays.
+    config["Cmd"] = list(command)
+    config.pop("ExposedPorts", None)
+    config["Healthcheck"] = {"Test": ["NONE"]}
+    host = {k: v for k, v in config["HostConfig"].items() if k != "PortBindings"}
+    config["HostConfig"] = {**host, "RestartPolicy": {"Name": "no"}}
+    if "NetworkingConfig" in config:
+        endpoints = config["NetworkingConfig"]["EndpointsConfig"]
+        config["NetworkingConfig"] = {"EndpointsConfig": {n: _no_alias(e) for n, e in endpoints.items()}}
+    return CreatePlan(config=config, connect=tuple((n, _no_alias(e)) for n, e in plan.connect))
+
+
+def _no_alias(endpoint: Mapping[str, Any]) -> dict[str, Any]:
+    # Compose gives every container the service's name as an alias: other services would reach the one-off.
+    return {k: v for k, v in endpoint.items() if k != "Aliases"}
+
+
+class _Lines:
+    """Whole lines out of output chunks, which may end mid-line or (bytes) mid-character."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._rest = ""
+
+    def feed(self, chunk: bytes | str) -> builtins.list[str]:
+        text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
+        *lines, self._rest = (self._rest + text).split("\n")
+        return [line.rstrip("\r") for line in lines]
+
+    def end(self) -> builtins.list[str]:
+        rest, self._rest = self._rest + self._decoder.decode(b"", final=True), ""
+        return [rest.rstrip("\r")] if rest else []
 
 
 def _labels(*, app: AppSpec, colour: Colour, image: str, spec: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from trafficshift import changes, judge, plan, report
+from trafficshift import changes, hooks, judge, plan, report, stepping
 from trafficshift.config import require_app
 from trafficshift.errors import (
     AbortRequested,
@@ -26,6 +26,7 @@ from trafficshift.errors import (
     UsageError,
 )
 from trafficshift.models import (
+    UNTIL_RESUMED,
     AppSpec,
     AppState,
     Colour,
@@ -33,9 +34,11 @@ from trafficshift.models import (
     Event,
     Figures,
     Live,
+    LockRole,
     MirrorRoute,
     Outcome,
     Phase,
+    Requests,
     Rollout,
     Routing,
 )
@@ -104,6 +107,9 @@ class Engine:
         # (docs/ARCHITECTURE.md).
         self._seen_ready: set[str] = set()
         self._interrupted: str | None = None
+        # Why the rollout this engine drives is held right now (None: it is not held): a service that stops
+        # leaves such a rollout held for its next start instead of sending it back (service/runner.py).
+        self.held: str | None = None
 
     # ------------------------------------------------------------------ public entry points
 
@@ -121,8 +127,12 @@ class Engine:
         image: str | None = None,
         steps: tuple[int, ...] | None = None,
         pause: float | None = None,
+        hold_at: int | None = None,
     ) -> Rollout:
-        """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote."""
+        """Deploy `image` (default: the config's) as the other colour, or resume an interrupted promote.
+
+        `hold_at`: hold the rollout at that percentage on the new colour until it is resumed.
+        """
         spec = self.spec(app)
         await self._mark_start()
         lock = self.locks.lock(app)
@@ -138,6 +148,11 @@ class Engine:
                         f" ({active.phase}); run `trafficshift promote {app}` to resume it"
                         f" or `trafficshift abort {app}`"
                     )
+                if hold_at is not None:
+                    raise UsageError(
+                        f"rollout {active.id} of {app} is in progress: --hold-at plans a new rollout;"
+                        f" `trafficshift pause {app}` or `trafficshift set-weight {app} N` hold this one"
+                    )
                 self._progress(f"resuming rollout {active.id} of {app} from {active.phase}")
                 if self._on_created is not None:
                     self._on_created(active)
@@ -151,6 +166,18 @@ class Engine:
             if self._interrupted:
                 raise AbortRequested(self._interrupted)  # e.g. the service is shutting down: start nothing
             state = await self._before_change(self.store.app_state(app))
+            # A first deploy has nothing to shift from: one step, straight to 100%.
+            steps, pauses = (
+                ((steps, ()) if steps else (spec.rollout.steps, spec.rollout.pauses))
+                if state.colour
+                else ((100,), ())
+            )
+            if hold_at is not None:
+                if state.colour is None:
+                    raise UsageError(
+                        f"--hold-at: the first deploy of {app} has no old colour to share traffic with"
+                    )
+                steps, pauses = stepping.with_hold_at(steps, pauses, hold_at)
             # The live colour must be routed where its containers are now (Docker may have restarted them on
             # new ports), as the new colour's steps share traffic with it: exit 3 when none is ready.
             await repair_live(adapters=self.adapters, spec=spec, state=state, on_progress=self._progress)
@@ -164,10 +191,10 @@ class Engine:
                     from_state=state,
                     to_colour=plan.next_colour(state),
                     to_image=image,
-                    # A first deploy has nothing to shift from: one step, straight to 100%.
-                    steps=(steps or spec.rollout.steps) if state.colour else (100,),
+                    steps=steps,
                     pause=spec.rollout.pause if pause is None else pause,
                     spec=to_spec,
+                    pauses=pauses,
                 )
             )
             await self._track(rollout.id, self._driving)
@@ -204,6 +231,19 @@ class Engine:
             )
             return await self._drive(spec, rollout)
         return await self._revert(spec, rollout, outcome=Outcome.ABORTED, reason=reason)
+
+    async def record(self, app: str, request: Callable[[], Awaitable[Rollout]]) -> Rollout:
+        """Record a hold, resume or set-weight of the app's rollout (`request`, a store call); return it.
+
+        Its event goes to this engine's output, and to the webhooks when no process drives the rollout (its
+        driver sends them otherwise, when its hold sees the request).
+        """
+        await self._mark_start()
+        r = await request()
+        undriven = self.locks.lock(app).holder() is not LockRole.ROLLOUT
+        await self._track(r.id, self._driving if undriven else self._following)
+        await self._emit()
+        return r
 
     async def rollback(self, *, app: str, now: bool = False) -> Rollout:
         """Promote the image that served before the current one, gradually or (`now`) in one step."""
@@ -301,6 +341,15 @@ class Engine:
 
     async def _forward(self, spec: AppSpec, r: Rollout) -> Rollout:
         new, old = r.to_colour, r.from_colour
+        if r.phase is Phase.STARTING:
+            # Before any new container exists, so before any takes traffic; again on a resume from here:
+            # invariant 14 (docs/ARCHITECTURE.md).
+            await self._guarded(
+                r,
+                hooks.pre_deploy(
+                    containers=self.containers, app=spec, image=r.to_image, record=self._note(r)
+                ),
+            )
         if r.phase in (Phase.STARTING, Phase.READY):
             # Also on resume: containers may have been lost while nobody watched (start is idempotent).
             started = await self._guarded(
@@ -317,27 +366,45 @@ class Engine:
             # be ready (one that crashed or vanished while nobody watched sends the rollout back).
             await self._guarded(r, self._wait_ready(spec, r))
 
+        if r.phase is Phase.READY:
+            r, _ = await self._stop_if_held(spec, r)  # paused (or set to a weight) before its first step
         if r.phase in (Phase.READY, Phase.MIRRORING):
             r = await self._mirror(spec, r)
 
         if r.phase in (Phase.READY, Phase.MIRRORING, Phase.SHIFTING):
-            first = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
-            steps = r.steps
-            for index in range(first, len(steps)):
-                percent = steps[index]
+            # Resumed at a step: its hold is as recorded (a resumed until-resumed step is not held again).
+            resumed = r.step if r.phase is Phase.SHIFTING else None
+            index = max(r.step, 0) if r.phase is Phase.SHIFTING else 0
+            while index < len(r.steps):
+                percent, count = r.steps[index], len(r.steps)
                 weights = plan.shift_weights(old=old, new=new, percent=percent)
                 await self._confirm(spec, r, step=index, weights=weights)
+                if index != resumed:
+                    # Held while the gate was asked (or since the last hold): not a step further. Once
+                    # resumed, the step is planned (and the gate asked) again, from where the hold left it.
+                    r, held = await self._stop_if_held(spec, r)
+                    if held:
+                        index = r.step + 1
+                        continue
+                until_resumed = r.pause_of(index) == UNTIL_RESUMED and index != resumed
                 r = await self._advance(
                     r,
                     phase=Phase.SHIFTING,
                     step=index,
                     weights=weights,
-                    message=f"step {index + 1}/{len(steps)}: {percent}% on {new}",
+                    message=f"step {index + 1}/{count}: {percent}% on {new}"
+                    + ("; held until resumed" if until_resumed else ""),
+                    hold=f"step {index + 1}/{count} holds until resumed" if until_resumed else None,
                 )
                 took = await self._guarded(r, self._apply(spec, r))
-                await self._advance(r, message=f"step {index + 1}/{len(steps)} confirmed in {took:.2f}s")
+                await self._advance(r, message=f"step {index + 1}/{count} confirmed in {took:.2f}s")
+                pause = r.pause_of(index)
                 if percent < 100:
-                    await self._hold(spec, r, seconds=r.pause)
+                    # An until-resumed step is held by its record (which resume clears), not by a clock.
+                    r = await self._hold(spec, r, seconds=0 if pause == UNTIL_RESUMED else pause)
+                else:
+                    r, _ = await self._stop_if_held(spec, r)  # at 100%: held before the old colour leaves
+                index = r.step + 1
 
         if old is None:
             # A first deploy has no drain: now that the file routes it alone is its last chance to go back.
@@ -357,6 +424,8 @@ class Engine:
             try:  # past the point of return, no abort from here on: invariant 9 (docs/ARCHITECTURE.md)
                 await self._readmit(spec, new)
                 await self._apply(spec, r)
+                # Out of the file, confirmed: invariant 14 (docs/ARCHITECTURE.md).
+                await hooks.pre_stop(containers=self.containers, app=spec, colour=old, record=self._note(r))
                 await self.containers.stop_and_remove(
                     app=spec.name, colour=old, stop_timeout=spec.rollout.stop_timeout
                 )
@@ -369,7 +438,20 @@ class Engine:
             r, outcome=Outcome.DONE, reason=None, live=AppState(app=spec.name, colour=new, image=r.to_image)
         )
         await self._emit()
+        await self._post_deploy(spec, done)
         return done
+
+    async def _post_deploy(self, spec: AppSpec, done: Rollout) -> None:
+        """The post_deploy hook of a done rollout: whatever happens, it stays done.
+
+        Invariant 14 (docs/ARCHITECTURE.md).
+        """
+        try:
+            await hooks.post_deploy(
+                containers=self.containers, app=spec, colour=done.to_colour, record=self._note(done)
+            )
+        except Exception as exc:  # e.g. the store failing to record its output: a warning, not a revert
+            self._progress(f"warning: post_deploy of {spec.name}: {_describe(exc)}")
 
     async def _revert(self, spec: AppSpec, r: Rollout, *, outcome: Outcome, reason: str) -> Rollout:
         """All traffic back to the old colour (confirmed), drain, then the new colour out of the file, gone.
@@ -417,6 +499,8 @@ class Engine:
         await self.containers.stop_and_remove(
             app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
         )
+        # A pre_deploy's one-off container a killed process left behind.
+        await self.containers.remove_one_offs(app=spec.name)
         return r
 
     # ------------------------------------------------------------------ the mirror phase
@@ -445,6 +529,11 @@ class Engine:
         # The mirror names the new colour's service: the app's file lists it (at weight 0) first, and the
         # mirror is gone before that file changes again: invariant 10 (docs/ARCHITECTURE.md).
         await self._guarded(r, self._apply(spec, r))
+        listed = self.routing.read(spec.name)
+        if listed is None or r.to_colour not in listed.weights():
+            # Its containers stopped being ready since they were (a weight of 0 needs none, so the file
+            # left them out): a mirror to them would name a service the file does not define.
+            raise NotReady(f"no ready {r.to_colour} container to mirror to")
         took = await self._guarded(r, self.routing.publish_mirror(spec=spec, mirror=mirror))
         await self._advance(r, message=f"mirror confirmed in {took:.2f}s")
         await self._hold(spec, r, seconds=duration)
@@ -521,11 +610,12 @@ class Engine:
         self._live(r, f"{len(ready)} {r.to_colour} container(s) ready")
         return ready
 
-    async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> None:
-        """Hold the current weights for `seconds`, watching the new colour and abort requests.
+    async def _hold(self, spec: AppSpec, r: Rollout, *, seconds: float) -> Rollout:
+        """Hold the current weights for `seconds`, and for as long as the rollout is held, watching the new
+        colour and abort requests; return the rollout (a set weight changes its plan).
 
         With analysis, the new colour's metrics are judged from the start of the hold every
-        `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once.
+        `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once, held or not.
         """
         watch = judge.watch_step(
             spec=spec, rollout=r, metrics=self.metrics, provider=self.config.traefik.provider
@@ -533,11 +623,42 @@ class Engine:
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
         started = time.monotonic()
+        try:
+            r, watch = await self._hold_loop(spec, r, watch=watch, started=started, seconds=seconds)
+        finally:
+            self.held = None
+        if watch is not None:
+            verdict = await self._guarded(r, watch.finish())
+            await self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
+        return r
+
+    async def _hold_loop(
+        self, spec: AppSpec, r: Rollout, *, watch: judge.StepWatch | None, started: float, seconds: float
+    ) -> tuple[Rollout, judge.StepWatch | None]:
+        """`_hold`'s wait: until `seconds` from `started` have passed and the rollout is not held."""
         deadline = started + seconds
         next_check = next_live = 0.0
-        next_judgement = time.monotonic() + (watch.spec.interval if watch else seconds)
-        while (left := deadline - time.monotonic()) > 0:
-            await self._check_abort(r)
+        next_judgement = time.monotonic() + (watch.spec.interval if watch else 0.0)
+        held: str | None = None
+        while True:
+            asked = await self._requests(r)
+            if asked.weight is not None:
+                if r.phase not in stepping.WEIGHTABLE:  # asked just before the drain began
+                    why = f"set-weight {asked.weight}% not applied: the rollout is {r.phase}"
+                    await self.store.drop_weight_request(r, message=why)
+                    await self._emit()
+                    continue
+                r = await self._set_weight(spec, r, asked.weight)
+                watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)  # a new step to judge
+                if watch is not None:
+                    await self._guarded(r, watch.observe())
+                continue
+            if asked.held != held:
+                held = self.held = asked.held
+                await self._emit()  # the hold or resume another process recorded: to webhooks and output
+            left = deadline - time.monotonic()
+            if left <= 0 and held is None:
+                break
             now = time.monotonic()
             judged = watch is not None and now >= next_judgement
             if watch is not None and judged:
@@ -548,16 +669,63 @@ class Engine:
                 if watch is not None and not judged:
                     await self._guarded(r, watch.sample())  # the figures so far, between judgements
                 figures = {str(c): f for c, f in watch.figures().items()} if watch else {}
-                held = (time.monotonic() - started, seconds)
-                self._live(r, f"holding {report.weights_text(r.weights)}", hold=held, figures=figures)
+                clock = (time.monotonic() - started, seconds)
+                weights = report.weights_text(r.weights)
+                text = self._hold_text(spec, r, held=held, left=left) if held else f"holding {weights}"
+                self._live(r, text, hold=clock, figures=figures)
             if now >= next_check:
                 next_check = now + spec.health.interval
-                self._progress(f"{r.phase} {report.weights_text(r.weights)}; next in {left:.0f}s")
+                self._progress(self._hold_text(spec, r, held=held, left=left))
                 await check_alive(containers=self.containers, app=spec, colour=r.to_colour)
-            await asyncio.sleep(min(POLL, left))
-        if watch is not None:
-            verdict = await self._guarded(r, watch.finish())
-            await self._advance(r, message=f"{watch.step} judged: {judge.describe(verdict)}")
+            await asyncio.sleep(POLL if held is not None else min(POLL, left))
+        return r, watch
+
+    # ------------------------------------------------------------------ holds (stepping.py)
+
+    async def _requests(self, r: Rollout) -> Requests:
+        """What others asked of the rollout (one read); AbortRequested when that is an abort."""
+        asked = await self.store.requests(r.id)
+        reason = self._interrupted or asked.abort
+        if reason:
+            raise AbortRequested(reason)
+        return asked
+
+    async def _stop_if_held(self, spec: AppSpec, r: Rollout) -> tuple[Rollout, bool]:
+        """At a step boundary with no pause of its own: hold there while the rollout is held; the rollout,
+        and whether it was held (or set to a weight).
+
+        Invariant 13 (docs/ARCHITECTURE.md): a held rollout moves only once its record says so.
+        """
+        asked = await self._requests(r)
+        if asked.held is None and asked.weight is None:
+            return r, False
+        return await self._hold(spec, r, seconds=0), True
+
+    async def _set_weight(self, spec: AppSpec, r: Rollout, weight: int) -> Rollout:
+        """Move the new colour to `weight` (recorded as a step of the plan, held), confirmed by Traefik."""
+        new = r.to_colour
+        steps, pauses, index = stepping.with_weight(r, weight)
+        weights = plan.shift_weights(old=r.from_colour, new=new, percent=weight)
+        await self._confirm(spec, r, step=index, weights=weights)
+        r = await self.store.set_weight(
+            r,
+            steps=steps,
+            pauses=pauses,
+            step=index,
+            weights=weights,
+            hold=f"set to {weight}% on {new}",
+            message=f"set to {weight}% on {new}; held until resumed",
+        )
+        await self._emit()
+        took = await self._guarded(r, self._apply(spec, r))
+        await self._advance(r, message=stepping.weight_confirmed(weight, new, took))
+        return r
+
+    def _hold_text(self, spec: AppSpec, r: Rollout, *, held: str | None, left: float) -> str:
+        weights = report.weights_text(r.weights)
+        if held is not None:
+            return f"HELD at {weights} ({held}); `trafficshift resume {spec.name}` goes on"
+        return f"{r.phase} {weights}; next in {left:.0f}s"
 
     async def _confirm(self, spec: AppSpec, r: Rollout, *, step: int, weights: Mapping[Colour, int]) -> None:
         """Ask the confirm gate, when there is one, before the new colour's weight goes up."""
@@ -616,12 +784,21 @@ class Engine:
         phase: Phase | None = None,
         step: int | None = None,
         weights: Mapping[Colour, int] | None = None,
+        hold: str | None = None,
     ) -> Rollout:
         # Awaited whole, the event's webhooks sent, before the caller starts the side effect it announces.
-        new = await self.store.advance(r, message=message, phase=phase, step=step, weights=weights)
+        new = await self.store.advance(r, message=message, phase=phase, step=step, weights=weights, hold=hold)
         await self._emit()
         self._live(new, message)
         return new
+
+    def _note(self, r: Rollout) -> Callable[[str], Awaitable[None]]:
+        """Record a release hook's progress and output as events of the rollout, without a transition."""
+
+        async def note(message: str) -> None:
+            await self._advance(r, message=message)
+
+        return note
 
     async def _mark_start(self) -> None:
         """Note where the event log stands when this engine is first used: what it reports starts there."""

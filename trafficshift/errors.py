@@ -77,6 +77,11 @@ class NothingToDo(UsageError):
     http_status = 409
 
 
+class NotHoldable(NothingToDo):
+    """A pause, resume or set-weight the rollout's phase does not allow (e.g. past the point of return, or
+    a resume of a rollout that is not held): exit 2, HTTP 409, nothing changed."""
+
+
 class Conflict(UsageError):
     """The service answered 409: the app is busy, or there is nothing to do (the caller tells which)."""
 
@@ -175,6 +180,13 @@ class ServiceError(TrafficShiftError):
 
 class NotReady(TrafficShiftError):
     """A new container did not become ready in time (or died)."""
+
+
+class HookFailed(TrafficShiftError):
+    """A pre_deploy hook exited non-zero, timed out or could not run: the rollout goes back (exit 1).
+
+    The message ends with the hook's last lines of output.
+    """
 
 
 class AbortRequested(TrafficShiftError):

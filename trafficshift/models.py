@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +48,10 @@ class MirrorSpec:
     methods: tuple[str, ...] = MIRROR_METHODS
 
 
+# A step's pause that lasts until the rollout is resumed (`pause: until-resumed`, `promote --hold-at`).
+UNTIL_RESUMED = math.inf
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
     steps: tuple[int, ...] = (10, 25, 50, 100)
@@ -54,6 +59,8 @@ class RolloutPolicy:
     drain: float = 10.0
     stop_timeout: float = 10.0
     mirror: MirrorSpec | None = None
+    # Each step's own pause (`{weight: 10, pause: 5m}`), None where it takes `pause`; () when none has one.
+    pauses: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,33 @@ class ConfirmSpec:
 
 
 @dataclass(frozen=True)
+class HookSpec:
+    """One release hook: a command, run to its end within `timeout` seconds (README, "Release hooks")."""
+
+    command: tuple[str, ...]
+    timeout: float
+
+
+# Each hook's timeout when the config sets none: a migration may take minutes; a pre_stop holds the old
+# colour's removal, so it gets less.
+PRE_DEPLOY_TIMEOUT = 300.0
+PRE_STOP_TIMEOUT = 30.0
+POST_DEPLOY_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class ReleaseHooks:
+    """An app's release hooks, each optional."""
+
+    # In a one-off container of the new spec, before any new container starts.
+    pre_deploy: HookSpec | None = None
+    # In each old container, past the point of return: out of the file (confirmed), just before its stop.
+    pre_stop: HookSpec | None = None
+    # In one new container once the rollout is done; a failure is reported, never reverted.
+    post_deploy: HookSpec | None = None
+
+
+@dataclass(frozen=True)
 class AppSpec:
     name: str
     image: str
@@ -109,6 +143,7 @@ class AppSpec:
     # In addition to the config's global webhooks; `confirm` replaces the global gate for this app.
     webhooks: tuple[WebhookSpec, ...] = ()
     confirm: ConfirmSpec | None = None
+    hooks: ReleaseHooks = field(default_factory=ReleaseHooks)
     # `compose:` in trafficshift.yml; then `image` and `container` come from the Compose service once it
     # has been read (compose/resolve.py), and environment/command/labels are empty.
     compose: ComposeRef | None = None
@@ -359,10 +394,28 @@ class Rollout:
     # that differ are what the rollout changes.
     from_spec: SpecDoc | None = None
     to_spec: SpecDoc | None = None
+    # Each step's own pause (UNTIL_RESUMED: held there until resumed), None where it takes `pause`.
+    pauses: tuple[float | None, ...] = ()
+    # Why the rollout is held at its weights (a pause request, an until-resumed step, a set weight), or None.
+    held: str | None = None
 
     @property
     def active(self) -> bool:
         return self.outcome is None
+
+    def pause_of(self, index: int) -> float:
+        """How long step `index` holds before the next one (UNTIL_RESUMED: until resumed)."""
+        own = self.pauses[index] if 0 <= index < len(self.pauses) else None
+        return self.pause if own is None else own
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What other processes asked of a rollout, as its driver reads them while a step holds."""
+
+    abort: str | None = None  # the reason of an abort request
+    held: str | None = None  # why it is held (None: it is not)
+    weight: int | None = None  # a `set-weight` not applied yet: the new colour's percent
 
 
 @dataclass(frozen=True)

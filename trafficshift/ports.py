@@ -8,7 +8,7 @@ hand over in-memory fakes instead (`tests/support/fakes.py`).
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
 
@@ -30,6 +30,9 @@ from trafficshift.models import (
     Routing,
 )
 from trafficshift.store.aio import AsyncStateStore
+
+# Told each line a command prints (stdout and stderr, in order, without its newline) as it prints it.
+OutputSink = Callable[[str], Awaitable[None]]
 
 
 class ContainerRuntime(Protocol):
@@ -64,6 +67,19 @@ class ContainerRuntime(Protocol):
 
     def events(self, *, actions: Sequence[str]) -> AsyncGenerator[ContainerEvent, None]:
         """Events about managed containers, until the stream ends."""
+
+    async def run_once(
+        self, *, app: AppSpec, image: str, command: Sequence[str], purpose: str, on_output: OutputSink
+    ) -> int:
+        """Run `command` to its end in a one-off container `<app>-<purpose>` of the app's spec on `image`
+        (its environment, volumes and networks; no published port, no alias, never routed); return its exit
+        code. It is removed afterwards, also when cancelled; one a killed process left is replaced."""
+
+    async def remove_one_offs(self, *, app: str) -> None:
+        """Remove the app's one-off containers (left by a process killed during `run_once`)."""
+
+    async def exec_command(self, *, name: str, command: Sequence[str], on_output: OutputSink) -> int:
+        """Run `command` in the running container `name` to its end; return its exit code."""
 
 
 class RoutingPublisher(Protocol):

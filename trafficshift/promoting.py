@@ -34,6 +34,8 @@ def chosen_apps(config: Config, args: argparse.Namespace) -> list[str]:
         raise UsageError("promote: name one APP, or --all for every compose-backed app")
     if args.parallel is not None and not args.all:
         raise UsageError("promote: --parallel goes with --all")
+    if args.hold_at is not None and args.all:
+        raise UsageError("promote: --hold-at goes with one APP (the first held app would stop --all)")
     if args.image is not None and (args.all or args.build):
         raise UsageError(f"promote: --image does not go with {'--all' if args.all else '--build'}")
     if not args.all:
@@ -70,7 +72,9 @@ async def promote_command(config: Config, args: argparse.Namespace) -> int:
             install_signal_handlers(interrupt)
 
             def start_local(app: str) -> Awaitable[Rollout]:
-                return engine.promote(app=app, image=args.image, steps=args.steps, pause=args.pause)
+                return engine.promote(
+                    app=app, image=args.image, steps=args.steps, pause=args.pause, hold_at=args.hold_at
+                )
 
             result = await _run(config, args, apps, printer, start_local, stop)
     else:
@@ -116,6 +120,8 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
         body["steps"] = list(args.steps)
     if args.pause is not None:
         body["pause"] = format_duration(args.pause)
+    if args.hold_at is not None:
+        body["hold_at"] = args.hold_at
     return body
 
 

@@ -55,6 +55,9 @@ async def reconcile_app(
     # The provider's role: a promote that starts meanwhile waits for this brief hold instead of failing.
     await lock.acquire_waiting(wait=LOCK_WAIT, role=LockRole.PROVIDER)
     with lock:
+        # A pre_deploy's one-off container left by a rollout killed while it ran: nobody drives the app now
+        # (this holds its lock), and a resumed promote would run the hook afresh.
+        await adapters.containers.remove_one_offs(app=app)
         # An active rollout that nobody drives (interrupted, or left by exit 5) has recorded weights: the
         # file is routed as its last committed step says, which is what `promote`/`abort` resume from.
         state = await adapters.store.app_state(app)

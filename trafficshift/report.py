@@ -20,6 +20,7 @@ from trafficshift.models import (
     Rollout,
     Routing,
 )
+from trafficshift.stepping import pause_text
 
 JSON = dict[str, Any]
 # Colours, or their names as a JSON document gives them.
@@ -63,6 +64,9 @@ def rollout_dict(r: Rollout) -> JSON:
         # that was live when it started (None when either was not recorded).
         "spec": None if r.to_spec is None else digest(r.to_spec),
         "changed": changes_of(r),
+        # Why it is held at its weights until resumed (None: it is not), and each step's own pause.
+        "held": r.held,
+        "pauses": [pause_text(p) for p in r.pauses] if r.pauses else None,
     }
 
 
@@ -160,6 +164,9 @@ def app_status(
         "image": state.image,
         "spec": None if state.spec is None else digest(state.spec),
         "weights": weights_dict(weights),
+        # What the app's file routes now, as Traefik confirmed it (None: no readable file): next to the
+        # recorded weights, it shows where a stuck or held rollout really stands.
+        "routed": None if listed is None else weights_dict(listed.weights()),
         "containers": [container_dict(c) for c in containers],
         "rollout": None if rollout is None else {**rollout_dict(rollout), "interrupted": interrupted},
         "file": drift_dict(find_drift(listed=listed, weights=weights, containers=containers)),
@@ -211,6 +218,9 @@ def format_status(status: JSON) -> str:
     ]
     if status["weights"]:
         lines.append("  weights:    " + weights_text(status["weights"]))
+    routed = status.get("routed")
+    if routed is not None and routed != status["weights"]:
+        lines.append("  routed:     " + (weights_text(routed) or "nothing") + " (what the file routes now)")
     views = status.get("traefik") or {}
     if len(views) > 1:  # a fleet: what each instance routes (one instance shows what `weights` says)
         for url, view in views.items():
@@ -232,6 +242,11 @@ def format_status(status: JSON) -> str:
         )
         if rollout.get("changed") is not None:
             lines.append(f"              changed: {describe(rollout['changed'])}")
+        if rollout.get("held"):
+            at = weights_text(rollout["weights"]) or "nothing routed"
+            lines.append(
+                f"  held:       at {at} ({rollout['held']}); `trafficshift resume {status['app']}` goes on"
+            )
         if rollout["interrupted"]:
             app, back = status["app"], rollout["from_colour"] or "nothing"
             lines.append(

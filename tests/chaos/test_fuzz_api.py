@@ -185,6 +185,8 @@ _RIGHT = {
     "now": st.booleans(),
     "app": st.just(APP),
     "at": st.sampled_from(["2999-01-01T00:00:00+00:00", "2999-01-01T00:00:00.5-05:00"]),
+    "weight": st.sampled_from([10, 30, 100]),
+    "hold_at": st.sampled_from([10, 50]),
 }
 _NEAR = {
     "image": images | json_scalars,
@@ -193,6 +195,8 @@ _NEAR = {
     "now": json_scalars,
     "app": st.sampled_from(["nope", "", "WEB"]) | json_scalars,
     "at": times | json_scalars,
+    "weight": st.integers(-5, 120) | json_scalars,
+    "hold_at": st.integers(-5, 120) | json_scalars,
 }
 _MISSING = object()
 

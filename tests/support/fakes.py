@@ -18,7 +18,7 @@ import itertools
 import os
 import tempfile
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -26,9 +26,9 @@ from typing import Any, cast
 import aiohttp
 
 from trafficshift.config import parse_config_text
-from trafficshift.containers import container_name
+from trafficshift.containers import container_name, one_off_name
 from trafficshift.engine import Engine, EventSink
-from trafficshift.errors import StepNotApplied, UnreachableError
+from trafficshift.errors import ContainerError, StepNotApplied, UnreachableError
 from trafficshift.models import (
     AppSpec,
     AppState,
@@ -59,6 +59,8 @@ STATE = "state"  # Docker: inspect one container (readiness, liveness)
 LIST = "list"  # Docker: list an app's containers
 IMAGE = "image"  # Docker: pull/inspect the image
 DOCKER_PING = "docker-ping"
+RUN_ONCE = "run-once"  # Docker: a one-off container (a pre_deploy hook) created and started
+EXEC = "exec"  # Docker: a command exec'd in a container (pre_stop, post_deploy)
 WRITE = "write"  # the app's dynamic file, written (or removed)
 CONFIRM = "confirm"  # Traefik's API shows the file's routing
 TRAEFIK_PING = "traefik-ping"
@@ -188,6 +190,24 @@ class FakeContainer:
         )
 
 
+@dataclass(frozen=True)
+class Script:
+    """What a command does when a hook runs it: prints `lines`, then exits `exit_code` (None: never ends)."""
+
+    lines: tuple[str, ...] = ()
+    exit_code: int | None = 0
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One hook command run: where (a one-off's or a container's name), and what the file said then."""
+
+    where: str
+    command: tuple[str, ...]
+    confirmed: Mapping[Colour, int] | None  # what Traefik last confirmed (None: nothing yet)
+    names: tuple[str, ...]  # the app's colour containers at that moment
+
+
 class FakeContainers:
     """The `ports.ContainerRuntime` of a fake Docker: containers with states, behaviours per image."""
 
@@ -198,6 +218,12 @@ class FakeContainers:
         self.started: builtins.list[str] = []  # names, each time one was created
         # Told before a colour is stopped (World checks invariant 2 (docs/ARCHITECTURE.md) with it).
         self.before_stop: Callable[[str, Colour], None] | None = None
+        # By command: what it prints and how it exits (an unlisted command prints nothing and exits 0).
+        self.scripts: dict[tuple[str, ...], Script] = {}
+        self.ran: builtins.list[Ran] = []  # every run_once and exec_command, in order
+        self.one_offs: dict[str, str] = {}  # one-off containers there now: name -> app
+        # What Traefik last confirmed, for Ran (World sets it).
+        self.confirmed: Callable[[], Mapping[Colour, int] | None] = lambda: None
         self._ports = itertools.count(31001)
         self._ids = itertools.count(1)
         self._events: asyncio.Queue[ContainerEvent] = asyncio.Queue()
@@ -275,6 +301,49 @@ class FakeContainers:
             event = await self._events.get()
             if event.action in actions:
                 yield event
+
+    async def run_once(
+        self,
+        *,
+        app: AppSpec,
+        image: str,
+        command: Sequence[str],
+        purpose: str,
+        on_output: Callable[[str], Awaitable[None]],
+    ) -> int:
+        name = one_off_name(app=app.name, purpose=purpose)
+        self.one_offs[name] = app.name  # one a killed process left is replaced
+        self._note(name, app.name, command)
+        self.faults.hit(RUN_ONCE)  # a Killed here leaves it behind, as kill -9 would
+        try:
+            return await self._play(command, on_output)
+        finally:
+            self.one_offs.pop(name, None)
+
+    async def remove_one_offs(self, *, app: str) -> None:
+        for name in [n for n, a in self.one_offs.items() if a == app]:
+            del self.one_offs[name]
+
+    async def exec_command(
+        self, *, name: str, command: Sequence[str], on_output: Callable[[str], Awaitable[None]]
+    ) -> int:
+        self.faults.hit(EXEC)
+        c = self._find(name)
+        if c is None or not c.running:
+            raise ContainerError(f"container {name}: is not running")
+        self._note(name, c.app, command)
+        return await self._play(command, on_output)
+
+    def _note(self, where: str, app: str, command: Sequence[str]) -> None:
+        self.ran.append(Ran(where, tuple(command), self.confirmed(), tuple(self.names(app=app))))
+
+    async def _play(self, command: Sequence[str], on_output: Callable[[str], Awaitable[None]]) -> int:
+        script = self.scripts.get(tuple(command), Script())
+        for line in script.lines:
+            await on_output(line)
+        if script.exit_code is None:
+            await asyncio.Event().wait()  # until cancelled (its timeout, an abort)
+        return script.exit_code or 0
 
     # ------------------------------------------------------------ for tests
 
@@ -516,6 +585,9 @@ class World:
                 self.stopped_while_routed.append(colour)
 
         self.containers.before_stop = before_stop
+        self.containers.confirmed = lambda: (
+            self.publisher.confirmed[-1].weights() if self.publisher.confirmed else None
+        )
 
     @property
     def spec(self) -> AppSpec:

@@ -493,3 +493,65 @@ async def test_events_of_one_rollout_with_its_progress_frames(
     bad = await client.get("/events?progress=maybe", headers=AUTH)
     assert bad.status == 400
     assert (await bad.json())["field"] == "progress"
+
+
+# ---------------------------------------------------------------------- holds (pause, resume, weight)
+
+
+async def test_hold_routes_refuse_bad_input_naming_the_field(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    for path, body, field in [
+        ("weight", b"", None),
+        ("weight", b"{}", "weight"),
+        ("weight", b'{"weight": 0}', "weight"),
+        ("weight", b'{"weight": 100.0}', "weight"),
+        ("weight", b'{"weight": true}', "weight"),
+        ("weight", b'{"weight": 30, "now": 1}', "now"),
+        ("pause", b'{"reason": "x"}', "reason"),
+        ("resume", b"[]", None),
+        ("promote", b'{"image": "web:2", "hold_at": 0}', "hold_at"),
+    ]:
+        response = await client.post(f"/apps/web/{path}", headers=AUTH, data=body)
+        assert (response.status, (await response.json())["field"]) == (400, field), (path, body)
+    # Nothing in progress: a conflict (409), nothing recorded.
+    for path in ("pause", "resume"):
+        assert (await client.post(f"/apps/web/{path}", headers=AUTH)).status == 409
+    assert (await client.post("/apps/web/weight", headers=AUTH, json={"weight": 30})).status == 409
+    assert (await client.post("/apps/nope/pause", headers=AUTH)).status == 404
+    assert _store(client).last_event_seq() == 0
+
+
+async def test_pause_records_the_hold_and_resume_drives_a_rollout_nobody_drives(
+    client: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interrupted = _interrupted_rollout(_store(client))
+    response = await client.post("/apps/web/pause", headers=AUTH, data=b"{}")
+    doc = await response.json()
+    assert (response.status, doc["id"], doc["held"]) == (200, interrupted.id, "paused by request")
+    held = _store(client).rollout(interrupted.id)
+    assert held is not None
+    assert held.held == "paused by request"  # recorded before the answer
+    driven: list[str | None] = []
+
+    async def drive(engine: Engine, spec: Any, rollout: Rollout) -> Rollout:
+        driven.append(rollout.held)
+        return rollout
+
+    async def settled() -> None:
+        async with asyncio.timeout(5):
+            while client.app[routes.CONTEXT].runner.running():  # noqa: ASYNC110 (the runner offers no event)
+                await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(Engine, "_drive", drive)
+    # A weight for a rollout nobody drives: the service takes it over (to apply it), still held.
+    response = await client.post("/apps/web/weight", headers=AUTH, json={"weight": 100})
+    assert (response.status, await response.json()) == (202, {"id": interrupted.id})
+    await settled()
+    response = await client.post("/apps/web/resume", headers=AUTH)
+    assert (response.status, await response.json()) == (202, {"id": interrupted.id})
+    await settled()
+    assert driven == ["paused by request", None]  # released, then taken over again
+    response = await client.post("/apps/web/resume", headers=AUTH)
+    assert response.status == 409
+    assert "not held" in (await response.json())["error"]

@@ -59,6 +59,20 @@ _ROLLOUT_PROPS: JSON = {
             "description": "the spec keys that differ from the live one when it started (compose-backed)",
         }
     ),
+    "held": _nullable(
+        {
+            "type": "string",
+            "description": "why the rollout is held at its weights until resumed (null: it is not held)",
+            "example": "paused by request",
+        }
+    ),
+    "pauses": _nullable(
+        {
+            "type": "array",
+            "items": _nullable({"type": "string", "example": "until-resumed"}),
+            "description": "each step's own pause (`5s`, `until-resumed`; null: the rollout's pause)",
+        }
+    ),
 }
 _SCHEDULE_PROPS: JSON = {
     "id": {"type": "string"},
@@ -108,13 +122,32 @@ SCHEMAS: JSON = {
     },
     "AppStatus": {
         "type": "object",
-        "required": ["app", "colour", "image", "spec", "weights", "containers", "rollout", "file", "traefik"],
+        "required": [
+            "app",
+            "colour",
+            "image",
+            "spec",
+            "weights",
+            "routed",
+            "containers",
+            "rollout",
+            "file",
+            "traefik",
+        ],
         "properties": {
             "app": {"type": "string"},
             "colour": _nullable({"type": "string", "enum": _COLOURS}),
             "image": _nullable({"type": "string"}),
             "spec": _nullable({"type": "string", "description": "a compose-backed app's live spec digest"}),
             "weights": _WEIGHTS,
+            "routed": _nullable(
+                {
+                    **_WEIGHTS,
+                    "description": "what the app's dynamic file routes now (as Traefik confirmed it), next to"
+                    " the recorded `weights`: where a stuck or held rollout really stands; null: no readable"
+                    " file",
+                }
+            ),
             "containers": {"type": "array", "items": _ref("Container")},
             "rollout": _nullable(
                 {
@@ -193,6 +226,34 @@ SCHEMAS: JSON = {
                 "example": [10, 50, 100],
             },
             "pause": {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$", "example": "5s"},
+            "hold_at": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "hold the rollout at this percentage on the new colour until it is resumed"
+                " (a step of its own when it is not one of the steps)",
+                "example": 10,
+            },
+        },
+    },
+    "EmptyBody": {
+        "type": "object",
+        "description": "optional and empty: the route takes no fields (any field is a 400)",
+        "additionalProperties": False,
+        "properties": {},
+    },
+    "WeightBody": {
+        "type": "object",
+        "required": ["weight"],
+        "additionalProperties": False,
+        "properties": {
+            "weight": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "percentage on the new colour; the rollout is held there until resumed",
+                "example": 30,
+            }
         },
     },
     "AbortBody": {
@@ -310,6 +371,49 @@ def _paths() -> JSON:
                 },
                 params=[_APP],
                 body=_body("RollbackBody", required=False),
+            )
+        },
+        "/apps/{app}/pause": {
+            "post": _op(
+                "hold the app's rollout at its weights until it is resumed (recorded before it answers)",
+                {
+                    "200": _answer("the rollout, held", _ref("Rollout")),
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("no rollout of the app runs, or its phase cannot be held"),
+                },
+                params=[_APP],
+                body=_body("EmptyBody", required=False),
+            )
+        },
+        "/apps/{app}/resume": {
+            "post": _op(
+                "resume the app's held rollout; the service drives it when no process does",
+                {
+                    **accepted,
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("no rollout of the app runs, or it is not held"),
+                    **_503,
+                },
+                params=[_APP],
+                body=_body("EmptyBody", required=False),
+            )
+        },
+        "/apps/{app}/weight": {
+            "post": _op(
+                "set the new colour of the app's rollout to `weight` (held there until resumed); applied by"
+                " its driver, or by the service when none runs, and confirmed through Traefik's API: the"
+                " `set to N% on COLOUR: confirmed` event says when",
+                {
+                    **accepted,
+                    **_BODY_ERRORS,
+                    **_404,
+                    "409": _answer("no rollout of the app runs, or its phase takes no weight"),
+                    **_503,
+                },
+                params=[_APP],
+                body=_body("WeightBody", required=True),
             )
         },
         "/apps/{app}/history": {

@@ -11,6 +11,7 @@ from typing import Any
 
 from trafficshift.durations import parse_at, parse_duration
 from trafficshift.plan import check_steps
+from trafficshift.stepping import check_weight
 
 # Bodies are tiny JSON objects; anything bigger is refused before it is read (413).
 MAX_BODY = 16 * 1024
@@ -27,7 +28,8 @@ _IMAGE = re.compile(IMAGE_PATTERN)
 MAX_IMAGE = 512
 MAX_PAUSE = 24 * 3600.0
 # The fields of each body, in the order the error for an unknown one lists them.
-PROMOTE_FIELDS = ("image", "steps", "pause")
+PROMOTE_FIELDS = ("image", "steps", "pause", "hold_at")
+WEIGHT_FIELDS = ("weight",)
 ROLLBACK_FIELDS = ("now",)
 SCHEDULE_FIELDS = ("app", "image", "at")
 # Event ids are SQLite integers (signed 64-bit); ASCII digits only (int() would also take "١٢" or " 12 ").
@@ -57,6 +59,7 @@ class PromoteRequest:
     image: str | None  # None: resume the app's interrupted rollout
     steps: tuple[int, ...] | None = None
     pause: float | None = None
+    hold_at: int | None = None  # held at this percentage on the new colour until resumed
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,12 @@ def promote_request(body: Mapping[str, Any]) -> PromoteRequest:
             raise bad("pause", str(exc)) from None
         if seconds > MAX_PAUSE:
             raise bad("pause", f"at most 24h, got {pause}")
-    return PromoteRequest(image=image, steps=tuple(steps) if steps is not None else None, pause=seconds)
+    hold_at = body.get("hold_at")
+    if hold_at is not None and (why := check_weight(hold_at)):
+        raise bad("hold_at", why)
+    return PromoteRequest(
+        image=image, steps=tuple(steps) if steps is not None else None, pause=seconds, hold_at=hold_at
+    )
 
 
 def event_cursor(text: str, *, field: str) -> int:
@@ -149,6 +157,23 @@ def abort_request(body: Mapping[str, Any]) -> None:
     """Nothing, or `{}`: an abort takes no parameters (a field is refused rather than ignored)."""
     for key in body:
         raise bad(key, "unknown field (an abort takes no fields)")
+
+
+def empty_request(body: Mapping[str, Any], *, what: str) -> None:
+    """Nothing, or `{}`: a pause or resume takes no fields (a field is refused rather than ignored)."""
+    for key in body:
+        raise bad(key, f"unknown field ({what} takes no fields)")
+
+
+def weight_request(body: Mapping[str, Any]) -> int:
+    """`{"weight": 30}`: the new colour's percentage, a whole number 1..100."""
+    _only(body, WEIGHT_FIELDS)
+    if "weight" not in body:
+        raise bad("weight", "required")
+    weight = body["weight"]
+    if why := check_weight(weight):
+        raise bad("weight", why)
+    return int(weight)
 
 
 def rollback_request(body: Mapping[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from trafficshift import report
+from trafficshift import holding, report
 from trafficshift.config import require_app
 from trafficshift.errors import TrafficShiftError, Unchanged
 from trafficshift.service.metrics import CONTENT_TYPE, ServiceMetrics
@@ -28,14 +28,17 @@ from trafficshift.service.requests import (
     PROMOTE_FIELDS,
     ROLLBACK_FIELDS,
     SCHEDULE_FIELDS,
+    WEIGHT_FIELDS,
     ApiError,
     abort_request,
+    empty_request,
     event_cursor,
     parse_body,
     promote_request,
     rollback_request,
     schedule_request,
     stream_flag,
+    weight_request,
 )
 from trafficshift.service.runner import Runner
 from trafficshift.service.scheduler import Scheduler
@@ -53,6 +56,7 @@ BODY_FIELDS = {
     "/apps/{app}/promote": PROMOTE_FIELDS,
     "/apps/{app}/rollback": ROLLBACK_FIELDS,
     "/schedules": SCHEDULE_FIELDS,
+    "/apps/{app}/weight": WEIGHT_FIELDS,
 }
 # Failures of the service or of Docker are logged; a 4xx is the caller's, a 503 only says "not now".
 LOGGED_STATUSES = frozenset({500, 502})
@@ -206,7 +210,9 @@ async def promote(request: web.Request) -> web.Response:
             field="image",
         )
     try:
-        rollout = await runner.promote(app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause)
+        rollout = await runner.promote(
+            app=app, image=wanted.image, steps=wanted.steps, pause=wanted.pause, hold_at=wanted.hold_at
+        )
     except Unchanged as exc:
         return web.json_response({"id": None, "unchanged": True, "message": str(exc)})
     return _accepted(rollout.id)
@@ -224,6 +230,42 @@ async def rollback(request: web.Request) -> web.Response:
     app = _app_name(request)
     now = rollback_request(await _body(request, required=False))
     return _accepted((await _ctx(request).runner.rollback(app=app, now=now)).id)
+
+
+# ---------------------------------------------------------------------- holds (holding.py)
+
+
+@routes.post("/apps/{app}/pause")
+async def pause(request: web.Request) -> web.Response:
+    """Hold the app's rollout at its weights until resumed; 200 with the rollout, recorded held."""
+    app = _app_name(request)
+    empty_request(await _body(request, required=False), what="a pause")
+    runner = _ctx(request).runner
+    held = await holding.pause(runner.engine(), app)
+    return web.json_response(report.rollout_dict(held))
+
+
+@routes.post("/apps/{app}/resume")
+async def resume(request: web.Request) -> web.Response:
+    """Resume the app's held rollout; where no process drives it (killed), the service does from now on."""
+    app = _app_name(request)
+    empty_request(await _body(request, required=False), what="a resume")
+    runner = _ctx(request).runner
+    released = await runner.engine().record(app, lambda: runner.store.release(app, reason=holding.RESUMED))
+    await runner.adopt(app)
+    return _accepted(released.id)
+
+
+@routes.post("/apps/{app}/weight")
+async def set_weight(request: web.Request) -> web.Response:
+    """Ask for the new colour at an exact weight, held there; its driver (or, with none, the service)
+    applies it, confirmed through Traefik's API: the `set to N% ... confirmed` event says when."""
+    app = _app_name(request)
+    weight = weight_request(await _body(request, required=True))
+    runner = _ctx(request).runner
+    asked = await runner.engine().record(app, lambda: runner.store.request_weight(app, weight=weight))
+    await runner.adopt(app)
+    return _accepted(asked.id)
 
 
 @routes.get("/apps/{app}/history")

@@ -71,6 +71,7 @@ class Runner:
         steps: tuple[int, ...] | None = None,
         pause: float | None = None,
         resume: bool = True,
+        hold_at: int | None = None,
     ) -> Rollout:
         """Start a promote, or resume the app's rollout that nobody drives; return it once recorded.
 
@@ -92,7 +93,7 @@ class Runner:
         wanted = image
         return await self._start(
             app,
-            lambda e: e.promote(app=app, image=wanted, steps=steps, pause=pause),
+            lambda e: e.promote(app=app, image=wanted, steps=steps, pause=pause, hold_at=hold_at),
             what=f"promote {app}",
             resume=resume,
             adapters=adapters,
@@ -130,13 +131,37 @@ class Runner:
         """
         found = []
         for app, (_, active) in sorted((await self.store.overview(self.config.apps)).items()):
-            if active is not None and not self.adapters.locks.lock(app).is_held_elsewhere():
+            if (
+                active is not None
+                and active.held is not None
+                and not self.adapters.locks.lock(app).is_held_elsewhere()
+            ):
+                # Held: it gains no traffic while held, and an operator asked for it to stay. Driven again
+                # (its health and analysis watched), it stays held until resumed.
+                log.warning(
+                    "rollout %s of %s was interrupted while held (%s): driving it, held",
+                    active.id,
+                    app,
+                    active.held,
+                )
+                found.append(await self.promote(app=app, image=None))
+            elif active is not None and not self.adapters.locks.lock(app).is_held_elsewhere():
                 log.warning(
                     "rollout %s of %s was interrupted (%s): aborting it", active.id, app, active.phase
                 )
                 reason = "interrupted; aborted by the service at start-up"
                 found.append(await self.abort(app=app, reason=reason))
         return found
+
+    async def adopt(self, app: str) -> Rollout | None:
+        """Drive the app's rollout when no process does (its CLI was killed): the resume path of `promote`,
+        where a held rollout stays held. None when a process drives it already."""
+        if self.adapters.locks.lock(app).holder() is LockRole.ROLLOUT:
+            return None
+        try:
+            return await self.promote(app=app, image=None)
+        except LockedError:
+            return None  # taken up meanwhile (a CLI's `promote`): driven
 
     def running(self) -> int:
         return len(self._tasks)
@@ -219,8 +244,12 @@ class Runner:
         deadline = loop.time() + timeout
         while self._tasks:
             tasks = list(self._tasks)
-            for engine in self._tasks.values():
-                engine.interrupt("the service is shutting down")
+            for task, engine in self._tasks.items():
+                if engine.held is not None:
+                    # A held rollout stays held: stopped here like a crash, driven again at the next start.
+                    task.cancel()
+                else:
+                    engine.interrupt("the service is shutting down")
             left = deadline - loop.time()
             if left <= 0:
                 for task in tasks:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from trafficshift.compose.spec import SpecDoc
-from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
+from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Requests, Rollout
 from trafficshift.store.rollouts import StateStore
 from trafficshift.store.schedules import Schedule, ScheduleState, ScheduleStore
 
@@ -116,6 +116,7 @@ class AsyncStateStore:
         steps: tuple[int, ...],
         pause: float,
         spec: SpecDoc | None = None,
+        pauses: tuple[float | None, ...] = (),
     ) -> Rollout:
         return await self._writer.run(
             StateStore.create_rollout,
@@ -126,6 +127,7 @@ class AsyncStateStore:
             steps=steps,
             pause=pause,
             spec=spec,
+            pauses=pauses,
         )
 
     async def advance(
@@ -136,9 +138,10 @@ class AsyncStateStore:
         phase: Phase | None = None,
         step: int | None = None,
         weights: Mapping[Colour, int] | None = None,
+        hold: str | None = None,
     ) -> Rollout:
         return await self._writer.run(
-            StateStore.advance, rollout, message=message, phase=phase, step=step, weights=weights
+            StateStore.advance, rollout, message=message, phase=phase, step=step, weights=weights, hold=hold
         )
 
     async def finish(
@@ -148,6 +151,42 @@ class AsyncStateStore:
 
     async def request_abort(self, rollout_id: str, *, reason: str) -> None:
         await self._writer.run(StateStore.request_abort, rollout_id, reason=reason)
+
+    # Holds (stepping.py): each checks the rollout's phase in the transaction that records it.
+
+    async def hold(self, app: str, *, reason: str) -> Rollout:
+        return await self._writer.run(StateStore.hold, app, reason=reason)
+
+    async def release(self, app: str, *, reason: str) -> Rollout:
+        return await self._writer.run(StateStore.release, app, reason=reason)
+
+    async def request_weight(self, app: str, *, weight: int) -> Rollout:
+        return await self._writer.run(StateStore.request_weight, app, weight=weight)
+
+    async def set_weight(
+        self,
+        rollout: Rollout,
+        *,
+        steps: tuple[int, ...],
+        pauses: tuple[float | None, ...],
+        step: int,
+        weights: Mapping[Colour, int],
+        hold: str,
+        message: str,
+    ) -> Rollout:
+        return await self._writer.run(
+            StateStore.set_weight,
+            rollout,
+            steps=steps,
+            pauses=pauses,
+            step=step,
+            weights=weights,
+            hold=hold,
+            message=message,
+        )
+
+    async def drop_weight_request(self, rollout: Rollout, *, message: str) -> None:
+        await self._writer.run(StateStore.drop_weight_request, rollout, message=message)
 
     # -------------------------------------------------------------- reads: the query-only connection
 
@@ -175,6 +214,9 @@ class AsyncStateStore:
 
     async def abort_requested(self, rollout_id: str) -> str | None:
         return await self._reader.run(StateStore.abort_requested, rollout_id)
+
+    async def requests(self, rollout_id: str) -> Requests:
+        return await self._reader.run(StateStore.requests, rollout_id)
 
     async def last_event_seq(self) -> int:
         return await self._reader.run(StateStore.last_event_seq)

@@ -17,10 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from trafficshift import stepping
 from trafficshift.compose.fingerprint import changed_keys, describe
 from trafficshift.compose.spec import SpecDoc
-from trafficshift.errors import LockedError, UsageError
-from trafficshift.models import AppState, Colour, Event, Outcome, Phase, Rollout
+from trafficshift.errors import LockedError, NothingToDo, UsageError
+from trafficshift.models import UNTIL_RESUMED, AppState, Colour, Event, Outcome, Phase, Requests, Rollout
 from trafficshift.store.db import connect
 
 _SCHEMA = """
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
     steps TEXT NOT NULL, pause REAL NOT NULL, phase TEXT NOT NULL, step INTEGER NOT NULL,
     weights TEXT NOT NULL, abort_requested TEXT,
     outcome TEXT, reason TEXT, started_at REAL NOT NULL, updated_at REAL NOT NULL, ended_at REAL,
-    from_spec TEXT, to_spec TEXT
+    from_spec TEXT, to_spec TEXT, pauses TEXT, held TEXT, weight_request INTEGER
 );
 CREATE INDEX IF NOT EXISTS rollouts_app ON rollouts (app, started_at);
 CREATE TABLE IF NOT EXISTS events (
@@ -48,7 +49,15 @@ CREATE INDEX IF NOT EXISTS events_rollout ON events (rollout_id, seq);
 
 # Columns added since the first release: a state.db made before gets them at the first writable open (its
 # old rows read as NULL: no spec recorded). (table, column, type), in the order they were added.
-ADDED_COLUMNS = (("apps", "spec", "TEXT"), ("rollouts", "from_spec", "TEXT"), ("rollouts", "to_spec", "TEXT"))
+ADDED_COLUMNS = (
+    ("apps", "spec", "TEXT"),
+    ("rollouts", "from_spec", "TEXT"),
+    ("rollouts", "to_spec", "TEXT"),
+    # Holds (stepping.py): each step's own pause, why it is held, a set-weight its driver has not applied.
+    ("rollouts", "pauses", "TEXT"),
+    ("rollouts", "held", "TEXT"),
+    ("rollouts", "weight_request", "INTEGER"),
+)
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
@@ -82,6 +91,26 @@ def _spec_from(row: sqlite3.Row, column: str) -> SpecDoc | None:
     return None if text is None else dict(json.loads(text))
 
 
+def _column(row: sqlite3.Row, column: str) -> Any:
+    """A column added since the first release; None on a query-only connection to a file not migrated yet."""
+    return row[column] if column in row.keys() else None  # noqa: SIM118
+
+
+def _pauses_json(pauses: tuple[float | None, ...]) -> str | None:
+    # Infinity is no JSON: an until-resumed pause is kept as its config text.
+    return (
+        json.dumps([stepping.UNTIL_RESUMED_TEXT if p == UNTIL_RESUMED else p for p in pauses])
+        if pauses
+        else None
+    )
+
+
+def _pauses_from(text: str | None) -> tuple[float | None, ...]:
+    if not text:
+        return ()
+    return tuple(UNTIL_RESUMED if p == stepping.UNTIL_RESUMED_TEXT else p for p in json.loads(text))
+
+
 def _weights_json(weights: Mapping[Colour, int]) -> str:
     return json.dumps({str(c): w for c, w in weights.items()})
 
@@ -110,6 +139,8 @@ def _rollout_from(row: sqlite3.Row) -> Rollout:
         ended_at=row["ended_at"],
         from_spec=_spec_from(row, "from_spec"),
         to_spec=_spec_from(row, "to_spec"),
+        pauses=_pauses_from(_column(row, "pauses")),
+        held=_column(row, "held"),
     )
 
 
@@ -179,8 +210,10 @@ class StateStore:
         steps: tuple[int, ...],
         pause: float,
         spec: SpecDoc | None = None,
+        pauses: tuple[float | None, ...] = (),
     ) -> Rollout:
-        """Record a new rollout (`starting`); `spec`: a compose-backed app's spec it deploys."""
+        """Record a new rollout (`starting`); `spec`: a compose-backed app's spec it deploys; `pauses`: each
+        step's own pause (None: `pause`)."""
         now = time.time()
         weights = {from_state.colour: 100} if from_state.colour else {}
         rollout = Rollout(
@@ -199,6 +232,7 @@ class StateStore:
             updated_at=now,
             from_spec=from_state.spec if spec is not None else None,
             to_spec=spec,
+            pauses=pauses,
         )
         with self._transaction() as db:
             active = db.execute(
@@ -208,8 +242,8 @@ class StateStore:
                 raise LockedError(app)
             db.execute(
                 "INSERT INTO rollouts (id, app, from_colour, from_image, to_colour, to_image, steps, pause,"
-                " phase, step, weights, started_at, updated_at, from_spec, to_spec)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " phase, step, weights, started_at, updated_at, from_spec, to_spec, pauses)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rollout.id,
                     app,
@@ -226,6 +260,7 @@ class StateStore:
                     now,
                     _spec_json(rollout.from_spec),
                     _spec_json(spec),
+                    _pauses_json(pauses),
                 ),
             )
             message = f"rollout {rollout.id}: {app} -> {to_image} ({to_colour})"
@@ -242,8 +277,10 @@ class StateStore:
         phase: Phase | None = None,
         step: int | None = None,
         weights: Mapping[Colour, int] | None = None,
+        hold: str | None = None,
     ) -> Rollout:
-        """Record a transition (before its side effect) and return the new rollout."""
+        """Record a transition (before its side effect) and return the new rollout; `hold`: held from then
+        on, for that reason (an until-resumed step: held in the same commit that records it)."""
         changes: dict[str, Any] = {"updated_at": time.time()}
         if phase is not None:
             changes["phase"] = phase
@@ -251,12 +288,18 @@ class StateStore:
             changes["step"] = step
         if weights is not None:
             changes["weights"] = dict(weights)
+        if hold is not None:
+            changes["held"] = hold
+        elif phase is not None and phase not in stepping.PAUSABLE:
+            changes["held"] = None  # going back, or past the point of return: no hold applies any more
         new = replace(rollout, **changes)
         with self._transaction() as db:
             db.execute(
                 "UPDATE rollouts SET phase = ?, step = ?, weights = ?, updated_at = ? WHERE id = ?",
                 (new.phase, new.step, _weights_json(new.weights), new.updated_at, new.id),
             )
+            if "held" in changes:
+                db.execute("UPDATE rollouts SET held = ? WHERE id = ?", (new.held, new.id))
             self._append_event(db, new, message)
         return new
 
@@ -265,7 +308,13 @@ class StateStore:
         now = time.time()
         phase = {Outcome.DONE: Phase.DONE, Outcome.ABORTED: Phase.ABORTED, Outcome.FAILED: Phase.FAILED}
         new = replace(
-            rollout, phase=phase[outcome], outcome=outcome, reason=reason, updated_at=now, ended_at=now
+            rollout,
+            phase=phase[outcome],
+            outcome=outcome,
+            reason=reason,
+            updated_at=now,
+            ended_at=now,
+            held=None,
         )
         with self._transaction() as db:
             db.execute(
@@ -273,6 +322,8 @@ class StateStore:
                 " ended_at = ? WHERE id = ?",
                 (new.phase, _weights_json(new.weights), outcome, reason, now, now, new.id),
             )
+            # An ended rollout is held by nothing, and a set-weight its driver never applied is void.
+            db.execute("UPDATE rollouts SET held = NULL, weight_request = NULL WHERE id = ?", (new.id,))
             # What serves now: the new spec once done, else the one that served before (a compose-backed app).
             spec = rollout.to_spec if outcome is Outcome.DONE else rollout.from_spec
             db.execute(
@@ -324,6 +375,107 @@ class StateStore:
     def abort_requested(self, rollout_id: str) -> str | None:
         row = self._db.execute("SELECT abort_requested FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
         return row["abort_requested"] if row else None
+
+    # -------------------------------------------------------------- holds (stepping.py, holding.py)
+
+    def _active_row(self, db: sqlite3.Connection, app: str) -> Rollout:
+        row = db.execute(
+            "SELECT * FROM rollouts WHERE app = ? AND outcome IS NULL ORDER BY started_at DESC", (app,)
+        ).fetchone()
+        if row is None:
+            raise NothingToDo(f"no rollout of {app} is in progress")
+        return _rollout_from(row)
+
+    def hold(self, app: str, *, reason: str) -> Rollout:
+        """Hold the app's rollout at its weights (recorded, with its event, before anyone reports it).
+
+        NothingToDo when none is in progress, NotHoldable where its phase does not allow it. Holding a held
+        rollout changes nothing.
+        """
+        with self._transaction() as db:
+            r = self._active_row(db, app)
+            stepping.check_pause(r)
+            if r.held is not None:
+                return r
+            new = replace(r, held=reason, updated_at=time.time())
+            db.execute("UPDATE rollouts SET held = ? WHERE id = ?", (reason, r.id))
+            self._append_event(db, new, f"held at {stepping.held_at(new)}: {reason}")
+        return new
+
+    def release(self, app: str, *, reason: str) -> Rollout:
+        """Resume the app's held rollout (its driver goes on at its next poll); NotHoldable when not held."""
+        with self._transaction() as db:
+            r = self._active_row(db, app)
+            stepping.check_resume(r)
+            new = replace(r, held=None, updated_at=time.time())
+            db.execute("UPDATE rollouts SET held = NULL WHERE id = ?", (r.id,))
+            self._append_event(db, new, f"resumed at {stepping.held_at(new)}: {reason}")
+        return new
+
+    def request_weight(self, app: str, *, weight: int) -> Rollout:
+        """Ask the driver of the app's rollout to set its new colour to `weight` (and hold it there)."""
+        with self._transaction() as db:
+            r = self._active_row(db, app)
+            stepping.check_set_weight(r, weight)
+            new = replace(r, updated_at=time.time())
+            db.execute("UPDATE rollouts SET weight_request = ? WHERE id = ?", (weight, r.id))
+            self._append_event(db, new, f"set-weight {weight}% on {r.to_colour} asked")
+        return new
+
+    def requests(self, rollout_id: str) -> Requests:
+        """An abort, hold or set-weight asked of the rollout, in one read (its driver polls it)."""
+        row = self._db.execute("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+        if row is None:
+            return Requests()
+        return Requests(
+            abort=row["abort_requested"], held=_column(row, "held"), weight=_column(row, "weight_request")
+        )
+
+    def set_weight(
+        self,
+        rollout: Rollout,
+        *,
+        steps: tuple[int, ...],
+        pauses: tuple[float | None, ...],
+        step: int,
+        weights: Mapping[Colour, int],
+        hold: str,
+        message: str,
+    ) -> Rollout:
+        """Record a set weight as the rollout's step `step` of a new plan, held, its request served."""
+        new = replace(
+            rollout,
+            phase=Phase.SHIFTING,
+            steps=steps,
+            pauses=pauses,
+            step=step,
+            weights=dict(weights),
+            held=hold,
+            updated_at=time.time(),
+        )
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE rollouts SET phase = ?, steps = ?, pauses = ?, step = ?, weights = ?, held = ?,"
+                " weight_request = NULL, updated_at = ? WHERE id = ?",
+                (
+                    new.phase,
+                    json.dumps(list(steps)),
+                    _pauses_json(pauses),
+                    step,
+                    _weights_json(new.weights),
+                    hold,
+                    new.updated_at,
+                    new.id,
+                ),
+            )
+            self._append_event(db, new, message)
+        return new
+
+    def drop_weight_request(self, rollout: Rollout, *, message: str) -> None:
+        """Void a set-weight the driver cannot apply any more (the rollout moved on meanwhile)."""
+        with self._transaction() as db:
+            db.execute("UPDATE rollouts SET weight_request = NULL WHERE id = ?", (rollout.id,))
+            self._append_event(db, replace(rollout, updated_at=time.time()), message)
 
     # -------------------------------------------------------------- events
 
