@@ -96,6 +96,10 @@ async def test_promote_through_two_instances_loses_no_request_on_either(
             await load.wait_for(requests=load.total + 50)
 
     assert result.code == 0, result.stderr
+    # Each step confirmed on BOTH instances: the seconds from the transaction to the slower one's API.
+    confirmed = [e["message"] for e in result.events() if "confirmed in" in (e.get("message") or "")]
+    print(f"\nconfirmations through two instances: {confirmed}")
+    assert len(confirmed) >= 3, confirmed
     for load in loads:
         assert load.summary().failed == 0, [s for s in load.samples if s.failed][:5]
         assert load.share("v2", since=after) == 1.0
