@@ -188,7 +188,7 @@ class TraefikSpec:
 class DockerSpec:
     # Container creates+starts and removals at once in one process (`docker.concurrency`), shared by its
     # rollouts: see containers.DEFAULT_CONCURRENCY for the measurement behind the default.
-    concurrency: int = 4
+    concurrency: int = 32
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def test_defaults_fill_what_is_left_out() -> None:
     assert config.traefik == TraefikSpec(dynamic_dir=Path("/var/dyn"))
     assert config.state_dir == BASE_DIR / ".trafficshift"
     assert config.service == ServiceSpec()
-    assert config.docker == DockerSpec(concurrency=4)
+    assert config.docker == DockerSpec(concurrency=32)
     assert config.apps["web"] == AppSpec(name="web", image="i", port=80, rule="r", network="n")
     assert config.apps["web"].analysis is None
 
