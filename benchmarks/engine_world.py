@@ -141,7 +141,10 @@ class Publisher:
     async def check(self, *, spec: AppSpec) -> None:
         return None  # the app's router options are accepted
 
-    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+    async def views(self, app: str) -> dict[str, dict[str, int] | str]:
+        return {}
+
+    async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         self.files[spec.name] = routing
         await asyncio.sleep(self.apply)
         return self.apply

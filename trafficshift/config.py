@@ -34,6 +34,7 @@ from trafficshift.models import (
     HookSpec,
     MirrorSpec,
     Phase,
+    RedisSpec,
     ReleaseHooks,
     RetrySpec,
     RolloutPolicy,
@@ -74,6 +75,10 @@ _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _TRAEFIK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9][A-Za-z0-9_-]*)?")
 _DOMAIN = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 _SAME_SITE = ("none", "lax", "strict")
+# The default confirm timeout is the longest: the lock waits are sized on it (engine.PROVIDER_WAIT).
+MAX_CONFIRM_TIMEOUT = 30.0
+# Traefik's `rootKey`: one KV path segment (traefik/kv.py writes every key under it).
+_ROOT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Compose's rule for project names.
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # With `compose:`, the compose service says these; trafficshift.yml must not say them too.
@@ -184,16 +189,10 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
     top = root.mapping(known, required=("traefik", "apps"), extensions=True)
     if top is None:
         return None
-    fields: dict[str, _Convert] = {
-        "dynamic_dir": path,
-        "api_url": _api_url,
-        "metrics_url": _url,
-        "entrypoints": _entrypoints,
-    }
-    traefik = _section(top["traefik"], fields, required=("dynamic_dir",)) if "traefik" in top else None
+    traefik = _traefik(top["traefik"], path) if "traefik" in top else None
     # When the traefik section itself is broken, do not pile "needs metrics_url" errors on top.
-    has_metrics = traefik is None or "metrics_url" in traefik[0]
-    fields = {
+    has_metrics = traefik is None or "metrics_url" in traefik[0] or "metrics_urls" in traefik[0]
+    fields: dict[str, _Convert] = {
         "listen": _listen,
         "token_file": path,
         "schedule_grace": Node.duration,
@@ -227,16 +226,14 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
             root.errors.add(
                 entries[other].key_line, entries[other].path, f"collides with the mirror of {owner}"
             )
+    if traefik is not None and traefik[1].get("provider") == "redis":
+        for app_name, app in apps.items():
+            if app.rollout.mirror is not None:  # the mirror's router and service are written as a file only
+                node = entries[app_name]
+                root.errors.add(node.key_line, node.path, "rollout.mirror needs traefik.provider: file")
     webhooks = _webhooks(top["webhooks"], base_dir) if "webhooks" in top else ()
     confirm = _confirm(top["confirm"], base_dir) if "confirm" in top else None
-    if (
-        traefik is None
-        or "dynamic_dir" not in traefik[1]
-        or service is None
-        or docker is None
-        or state_dir is None
-        or hosts is None
-    ):
+    if traefik is None or service is None or docker is None or state_dir is None or hosts is None:
         return None
     return Config(
         path=base_dir / name,
@@ -249,6 +246,106 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         confirm=confirm,
         hosts=hosts,
     )
+
+
+def _traefik(
+    node: Node, path: Callable[[Node], Path | None]
+) -> tuple[dict[str, Node], dict[str, Any]] | None:
+    """The `traefik` section: the file provider's folder, or Redis; one API URL, or a fleet's."""
+    fields: dict[str, _Convert] = {
+        "dynamic_dir": path,
+        "api_url": _api_url,
+        "api_urls": lambda n: _url_list(n, _api_url),
+        "metrics_url": _url,
+        "metrics_urls": lambda n: _url_list(n, _url),
+        "entrypoints": _entrypoints,
+        "provider": _provider,
+        "redis": _redis,
+        "confirm_timeout": _confirm_timeout,
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    entries, values = got
+    ok = all(key in values for key in entries)
+    if "provider" in entries and "provider" not in values:
+        return None  # said already; what else it requires depends on it
+    provider = values.get("provider", "file")
+    for one, many in (("api_url", "api_urls"), ("metrics_url", "metrics_urls")):
+        if one in entries and many in entries:
+            entries[many].fail(f"give {one} (one Traefik) or {many} (several), not both")
+            ok = False
+    if provider == "file" and "dynamic_dir" not in entries:
+        node.fail("missing required key 'dynamic_dir' (where the file provider reads; or provider: redis)")
+        ok = False
+    if provider == "redis" and "redis" not in entries:
+        node.fail("missing required key 'redis' (provider: redis writes there)")
+        ok = False
+    if "redis" in entries and provider != "redis":
+        entries["redis"].fail("set provider: redis to use it (the routing goes to dynamic_dir otherwise)")
+        ok = False
+    return (entries, values) if ok else None
+
+
+def _confirm_timeout(node: Node) -> float | None:
+    value = node.duration(positive=True)
+    if value is not None and value > MAX_CONFIRM_TIMEOUT:
+        node.fail(f"must be at most {MAX_CONFIRM_TIMEOUT:g}s, got {node.node.value!r}")
+        return None
+    return value
+
+
+def _provider(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and value not in ("file", "redis"):
+        node.fail(f"expected file or redis, got {value!r}")
+        return None
+    return value
+
+
+def _redis(node: Node) -> RedisSpec | None:
+    entries = node.mapping(("url", "root_key"), required=("url",))
+    if entries is None:
+        return None
+    url = entries["url"].string() if "url" in entries else None
+    if url is not None:
+        parts = urlsplit(url)
+        try:
+            _ = parts.port
+            valid = parts.scheme in ("redis", "rediss", "unix") and bool(parts.hostname or parts.path)
+        except ValueError:
+            valid = False
+        if valid and parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            valid = False
+        if not valid:
+            entries["url"].fail(f"expected redis://host:port/<db> (or rediss://, unix://), got {url!r}")
+            url = None
+    root = entries["root_key"].string() if "root_key" in entries else "traefik"
+    if root is not None and not _ROOT_KEY.fullmatch(root):
+        entries["root_key"].fail(
+            f"expected one key segment (letters, digits, . _ -) like traefik, got {root!r}"
+        )
+        root = None
+    if url is None or root is None:
+        return None
+    return RedisSpec(url=url, root_key=root)
+
+
+def _url_list(node: Node, convert: Callable[[Node], str | None]) -> tuple[str, ...] | None:
+    items = node.items()
+    if items is None:
+        return None
+    if not items:
+        node.fail("must list at least one URL")
+        return None
+    urls = [convert(item) for item in items]
+    seen: set[str] = set()
+    for item, url in zip(items, urls, strict=True):
+        if url is not None and url in seen:
+            item.fail(f"{url} is listed twice")
+            return None
+        seen.add(url or "")
+    return None if None in urls else tuple(u for u in urls if u)
 
 
 def _url(node: Node) -> str | None:

@@ -94,7 +94,10 @@ def check_clock(*, engine: float, local: float) -> Check:
 
 async def check_traefik(config: Config, session: aiohttp.ClientSession) -> list[Check]:
     """Traefik's API and metrics answer, and Traefik loads what is written into `dynamic_dir`."""
-    api_url, metrics_url = config.traefik.api_url, config.traefik.metrics_url
+    # A fleet (`api_urls`, `metrics_urls`): the first instance here; a promote pings every one.
+    api_url = next(iter(config.traefik.apis), None)
+    metrics_url = next(iter(config.traefik.metrics), None)
+    dynamic_dir = config.traefik.dynamic_dir
     checks: list[Check] = []
     api = TraefikApi(api_url=api_url, session=session) if api_url else None
     if api is None:
@@ -116,13 +119,15 @@ async def check_traefik(config: Config, session: aiohttp.ClientSession) -> list[
         except TrafficShiftError as exc:
             fix = "set traefik.metrics_url to Traefik's metrics entrypoint (metrics.prometheus)"
             checks.append(_failed("traefik metrics", exc, fix))
-    if api is None:
+    if dynamic_dir is None:
+        checks.append(Check("watched folder", None, "traefik.provider is redis: no dynamic folder"))
+    elif api is None:
         checks.append(Check("watched folder", None, "needs Traefik's API to read the probe back"))
-    elif not config.traefik.dynamic_dir.is_dir():
+    elif not dynamic_dir.is_dir():
         fix = "set traefik.dynamic_dir to the folder of Traefik's providers.file.directory"
-        checks.append(Check("watched folder", False, f"{config.traefik.dynamic_dir} does not exist", fix))
+        checks.append(Check("watched folder", False, f"{dynamic_dir} does not exist", fix))
     else:
-        checks.append(await check_watched(config.traefik.dynamic_dir, api))
+        checks.append(await check_watched(dynamic_dir, api))
     return checks
 
 
@@ -265,7 +270,8 @@ async def check_engines(config: Config) -> list[Check]:
 async def run_checks(config: Config) -> list[Check]:
     """Every check, in the order a promote needs them."""
     checks = await check_engines(config)
-    checks.append(check_folder("dynamic folder", config.traefik.dynamic_dir))
+    if config.traefik.dynamic_dir is not None:  # none with provider: redis
+        checks.append(check_folder("dynamic folder", config.traefik.dynamic_dir))
     async with aiohttp.ClientSession() as session:
         checks += await check_traefik(config, session)
     checks.append(check_state(config.state_dir))

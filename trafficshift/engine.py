@@ -301,6 +301,7 @@ class Engine:
             interrupted=interrupted,
             containers=containers,
             listed=self.routing.read(app),
+            views=await self.routing.views(app),
         )
 
     async def aclose(self) -> None:
@@ -499,12 +500,12 @@ class Engine:
             # Weight 0 first (for a first deploy: out of the file, there is nothing to go back to).
             back, where = ({old: 100, new: 0}, f"all traffic back to {old}") if old else ({}, "no traffic")
             r = await self._advance(r, weights=back, message=where)
-            await self._apply(spec, r)
+            await self._apply(spec, r, back=True)
             self._progress(f"draining {new} for {spec.rollout.drain:g}s")
             await asyncio.sleep(spec.rollout.drain)
         without_new = {old: 100} if old is not None else {}
         r = await self._advance(r, weights=without_new, message=f"removing {new}")
-        await self._apply(spec, r)
+        await self._apply(spec, r, back=True)
         await self.containers.stop_and_remove(
             app=spec.name, colour=new, stop_timeout=spec.rollout.stop_timeout
         )
@@ -552,8 +553,11 @@ class Engine:
 
     # ------------------------------------------------------------------ steps
 
-    async def _apply(self, spec: AppSpec, r: Rollout) -> float:
-        """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken."""
+    async def _apply(self, spec: AppSpec, r: Rollout, *, back: bool = False) -> float:
+        """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken.
+
+        `back`: the rollout is going back (ports.RoutingPublisher.publish).
+        """
         routing = await self._routing(spec, r)
         if r.from_colour is not None and r.from_colour in plan.unserved(r.weights, routing):
             # Docker restarted the old colour (on new published ports) while nobody watched: probe it there,
@@ -564,7 +568,7 @@ class Engine:
             # Writing it anyway would send that share nowhere (or delete the file): refuse instead, as
             # invariant 7 (docs/ARCHITECTURE.md) says.
             raise NotReady(f"no ready {' or '.join(unserved)} container to take its share of {spec.name}")
-        return await self.write_routing(spec, routing)
+        return await self.write_routing(spec, routing, back=back)
 
     async def _routing(self, spec: AppSpec, r: Rollout) -> Routing:
         """The routing of the rollout's weights over the app's containers that were seen ready."""
@@ -578,9 +582,9 @@ class Engine:
         pins = plan.pins_for(spec, r)
         return plan.routing_for(app=spec.name, weights=r.weights, containers=containers, pins=pins)
 
-    async def write_routing(self, spec: AppSpec, routing: Routing) -> float:
+    async def write_routing(self, spec: AppSpec, routing: Routing, *, back: bool = False) -> float:
         """Publish `routing` as the app's file, confirmed; the caller holds the app's lock."""
-        return await self.routing.publish(spec=spec, routing=routing)
+        return await self.routing.publish(spec=spec, routing=routing, back=back)
 
     async def _readmit(self, spec: AppSpec, colour: Colour) -> None:
         """Probe the colour's replicas that the file does not route: Docker restarted them on a new address.
@@ -624,7 +628,9 @@ class Engine:
         With analysis, the new colour's metrics are judged from the start of the hold every
         `analysis.interval`: a failed verdict (AnalysisFailed) ends the step at once, held or not.
         """
-        watch = judge.watch_step(spec=spec, rollout=r, metrics=self.metrics)
+        watch = judge.watch_step(
+            spec=spec, rollout=r, metrics=self.metrics, provider=self.config.traefik.provider
+        )
         if watch is not None:
             await self._guarded(r, watch.observe())  # the start of the window
         started = time.monotonic()

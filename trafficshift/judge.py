@@ -48,6 +48,7 @@ class StepWatch:
     old: Colour | None
     spec: AnalysisSpec
     step: str
+    provider: str = names.PROVIDER  # the `@<provider>` of the service labels: `file`, or `redis`
     start: MetricsSnapshot | None = None
     latest: MetricsSnapshot | None = None
     last: Verdict | None = None
@@ -55,7 +56,7 @@ class StepWatch:
 
     @property
     def service(self) -> str:
-        return _metrics_label(self.app, self.new)
+        return _metrics_label(self.app, self.new, self.provider)
 
     async def observe(self) -> Verdict | None:
         """Scrape and judge the window so far; None when there is no window yet (or Traefik did not answer).
@@ -106,7 +107,7 @@ class StepWatch:
             return {}
         labels = {self.new: self.service}
         if self.old is not None:
-            labels[self.old] = _metrics_label(self.app, self.old)
+            labels[self.old] = _metrics_label(self.app, self.old, self.provider)
         return {
             colour: figures_between(before=self.start, after=self.latest, service=label)
             for colour, label in labels.items()
@@ -114,7 +115,7 @@ class StepWatch:
 
     @property
     def _old_service(self) -> str | None:
-        return _metrics_label(self.app, self.old) if self.old else None
+        return _metrics_label(self.app, self.old, self.provider) if self.old else None
 
     async def finish(self) -> Verdict:
         """The verdict at the end of the step: a last scrape, else the latest verdict of the step."""
@@ -130,12 +131,14 @@ class StepWatch:
         return verdict
 
 
-def _metrics_label(app: str, colour: Colour) -> str:
+def _metrics_label(app: str, colour: Colour, provider: str) -> str:
     """The Prometheus `service` label of one colour's loadBalancer service (`web-green@file`)."""
-    return names.qualified(names.colour_service(app, colour))
+    return names.qualified(names.colour_service(app, colour), provider)
 
 
-def watch_step(*, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None) -> StepWatch | None:
+def watch_step(
+    *, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None, provider: str = names.PROVIDER
+) -> StepWatch | None:
     """A watch over the step (or mirror phase) the rollout holds now, or None when there is nothing to judge.
 
     Nothing to judge: no analysis or metrics source, a first deploy (no old colour to go back to), or the new
@@ -162,4 +165,5 @@ def watch_step(*, spec: AppSpec, rollout: Rollout, metrics: MetricsSource | None
         old=rollout.from_colour,
         spec=spec.analysis,
         step=step,
+        provider=provider,
     )

@@ -206,11 +206,37 @@ class AppSpec:
 
 
 @dataclass(frozen=True)
+class RedisSpec:
+    """`traefik.redis`: where the Redis backend writes (`redis://host:port/<db>`) and Traefik's `rootKey`."""
+
+    url: str
+    root_key: str = "traefik"
+
+
+@dataclass(frozen=True)
 class TraefikSpec:
-    dynamic_dir: Path
-    api_url: str | None = None
+    # None only with `provider: redis` (the config requires it for `file`).
+    dynamic_dir: Path | None = None
+    api_url: str | None = None  # one instance; `api_urls` for a fleet (the config takes one or the other)
     metrics_url: str | None = None
     entrypoints: tuple[str, ...] = ("web",)
+    provider: str = "file"  # `file` or `redis`: where the routing is written, and the `@<provider>` suffix
+    redis: RedisSpec | None = None  # set exactly when provider is redis
+    api_urls: tuple[str, ...] = ()
+    metrics_urls: tuple[str, ...] = ()
+    # How long every instance may take to show a step (`traefik.confirm_timeout`); at most the default,
+    # which the provider's lock waits are sized on (engine.PROVIDER_WAIT).
+    confirm_timeout: float = 30.0
+
+    @property
+    def apis(self) -> tuple[str, ...]:
+        """Every Traefik instance's API: each must show a step before it counts."""
+        return self.api_urls or ((self.api_url,) if self.api_url else ())
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every instance's metrics endpoint: analysis sums each service's counts over all of them."""
+        return self.metrics_urls or ((self.metrics_url,) if self.metrics_url else ())
 
 
 @dataclass(frozen=True)

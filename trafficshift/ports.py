@@ -98,11 +98,17 @@ class RoutingPublisher(Protocol):
         """Have Traefik try the app's router options unless its file runs them already: invariant 18
         (docs/ARCHITECTURE.md). RoutingRejected (exit 2) when Traefik puts them in error."""
 
-    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+    async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         """Replace the app's file with `routing` (no routes: remove it), wait until Traefik runs it.
 
-        Returns the seconds it took. The caller holds the app's lock.
+        Returns the seconds it took. The caller holds the app's lock. `back`: the routing takes traffic
+        back (a rollout going back); of several Traefik instances, those whose API does not answer at all
+        are then left out of the confirmation (at least one must confirm).
         """
+
+    async def views(self, app: str) -> Mapping[str, Mapping[str, int] | str]:
+        """What each listed Traefik instance routes for `app` now, by API URL: the weight of each colour
+        (empty when it routes nothing), or why it could not be read. Empty without an API."""
 
     async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
         """Write the app's mirror file (None: remove it), wait until Traefik runs it (or shows it gone).

@@ -163,8 +163,12 @@ def app_status(
     interrupted: bool,
     containers: Sequence[ContainerInfo],
     listed: Routing | None,
+    views: Mapping[str, Mapping[str, int] | str] | None = None,
 ) -> JSON:
-    """An app as `status --json` and `GET /apps/{app}` give it; `listed` is what its file routes now."""
+    """An app as `status --json` and `GET /apps/{app}` give it; `listed` is what its file routes now.
+
+    `views`: what each Traefik instance's API shows (`traefik` in the answer), by API URL.
+    """
     return {
         "app": state.app,
         "colour": state.colour,
@@ -177,6 +181,9 @@ def app_status(
         "containers": [container_dict(c) for c in containers],
         "rollout": None if rollout is None else {**rollout_dict(rollout), "interrupted": interrupted},
         "file": drift_dict(find_drift(listed=listed, weights=weights, containers=containers)),
+        "traefik": {
+            url: view if isinstance(view, str) else dict(view) for url, view in (views or {}).items()
+        },
     }
 
 
@@ -225,6 +232,11 @@ def format_status(status: JSON) -> str:
     routed = status.get("routed")
     if routed is not None and routed != status["weights"]:
         lines.append("  routed:     " + (weights_text(routed) or "nothing") + " (what the file routes now)")
+    views = status.get("traefik") or {}
+    if len(views) > 1:  # a fleet: what each instance routes (one instance shows what `weights` says)
+        for url, view in views.items():
+            shown = view if isinstance(view, str) else (weights_text(view) if view else "no route")
+            lines.append(f"  traefik:    {url}  {shown}")
     for c in status["containers"]:
         state = "running" if c["running"] else "stopped"
         health = f", {c['health']}" if c["health"] else ""

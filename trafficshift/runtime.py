@@ -13,11 +13,11 @@ from trafficshift.engine import Engine, EventSink, LiveSink, ProgressSink
 from trafficshift.errors import UnreachableError
 from trafficshift.hosts import open_hosts
 from trafficshift.models import Config
-from trafficshift.ports import Adapters, ContainerRuntime
+from trafficshift.ports import Adapters, ContainerRuntime, Locks, MetricsSource, RoutingPublisher
 from trafficshift.store.aio import AsyncStateStore
 from trafficshift.store.locks import FileLocks
-from trafficshift.traefik.publish import TraefikPublisher
-from trafficshift.traefik.scrape import TraefikMetrics
+from trafficshift.traefik.publish import RedisPublisher, TraefikPublisher
+from trafficshift.traefik.scrape import FleetMetrics, TraefikMetrics
 from trafficshift.webhooks import Notifier
 
 
@@ -34,18 +34,17 @@ async def open_adapters(
         # Opened (and its schema created) before the loop runs anything else: once, at start-up.
         store = AsyncStateStore(config.state_dir)
         try:
-            async with aiohttp.ClientSession() as session:
-                metrics_url = config.traefik.metrics_url
+            async with aiohttp.ClientSession() as session, _routing(config, session) as (routing, locks):
                 notifier = Notifier(config=config, session=session)
                 try:
                     yield Adapters(
                         config=config,
                         store=store,
                         containers=containers,
-                        routing=TraefikPublisher(config=config, session=session),
-                        locks=FileLocks(config.state_dir),
+                        routing=routing,
+                        locks=locks,
                         notifier=notifier,
-                        metrics=TraefikMetrics(url=metrics_url, session=session) if metrics_url else None,
+                        metrics=_metrics(config.traefik.metrics, session),
                         http=session,
                     )
                 finally:
@@ -71,6 +70,37 @@ async def open_containers(
         yield Containers(docker, on_progress=on_progress, concurrency=config.docker.concurrency)
     finally:
         await docker.close()
+
+
+def _metrics(urls: tuple[str, ...], session: aiohttp.ClientSession) -> MetricsSource | None:
+    """None without a metrics URL (no analysis); several: each service's counts summed over the fleet."""
+    if len(urls) > 1:
+        return FleetMetrics(urls=urls, session=session)
+    return TraefikMetrics(url=urls[0], session=session) if urls else None
+
+
+@contextlib.asynccontextmanager
+async def _routing(
+    config: Config, session: aiohttp.ClientSession
+) -> AsyncIterator[tuple[RoutingPublisher, Locks]]:
+    """The routing backend of `traefik.provider` and the locks that go with it.
+
+    With Redis, several controllers on several machines may drive the same store: each app's lock is
+    leased in Redis too, and every write is fenced by that lease.
+    """
+    redis = config.traefik.redis
+    if redis is None:
+        yield TraefikPublisher(config=config, session=session), FileLocks(config.state_dir)
+        return
+    from trafficshift.store.redis_locks import RedisLocks  # redis-py only for a Redis config
+
+    locks = RedisLocks(state_dir=config.state_dir, url=redis.url, root=redis.root_key)
+    publisher = RedisPublisher(config=config, session=session, locks=locks)
+    try:
+        yield publisher, locks
+    finally:
+        await publisher.aclose()
+        locks.close()
 
 
 @contextlib.asynccontextmanager

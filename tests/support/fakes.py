@@ -456,7 +456,10 @@ class FakePublisher:
         if self.rejects is not None:
             raise self.rejects
 
-    async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+    async def views(self, app: str) -> dict[str, dict[str, int] | str]:
+        return {}  # no Traefik instance: the file is all there is
+
+    async def publish(self, *, spec: AppSpec, routing: Routing, back: bool = False) -> float:
         ready, live = self._witness(spec.name)
         self.asked.append(Asked(routing=routing, ready_urls=ready, live=live))
         self.faults.hit(WRITE)

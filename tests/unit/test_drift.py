@@ -148,3 +148,25 @@ def test_status_says_nothing_of_a_file_in_step() -> None:
     assert "file:" not in text
     assert "reconcile" not in text
     assert "cannot be read" in _status(None)
+
+
+def test_status_shows_each_traefik_instance_of_a_fleet() -> None:
+    views = {
+        "http://t1:8080": {"blue": 100},
+        "http://t2:8080": "Traefik API at http://t2:8080 is unreachable",
+    }
+    doc = app_status(
+        state=AppState(app="web", colour=BLUE, image="web:1", recorded=True),
+        weights={BLUE: 100},
+        rollout=None,
+        interrupted=False,
+        containers=[_c(BLUE, 1, 32805)],
+        listed=_file((BLUE, 100, (32805,))),
+        views=views,
+    )
+    assert doc["traefik"] == views
+    text = format_status(doc)
+    assert "  traefik:    http://t1:8080  blue=100%" in text
+    assert "  traefik:    http://t2:8080  Traefik API at http://t2:8080 is unreachable" in text
+    one = {**doc, "traefik": {"http://t1:8080": {"blue": 100}}}
+    assert "traefik:" not in format_status(one)  # one instance: `weights` says it

@@ -65,7 +65,11 @@ class Inventory:
         self._docs: dict[str, tuple[object, report.JSON]] = {}
         self._body: bytes | None = None
         dynamic_dir = adapters.config.traefik.dynamic_dir
-        self._paths = [str(dynamic_path(dynamic_dir=dynamic_dir, app=app)) for app in self.apps]
+        # With `provider: redis` there is no file to stat: each answer reads every app's routing again.
+        self._paths: list[str | None] = [
+            str(dynamic_path(dynamic_dir=dynamic_dir, app=app)) if dynamic_dir is not None else None
+            for app in self.apps
+        ]
         # The last answer and what it was made of (a listing and records by identity, the files' keys).
         self._last: tuple[_Listing, object, list[FileKey], list[report.JSON]] | None = None
         self.listings = 0  # Docker listings made (for tests and the benchmark)
@@ -89,7 +93,7 @@ class Inventory:
         seq = await self.adapters.store.last_event_seq()
         listing = await self._containers(seq)
         records = await self._overview(seq)
-        keys = [_file_key(path) for path in self._paths]
+        keys = [_file_key(path) for path in self._paths]  # a path of None: a key never seen again
         last = self._last
         # Nothing changed since the last answer, and no rollout is in progress (whether one is interrupted
         # depends on its lock, which announces nothing): the same answer, without a look at each app.
@@ -177,9 +181,11 @@ class Inventory:
         return routing
 
 
-def _file_key(path: str) -> FileKey:
-    """(inode, size, mtime ns) of a file, None when there is none; an unreadable one a key never seen again
-    (its routing is never kept)."""
+def _file_key(path: str | None) -> FileKey:
+    """(inode, size, mtime ns) of a file, None when there is none; an unreadable one (or no file at all: the
+    Redis backend) a key never seen again (its routing is never kept)."""
+    if path is None:
+        return (-1, -1, time.monotonic_ns())
     try:
         st = os.stat(path)
     except FileNotFoundError:

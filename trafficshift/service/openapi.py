@@ -122,7 +122,18 @@ SCHEMAS: JSON = {
     },
     "AppStatus": {
         "type": "object",
-        "required": ["app", "colour", "image", "spec", "weights", "routed", "containers", "rollout", "file"],
+        "required": [
+            "app",
+            "colour",
+            "image",
+            "spec",
+            "weights",
+            "routed",
+            "containers",
+            "rollout",
+            "file",
+            "traefik",
+        ],
         "properties": {
             "app": {"type": "string"},
             "colour": _nullable({"type": "string", "enum": _COLOURS}),
@@ -147,6 +158,12 @@ SCHEMAS: JSON = {
                 }
             ),
             "file": _ref("FileStatus"),
+            "traefik": {
+                "type": "object",
+                "description": "what each Traefik instance's API routes for the app, by API URL"
+                " (`traefik.api_url`/`api_urls`): each colour's weight, or why it could not be read",
+                "additionalProperties": {"oneOf": [_WEIGHTS, {"type": "string"}]},
+            },
         },
     },
     "FileStatus": {

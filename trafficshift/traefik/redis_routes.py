@@ -54,7 +54,7 @@ class RedisRoutes:
         self.client = client or redis.asyncio.Redis.from_url(
             url, socket_timeout=5.0, socket_connect_timeout=5.0, decode_responses=True
         )
-        self._own = f"_trafficshift:{root}:"
+        self._own = own_prefix(root)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -85,20 +85,47 @@ class RedisRoutes:
                 f" Traefik would never see a change; {NOTIFICATIONS_FIX}"
             )
 
+    def doc_key(self, app: str) -> str:
+        """Where the routing document last written for `app` is kept (JSON), outside the root."""
+        return self._own + "doc:" + app
+
     async def document(self, app: str) -> dict[str, Any] | None:
         """The routing document last written for `app`, or None."""
-        text = await self.client.get(self._own + "doc:" + app)
+        text = await self.client.get(self.doc_key(app))
         return None if text is None else dict(json.loads(text))
 
-    async def write(self, app: str, doc: Mapping[str, Any] | None) -> kv.KeyChange:
-        """Make the keys of `app` say `doc` (None: remove them) in one transaction; return what it changed."""
+    async def write(
+        self, app: str, doc: Mapping[str, Any] | None, *, fence: tuple[str, str] | None = None
+    ) -> kv.KeyChange:
+        """Make the keys of `app` say `doc` (None: remove them) in one transaction; return what it changed.
+
+        With `fence` (the app's lock key and the value its holder set, store/redis_locks.py), the write
+        happens only while that key still holds that value: it is watched with the version key, so a lease
+        that expired and was taken by another controller meanwhile fails the transaction, and this write
+        is refused (LockedError) instead of interleaving with the new holder's. UnreachableError when
+        Redis does not answer.
+        """
+        import redis.exceptions
+
+        try:
+            return await self._write(app, doc, fence)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise UnreachableError(
+                f"cannot write to Redis at {self.url} (traefik.redis.url): {exc}"
+            ) from None
+
+    async def _write(
+        self, app: str, doc: Mapping[str, Any] | None, fence: tuple[str, str] | None
+    ) -> kv.KeyChange:
         import redis.exceptions
 
         new = kv.flatten(doc, root=self.root) if doc else {}
-        doc_key, version_key = self._own + "doc:" + app, self._own + "version:" + app
+        doc_key, version_key = self.doc_key(app), self._own + "version:" + app
         for _ in range(WRITE_ATTEMPTS):
             async with self.client.pipeline(transaction=True) as pipe:
-                await pipe.watch(version_key)
+                await pipe.watch(version_key, *([fence[0]] if fence else []))
+                if fence is not None and await pipe.get(fence[0]) != fence[1]:
+                    raise LockedError(app)  # the lease is gone: another controller may hold the app now
                 text = await pipe.get(doc_key)
                 old = kv.flatten(json.loads(text), root=self.root) if text else {}
                 change = kv.change(old, new)
@@ -119,6 +146,11 @@ class RedisRoutes:
                     continue
                 return change
         raise LockedError(app)  # another controller keeps writing it: the app lock was bypassed
+
+
+def own_prefix(root: str) -> str:
+    """Where trafficshift keeps its own keys for `root` (documents, versions, locks): never under the root."""
+    return f"_trafficshift:{root}:"
 
 
 def notifications_on(flags: str) -> bool:

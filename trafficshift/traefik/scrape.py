@@ -13,7 +13,7 @@ import asyncio
 import re
 import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import aiohttp
 
@@ -162,3 +162,47 @@ class TraefikMetrics:
 
     async def scrape(self, services: Collection[str] | None = None) -> MetricsSnapshot:
         return await scrape(url=self.url, session=self._session, services=services)
+
+
+class FleetMetrics:
+    """The live `ports.MetricsSource` of several Traefik instances: each service's counts summed over all.
+
+    A fleet behind one name splits the requests between its instances: judging one instance would see a
+    share of the new colour's traffic (too few requests, or another mix of errors). All are scraped at
+    once; one that cannot be read makes the snapshot unreadable (UnreachableError), as a partial sum would
+    understate the window and a later full one overstate it.
+    """
+
+    def __init__(self, *, urls: Sequence[str], session: aiohttp.ClientSession) -> None:
+        self.urls = tuple(urls)
+        self._session = session
+
+    async def scrape(self, services: Collection[str] | None = None) -> MetricsSnapshot:
+        snapshots = await asyncio.gather(
+            *(scrape(url=url, session=self._session, services=services) for url in self.urls)
+        )
+        return merge_snapshots(snapshots)
+
+
+def merge_snapshots(snapshots: Sequence[MetricsSnapshot]) -> MetricsSnapshot:
+    """One snapshot whose every service counts what all of `snapshots` counted (pure).
+
+    Histogram buckets are summed by their bound `le`: the instances of a fleet share their static config,
+    so their buckets are the same.
+    """
+    requests: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+    buckets: defaultdict[str, defaultdict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for snapshot in snapshots:
+        for name, metrics in snapshot.services.items():
+            for code, count in metrics.requests.items():
+                requests[name][code] += count
+            for bucket in metrics.buckets:
+                buckets[name][bucket.le] += bucket.count
+    services = {
+        name: ServiceMetrics(
+            requests=dict(requests[name]),
+            buckets=tuple(Bucket(le=le, count=count) for le, count in sorted(buckets[name].items())),
+        )
+        for name in requests.keys() | buckets.keys()
+    }
+    return MetricsSnapshot(taken_at=max((s.taken_at for s in snapshots), default=0.0), services=services)
