@@ -135,6 +135,9 @@ class Publisher:
     def read(self, app: str) -> Routing | None:
         return self.files.get(app, Routing(app=app, routes=()))
 
+    async def check(self, *, spec: AppSpec) -> None:
+        return None  # the app's router options are accepted
+
     async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
         self.files[spec.name] = routing
         await asyncio.sleep(self.apply)

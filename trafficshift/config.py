@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from trafficshift import stepping
+from trafficshift import smoke, stepping
 from trafficshift.compose.resolve import resolve_compose
 from trafficshift.compose.spec import ComposeRef
 from trafficshift.errors import ConfigError, UnknownApp
@@ -24,6 +24,7 @@ from trafficshift.models import (
     PRE_STOP_TIMEOUT,
     AnalysisSpec,
     AppSpec,
+    CanarySpec,
     Config,
     ConfirmSpec,
     HealthSpec,
@@ -31,12 +32,17 @@ from trafficshift.models import (
     MirrorSpec,
     Phase,
     ReleaseHooks,
+    RetrySpec,
     RolloutPolicy,
     ServiceSpec,
+    SmokeCheck,
+    StickySpec,
+    TlsDomain,
+    TlsSpec,
     TraefikSpec,
     WebhookSpec,
 )
-from trafficshift.traefik import names
+from trafficshift.traefik import names, rules
 from trafficshift.yamlnodes import NODE_BUDGET, Errors, Node, check_graph, compose
 
 __all__ = [
@@ -55,6 +61,10 @@ CONFIG_ENV = "TRAFFICSHIFT_CONFIG"
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENTRYPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# A Traefik object name, optionally with its provider (`auth@file`, `secure-headers@docker`).
+_TRAEFIK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9][A-Za-z0-9_-]*)?")
+_DOMAIN = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+_SAME_SITE = ("none", "lax", "strict")
 # Compose's rule for project names.
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # With `compose:`, the compose service says these; trafficshift.yml must not say them too.
@@ -170,10 +180,12 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
         "api_url": _api_url,
         "metrics_url": _url,
         "entrypoints": _entrypoints,
+        "entrypoint_url": lambda n: url.rstrip("/") if (url := _url(n)) else None,
     }
     traefik = _section(top["traefik"], fields, required=("dynamic_dir",)) if "traefik" in top else None
     # When the traefik section itself is broken, do not pile "needs metrics_url" errors on top.
     has_metrics = traefik is None or "metrics_url" in traefik[0]
+    has_entrypoint = traefik is None or "entrypoint_url" in traefik[0]
     fields = {
         "listen": _listen,
         "token_file": path,
@@ -190,13 +202,15 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
     for app_name, node in entries.items():
         if why := validate_app_name(app_name):
             root.errors.add(node.key_line, node.path, why)
-        elif app := _app(app_name, node, has_metrics=has_metrics, base_dir=base_dir):
+        elif app := _app(
+            app_name, node, has_metrics=has_metrics, has_entrypoint=has_entrypoint, base_dir=base_dir
+        ):
             apps[app_name] = app
         # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
         # the same service in another file, and Traefik drops both.
-        owner = next((o for o in entries if names.colour_of_service(o, app_name) is not None), None)
+        owner = next((o for o in entries if names.owns(o, app_name)), None)
         if owner is not None:
-            root.errors.add(node.key_line, node.path, f"collides with Traefik service {app_name} of {owner}")
+            root.errors.add(node.key_line, node.path, f"collides with Traefik object {app_name} of {owner}")
     # An app with a mirror phase defines the router and service `<app>-mirror` for its duration.
     for owner, app in apps.items():
         other = names.mirror_service(owner)
@@ -257,7 +271,7 @@ def _listen(node: Node) -> str | None:
     return value
 
 
-def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec | None:
+def _app(name: str, node: Node, *, has_metrics: bool, has_entrypoint: bool, base_dir: Path) -> AppSpec | None:
     fields: dict[str, _Convert] = {
         "image": _image,
         "port": lambda n: n.integer(1, 65535),
@@ -275,6 +289,13 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
         "confirm": lambda n: _confirm(n, base_dir),
         "compose": lambda n: _compose(n, base_dir),
         "hooks": _release_hooks,
+        "entrypoints": _entrypoints,
+        "tls": _tls,
+        "middlewares": _middlewares,
+        "priority": lambda n: n.integer(1, 1_000_000_000),
+        "retry": _retry,
+        "canary": _canary,
+        "smoke": _smoke,
     }
     got = _section(node, fields, ("port", "rule"))
     if got is None:
@@ -295,7 +316,83 @@ def _app(name: str, node: Node, *, has_metrics: bool, base_dir: Path) -> AppSpec
         node.fail("set exactly one of network and publish")
     if "analysis" in entries and not has_metrics:
         entries["analysis"].fail("needs traefik.metrics_url, where analysis reads Traefik's metrics")
+    if "smoke" in entries and not has_entrypoint:
+        entries["smoke"].fail("needs traefik.entrypoint_url, where smoke checks reach Traefik's entrypoint")
+    if "smoke" in entries and "rule" in values and smoke.host_of(values["rule"]) is None:
+        entries["smoke"].fail("needs a Host(`...`) in the app's rule: the Host header of the checks")
     return AppSpec(name=name, **values) if all(key in values for key in required) else None
+
+
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _smoke(node: Node) -> tuple[SmokeCheck, ...] | None:
+    """`smoke:`, a list of checks; every item is checked, so each bad one is reported."""
+    checks: list[SmokeCheck | None] = [_smoke_check(item) for item in node.items() or []]
+    if node.tag == "seq" and not checks:
+        node.fail("must list at least one check; leave smoke out for none")
+    return tuple(c for c in checks if c is not None) if checks and all(checks) else None
+
+
+def _smoke_check(node: Node) -> SmokeCheck | None:
+    fields: dict[str, _Convert] = {
+        "path": _smoke_path,
+        "method": _smoke_method,
+        "status": _smoke_status,
+        "body": Node.string,
+        "headers": _smoke_headers,
+        "timeout": lambda n: n.duration(positive=True),
+        "count": lambda n: n.integer(1, 100),
+    }
+    got = _section(node, fields, required=("path",))
+    if got is None or len(got[1]) != len(got[0]) or "path" not in got[1]:
+        return None
+    return SmokeCheck(**got[1])
+
+
+def _smoke_path(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and (not value.startswith("/") or any(c.isspace() for c in value)):
+        node.fail(f"expected a path like /healthz (starting with /, no spaces), got {value!r}")
+        return None
+    return value
+
+
+def _smoke_method(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and value.upper() not in _HTTP_METHODS:
+        node.fail(f"expected an HTTP method, one of {', '.join(_HTTP_METHODS)}; got {value!r}")
+        return None
+    return None if value is None else value.upper()
+
+
+def _smoke_status(node: Node) -> tuple[int, int] | None:
+    if node.tag == "int":
+        code = node.integer(100, 599)
+        return None if code is None else (code, code)
+    text = node.string()
+    status = None if text is None else smoke.parse_status(text)
+    if text is not None and status is None:
+        node.fail(f"expected a status like 200, a class like 2xx or a range like 200-299, got {text!r}")
+    return status
+
+
+def _smoke_headers(node: Node) -> tuple[tuple[str, str], ...] | None:
+    entries = node.mapping(None)
+    if entries is None:
+        return None
+    headers: list[tuple[str, str]] = []
+    for name, value_node in entries.items():
+        if not _HTTP_TOKEN.fullmatch(name) or name.lower() == "host":
+            value_node.errors.add(
+                value_node.key_line, value_node.path, f"expected a header name (not Host), got {name!r}"
+            )
+            return None
+        value = value_node.string()
+        if value is None:
+            return None
+        headers.append((name, value))
+    return tuple(headers)
 
 
 def _check_compose_alone(entries: Mapping[str, Node]) -> None:
@@ -433,6 +530,7 @@ def _rollout(node: Node) -> RolloutPolicy | None:
         "drain": Node.duration,
         "stop_timeout": Node.duration,
         "mirror": _mirror,
+        "sticky": _sticky,
     }
     got = _section(node, fields)
     if got is None:
@@ -482,6 +580,111 @@ def _mirror_methods(node: Node) -> tuple[str, ...] | None:
             return None
         methods.append(name.upper())
     return tuple(methods) or None
+
+
+def _sticky(node: Node) -> StickySpec | None:
+    fields: dict[str, _Convert] = {
+        "cookie": lambda n: _token(n, rules.TOKEN, "a cookie name like ts_colour"),
+        "secure": Node.boolean,
+        "httpOnly": Node.boolean,
+        "sameSite": lambda n: _choice(n, _SAME_SITE),
+    }
+    got = _section(node, fields, required=("cookie",))
+    if got is None or "cookie" not in got[1]:
+        return None
+    values = got[1]
+    return StickySpec(
+        cookie=values["cookie"],
+        secure=values.get("secure", False),
+        http_only=values.get("httpOnly", False),
+        same_site=values.get("sameSite"),
+    )
+
+
+def _canary(node: Node) -> CanarySpec | None:
+    fields: dict[str, _Convert] = {
+        "header": lambda n: _token(n, rules.HEADER, "a header name like X-Canary"),
+        "cookie": lambda n: _token(n, rules.TOKEN, "a cookie name like canary"),
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    entries, values = got
+    if not entries:
+        node.fail("set header and/or cookie: what marks a request for the canary")
+    return CanarySpec(**values) if values and len(values) == len(entries) else None
+
+
+def _tls(node: Node) -> TlsSpec | None:
+    if node.tag == "null":  # `tls:` alone: TLS with Traefik's default certificate and options
+        return TlsSpec()
+    fields: dict[str, _Convert] = {
+        "certResolver": lambda n: _token(n, _TRAEFIK_NAME, "a certificate resolver name"),
+        "domains": _tls_domains,
+        "options": lambda n: _token(n, _TRAEFIK_NAME, "a TLS options name like modern@file"),
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    values = got[1]
+    return TlsSpec(
+        cert_resolver=values.get("certResolver"),
+        domains=values.get("domains", ()),
+        options=values.get("options"),
+    )
+
+
+def _tls_domains(node: Node) -> tuple[TlsDomain, ...] | None:
+    domains: list[TlsDomain | None] = []
+    for item in node.items() or []:
+        got = _section(item, {"main": _domain, "sans": _domain_list}, required=("main",))
+        domains.append(TlsDomain(**got[1]) if got is not None and "main" in got[1] else None)
+    return tuple(d for d in domains if d is not None) if all(domains) else None
+
+
+def _domain(node: Node) -> str | None:
+    return _token(node, _DOMAIN, "a domain name like example.com or *.example.com")
+
+
+def _domain_list(node: Node) -> tuple[str, ...] | None:
+    names = [_domain(item) for item in node.items() or []]
+    return tuple(n for n in names if n) if all(names) else None
+
+
+def _middlewares(node: Node) -> tuple[str, ...] | None:
+    names = [_token(item, _TRAEFIK_NAME, "a middleware name like auth@file") for item in node.items() or []]
+    return tuple(n for n in names if n) if all(names) else None
+
+
+def _retry(node: Node) -> RetrySpec | None:
+    fields: dict[str, _Convert] = {
+        "attempts": lambda n: n.integer(1, 10),
+        "initialInterval": lambda n: n.duration(positive=True),
+    }
+    got = _section(node, fields)
+    if got is None:
+        return None
+    values = got[1]
+    return RetrySpec(
+        attempts=values.get("attempts", RetrySpec.attempts),
+        initial_interval=values.get("initialInterval", RetrySpec.initial_interval),
+    )
+
+
+def _token(node: Node, pattern: re.Pattern[str], what: str) -> str | None:
+    value = node.string()
+    if value is not None and not pattern.fullmatch(value):
+        node.fail(f"expected {what}, got {value!r}")
+        return None
+    return value
+
+
+def _choice(node: Node, choices: tuple[str, ...]) -> str | None:
+    value = node.string()
+    if value is not None and value not in choices:
+        node.fail(f"expected one of {', '.join(choices)}, got {value!r}")
+        return None
+    return value
 
 
 def _steps(node: Node) -> tuple[tuple[int, float | None], ...] | None:

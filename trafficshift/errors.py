@@ -52,6 +52,20 @@ class UsageError(TrafficShiftError):
     http_status = 400
 
 
+class RoutingRejected(UsageError):
+    """Traefik refuses the app's router options (an unknown middleware, entrypoint or TLS option, a rule
+    it cannot parse): its trial router is in error, so nothing was written and nothing started."""
+
+    def __init__(self, app: str, router: str, errors: Sequence[str]) -> None:
+        self.app = app
+        self.errors = tuple(errors)
+        why = "; ".join(errors) or "no reason given"
+        super().__init__(
+            f"{app}: Traefik refuses its router options ({router} is in error: {why}); nothing was"
+            " changed: fix the app's entrypoints, tls, middlewares or rule, or define what they name"
+        )
+
+
 class ConfigError(UsageError):
     """The config file is invalid; each message reads `file:line: path: why`."""
 
@@ -186,6 +200,13 @@ class HookFailed(TrafficShiftError):
     """A pre_deploy hook exited non-zero, timed out or could not run: the rollout goes back (exit 1).
 
     The message ends with the hook's last lines of output.
+    """
+
+
+class SmokeFailed(TrafficShiftError):
+    """A smoke check of the new colour (or of the live one, `trafficshift smoke`) got a wrong answer: exit 1.
+
+    The message names the failing request and what came back (status, the first bytes of the body).
     """
 
 

@@ -53,6 +53,16 @@ UNTIL_RESUMED = math.inf
 
 
 @dataclass(frozen=True)
+class StickySpec:
+    """A cookie on the weighted service that keeps a client on the colour it first landed on."""
+
+    cookie: str
+    secure: bool = False
+    http_only: bool = False
+    same_site: str | None = None  # "none", "lax" or "strict"; None: Traefik's default (not set)
+
+
+@dataclass(frozen=True)
 class RolloutPolicy:
     steps: tuple[int, ...] = (10, 25, 50, 100)
     pause: float = 30.0
@@ -61,6 +71,53 @@ class RolloutPolicy:
     mirror: MirrorSpec | None = None
     # Each step's own pause (`{weight: 10, pause: 5m}`), None where it takes `pause`; () when none has one.
     pauses: tuple[float | None, ...] = ()
+    sticky: StickySpec | None = None
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    """One HTTP check of `smoke:`: `count` requests `method path` through Traefik, each answered with a status
+    in `status` (inclusive range) and, when `body` is set, a body containing it (smoke.py judges them)."""
+
+    path: str
+    method: str = "GET"
+    status: tuple[int, int] = (200, 299)
+    body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 5.0
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    """Requests that carry `<header>: always` (or the cookie `<cookie>=always`) go to the new colour once it
+    is ready, before any public weight; `never` keeps them on the old colour. At least one of the two."""
+
+    header: str | None = None
+    cookie: str | None = None
+
+
+@dataclass(frozen=True)
+class TlsDomain:
+    main: str
+    sans: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TlsSpec:
+    """The app's routers terminate TLS (Traefik's router `tls`); every field optional."""
+
+    cert_resolver: str | None = None
+    domains: tuple[TlsDomain, ...] = ()
+    options: str | None = None
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    """The retry middleware trafficshift puts on the app's routers (connection errors only)."""
+
+    attempts: int = 3
+    initial_interval: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -148,6 +205,17 @@ class AppSpec:
     # has been read (compose/resolve.py), and environment/command/labels are empty.
     compose: ComposeRef | None = None
     container: ContainerSpec | None = None
+    # Routing options of the app's routers: entrypoints (None: the config's `traefik.entrypoints`), TLS,
+    # middlewares defined elsewhere (`auth@file`; the retry middleware comes after them), an explicit
+    # priority (None: Traefik's default, the rule's length), and the header/cookie canary.
+    entrypoints: tuple[str, ...] | None = None
+    tls: TlsSpec | None = None
+    middlewares: tuple[str, ...] = ()
+    priority: int | None = None
+    retry: RetrySpec = field(default_factory=RetrySpec)
+    canary: CanarySpec | None = None
+    # HTTP checks sent to the new colour through Traefik before any public weight (smoke.py).
+    smoke: tuple[SmokeCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +224,8 @@ class TraefikSpec:
     api_url: str | None = None
     metrics_url: str | None = None
     entrypoints: tuple[str, ...] = ("web",)
+    # Where trafficshift itself reaches the apps' entrypoint (smoke checks), e.g. http://127.0.0.1:80.
+    entrypoint_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,14 +325,34 @@ class ColourRoute:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """A router that sends the requests matching `rule` to one colour, whatever the weights say.
+
+    The header/cookie canary is two of them (`always` to the new colour, `never` to the old one); smoke
+    checks sent through Traefik to the new colour are another. `rule` is complete Traefik rule text (the
+    app's rule and the match, built by `traefik/rules.py`); its router outranks the app's own.
+    """
+
+    name: str  # `canary-always`; the router is `names.pin_router(app, name)`
+    colour: Colour
+    rule: str
+    # Its router's priority above the app's router (which is the app's `priority`, or its rule's length):
+    # of two pins that both match a request, the higher rank wins.
+    rank: int = 1
+
+
+@dataclass(frozen=True)
 class Routing:
-    """Everything the dynamic file of one app says: which colours, at which weight, with which servers.
+    """Everything the dynamic file of one app says: which colours, at which weight, with which servers,
+    and which pinned routers send some requests to one colour.
 
     Only colours that have servers are listed: Traefik disables a weighted service whose child is missing.
+    A pin's colour is always one of the routes.
     """
 
     app: str
     routes: tuple[ColourRoute, ...]
+    pins: tuple[Pin, ...] = ()
 
     def weights(self) -> dict[Colour, int]:
         return {r.colour: r.weight for r in self.routes}
@@ -278,7 +368,11 @@ class Routing:
         equal (a file against what the API shows, or against what is about to be written).
         """
         routes = (replace(r, servers=tuple(sorted(r.servers))) for r in self.routes)
-        return Routing(app=self.app, routes=tuple(sorted(routes, key=lambda r: r.colour)))
+        return Routing(
+            app=self.app,
+            routes=tuple(sorted(routes, key=lambda r: r.colour)),
+            pins=tuple(sorted(self.pins, key=lambda p: p.name)),
+        )
 
 
 @dataclass(frozen=True)

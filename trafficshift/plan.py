@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
+from trafficshift import smoke
 from trafficshift.models import (
     AppSpec,
     AppState,
@@ -13,9 +14,11 @@ from trafficshift.models import (
     ContainerInfo,
     MirrorRoute,
     Phase,
+    Pin,
     Rollout,
     Routing,
 )
+from trafficshift.traefik import names, rules
 
 
 def check_steps(steps: Sequence[int]) -> str | None:
@@ -98,11 +101,18 @@ def known_weights(
     return current_weights(state, rollout, containers)
 
 
-def routing_for(*, app: str, weights: Mapping[Colour, int], containers: Iterable[ContainerInfo]) -> Routing:
+def routing_for(
+    *,
+    app: str,
+    weights: Mapping[Colour, int],
+    containers: Iterable[ContainerInfo],
+    pins: Iterable[Pin] = (),
+) -> Routing:
     """The routing for `weights` (canonical), with each colour's containers that can be servers.
 
     A colour without a server is left out: Traefik disables a weighted service whose child is missing, and a
-    child with no servers would answer 503 for its share: invariant 7 (docs/ARCHITECTURE.md).
+    child with no servers would answer 503 for its share: invariant 7 (docs/ARCHITECTURE.md). So is a pin to
+    such a colour.
     """
     servers: dict[Colour, list[str]] = {}
     for c in containers:
@@ -113,7 +123,49 @@ def routing_for(*, app: str, weights: Mapping[Colour, int], containers: Iterable
         for colour, weight in weights.items()
         if servers.get(colour)
     )
-    return Routing(app=app, routes=routes).canonical()
+    served = {r.colour for r in routes}
+    return Routing(app=app, routes=routes, pins=tuple(p for p in pins if p.colour in served)).canonical()
+
+
+# Phases in which the header/cookie canary routes: from the new colour's readiness until the public weights
+# are done moving. Draining sends everyone to the new colour (`never` cannot be kept any more), and going
+# back removes the pins with the first write: invariant 15 (docs/ARCHITECTURE.md).
+CANARY_PHASES = frozenset({Phase.READY, Phase.MIRRORING, Phase.SHIFTING})
+
+
+def pins_for(spec: AppSpec, rollout: Rollout | None) -> tuple[Pin, ...]:
+    """The pinned routers the app's file has during `rollout` (none outside one, or without `canary`)."""
+    canary = spec.canary
+    if canary is None or rollout is None or not rollout.active or rollout.phase not in CANARY_PHASES:
+        return ()
+    if rollout.from_colour is None:  # a first deploy has no public traffic to keep apart from
+        return ()
+
+    def pin(name: str, colour: Colour, value: str, rank: int) -> Pin:
+        rule = rules.matching(app_rule=spec.rule, header=canary.header, cookie=canary.cookie, value=value)
+        return Pin(name=name, colour=colour, rule=rule, rank=rank)
+
+    # `always` outranks `never`: a request that carries both is the tester's.
+    return (
+        pin(names.CANARY_ALWAYS, rollout.to_colour, "always", 2),
+        pin(names.CANARY_NEVER, rollout.from_colour, "never", 1),
+    )
+
+
+# The smoke router's pin name (`<app>-pin-smoke`): it outranks the canary's (ranks 2 and 1).
+SMOKE_PIN = "smoke"
+
+
+def smoke_pin(spec: AppSpec, rollout: Rollout) -> Pin:
+    """The temporary router of a rollout's smoke checks: requests carrying `X-Trafficshift-Smoke: <id>` go
+    to the new colour (at weight 0), with the app's rule, entrypoints and middlewares."""
+    rule = rules.matching(app_rule=spec.rule, header=smoke.SMOKE_HEADER, cookie=None, value=rollout.id)
+    return Pin(name=SMOKE_PIN, colour=rollout.to_colour, rule=rule, rank=3)
+
+
+def opens_canary(spec: AppSpec, rollout: Rollout) -> bool:
+    """Whether a rollout that is ready routes its new colour at weight 0 now, for its canary pins."""
+    return rollout.phase is Phase.READY and bool(pins_for(spec, rollout))
 
 
 def unserved(weights: Mapping[Colour, int], routing: Routing) -> list[Colour]:

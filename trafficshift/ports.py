@@ -91,6 +91,10 @@ class RoutingPublisher(Protocol):
     def read(self, app: str) -> Routing | None:
         """What the app's file routes now (no routes without a file); None when it is unreadable."""
 
+    async def check(self, *, spec: AppSpec) -> None:
+        """Have Traefik try the app's router options unless its file runs them already: invariant 16
+        (docs/ARCHITECTURE.md). RoutingRejected (exit 2) when Traefik puts them in error."""
+
     async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
         """Replace the app's file with `routing` (no routes: remove it), wait until Traefik runs it.
 

@@ -104,7 +104,9 @@ async def repair(
     app = spec.name
     containers = await adapters.containers.list(app=app)
     before = adapters.routing.read(app)
-    wanted = plan.routing_for(app=app, weights=weights, containers=containers)
+    # Pins are a rollout's to add and remove (an interrupted one keeps its canary): kept as the file has them.
+    pins = before.pins if before is not None else ()
+    wanted = plan.routing_for(app=app, weights=weights, containers=containers, pins=pins)
     if before is not None and before.canonical() == wanted:
         return Reconciled(app=app, weights=weights, before=before, after=wanted, changed=False, took=0.0)
     candidates = [c for c in containers if c.colour in weights and plan.server_url(c) is not None]
@@ -118,7 +120,7 @@ async def repair(
     )
     ready = [c for c, ok in zip(candidates, results, strict=True) if ok]
     left_out = tuple(c.name for c, ok in zip(candidates, results, strict=True) if not ok)
-    routing = plan.routing_for(app=app, weights=weights, containers=ready)
+    routing = plan.routing_for(app=app, weights=weights, containers=ready, pins=pins)
     if unserved := plan.unserved(weights, routing):
         raise NoReadyServer(_unserved(app, unserved, weights, containers, before))
     if before is not None and before.canonical() == routing:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from trafficshift.compose.fingerprint import changed_keys, describe, digest
 from trafficshift.drift import Drift, find_drift
 from trafficshift.models import (
+    AppSpec,
     AppState,
     Colour,
     ContainerInfo,
@@ -32,6 +33,16 @@ def iso_time(ts: float | None) -> str | None:
     if ts is None:
         return None
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+
+def canary_text(spec: AppSpec) -> str:
+    """What marks a request for the canary, as events say it (`X-Canary: always or cookie canary=always`)."""
+    canary = spec.canary
+    if canary is None:
+        return "no canary"
+    marks = [f"{canary.header}: always"] if canary.header else []
+    marks += [f"cookie {canary.cookie}=always"] if canary.cookie else []
+    return "requests with " + " or ".join(marks)
 
 
 def weights_dict(weights: Mapping[Colour, int]) -> dict[str, int]:

@@ -28,7 +28,7 @@ import aiohttp
 from trafficshift.config import parse_config_text
 from trafficshift.containers import container_name, one_off_name
 from trafficshift.engine import Engine, EventSink
-from trafficshift.errors import ContainerError, StepNotApplied, UnreachableError
+from trafficshift.errors import ContainerError, RoutingRejected, StepNotApplied, UnreachableError
 from trafficshift.models import (
     AppSpec,
     AppState,
@@ -437,6 +437,8 @@ class FakePublisher:
         # A mirror naming a colour the app's file did not list, or a file dropping a mirrored colour: Traefik
         # would run a mirroring service in error.
         self.dangling: list[tuple[MirrorRoute, Routing]] = []
+        self.checked: list[str] = []  # apps whose router options were tried
+        self.rejects: RoutingRejected | None = None  # what the trial answers (None: accepted)
         self._witness = witness
 
     async def ping(self) -> None:
@@ -444,6 +446,11 @@ class FakePublisher:
 
     def read(self, app: str) -> Routing | None:
         return self.files.get(app, Routing(app=app, routes=()))
+
+    async def check(self, *, spec: AppSpec) -> None:
+        self.checked.append(spec.name)
+        if self.rejects is not None:
+            raise self.rejects
 
     async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
         ready, live = self._witness(spec.name)

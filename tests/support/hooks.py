@@ -86,3 +86,39 @@ async def run_receiver(*, secret: bytes, answer: Answer = always_ok) -> AsyncIte
         yield receiver
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class Gate:
+    """A confirm gate the test answers by hand: each ask waits in `asks` until the test resolves it."""
+
+    url: str
+    asks: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[int]]] = field(default_factory=asyncio.Queue)
+
+    async def next(self, *, within: float = 60.0) -> tuple[dict[str, Any], asyncio.Future[int]]:
+        """The next ask (its delivery body, and the future to set to the HTTP status to answer)."""
+        async with asyncio.timeout(within):
+            return await self.asks.get()
+
+
+@contextlib.asynccontextmanager
+async def run_gate() -> AsyncIterator[Gate]:
+    """A confirm gate on a free loopback port: `gate.url` is what `confirm.url` points at."""
+    gate = Gate(url="")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await gate.asks.put((json.loads(await request.read()), answer))
+        return web.Response(status=await answer, text="")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    gate.url = f"http://127.0.0.1:{runner.addresses[0][1]}/confirm"
+    try:
+        yield gate
+    finally:
+        await runner.cleanup()

@@ -107,6 +107,7 @@ class Load:
         timeout: float = 5.0,
         method: str = "GET",
         numbered: bool = False,
+        verify_tls: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -118,6 +119,7 @@ class Load:
         self.host = host
         self.concurrency = concurrency
         self.timeout = timeout
+        self.verify_tls = verify_tls  # False for a test's self-signed certificate
         self._samples: list[Sample] = []
         self._failed = 0
         self._bodies: dict[str, str] = {}
@@ -181,7 +183,9 @@ class Load:
 
     async def __aenter__(self) -> Load:
         # force_close=False: keep-alive, as browsers and real clients do, and what a reload must not break.
-        connector = aiohttp.TCPConnector(limit=self.concurrency, force_close=False)
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency, force_close=False, ssl=None if self.verify_tls else False
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
         )
@@ -244,10 +248,17 @@ def run_load(
     timeout: float = 5.0,
     method: str = "GET",
     numbered: bool = False,
+    verify_tls: bool = True,
 ) -> Load:
     """`async with run_load(...) as load:` runs the load; `load.samples` keeps everything afterwards."""
     return Load(
-        url=url, host=host, concurrency=concurrency, timeout=timeout, method=method, numbered=numbered
+        url=url,
+        host=host,
+        concurrency=concurrency,
+        timeout=timeout,
+        method=method,
+        numbered=numbered,
+        verify_tls=verify_tls,
     )
 
 

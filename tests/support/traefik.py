@@ -34,6 +34,8 @@ class TraefikProc:
     dynamic_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    # The `websecure` entrypoint (https://127.0.0.1:port), when started with `secure=True`.
+    secure_url: str | None = None
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines)
@@ -63,6 +65,7 @@ def static_config(
     metrics_port: int,
     throttle: str,
     redis: str | None = None,
+    secure_port: int | None = None,
 ) -> dict[str, Any]:
     """Return traefik/traefik.yml with loopback addresses, the given folder and throttle; with `redis`
     (host:port), Traefik's Redis provider reads the root key `traefik` there too."""
@@ -72,6 +75,8 @@ def static_config(
         "traefik": {"address": f"127.0.0.1:{api_port}"},
         "metrics": {"address": f"127.0.0.1:{metrics_port}"},
     }
+    if secure_port is not None:
+        config["entryPoints"]["websecure"] = {"address": f"127.0.0.1:{secure_port}"}
     config["providers"]["providersThrottleDuration"] = throttle
     config["providers"]["file"]["directory"] = str(dynamic_dir)
     if redis is not None:
@@ -82,14 +87,27 @@ def static_config(
 
 @contextlib.asynccontextmanager
 async def run_traefik(
-    *, dynamic_dir: Path, work_dir: Path, throttle: str = "200ms", redis: str | None = None
+    *,
+    dynamic_dir: Path,
+    work_dir: Path,
+    throttle: str = "200ms",
+    redis: str | None = None,
+    secure: bool = False,
 ) -> AsyncIterator[TraefikProc]:
-    """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`."""
+    """Run Traefik until the block ends; it watches `dynamic_dir` and logs to `work_dir/traefik.log`.
+
+    With `secure`, it also listens on a `websecure` entrypoint (`proc.secure_url`) for TLS routers.
+    """
     binary = traefik_binary()
     # A free port can be taken by someone else before Traefik binds it: start again on new ports then.
     for attempt in range(3):
         proc = _start(
-            binary=binary, dynamic_dir=dynamic_dir, work_dir=work_dir, throttle=throttle, redis=redis
+            binary=binary,
+            dynamic_dir=dynamic_dir,
+            work_dir=work_dir,
+            throttle=throttle,
+            redis=redis,
+            secure=secure,
         )
         try:
             await _wait_started(proc)
@@ -144,11 +162,17 @@ class _PortTaken(RuntimeError):
 
 
 def _start(
-    *, binary: Path, dynamic_dir: Path, work_dir: Path, throttle: str, redis: str | None = None
+    *,
+    binary: Path,
+    dynamic_dir: Path,
+    work_dir: Path,
+    throttle: str,
+    redis: str | None = None,
+    secure: bool = False,
 ) -> TraefikProc:
     dynamic_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
-    web, api, metrics = _distinct_free_ports(3)
+    web, api, metrics, secure_port = _distinct_free_ports(4)
     config_path = work_dir / "traefik-static.yml"
     config = static_config(
         dynamic_dir=dynamic_dir,
@@ -157,6 +181,7 @@ def _start(
         metrics_port=metrics,
         throttle=throttle,
         redis=redis,
+        secure_port=secure_port if secure else None,
     )
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = work_dir / "traefik.log"
@@ -171,6 +196,7 @@ def _start(
         dynamic_dir=dynamic_dir,
         process=process,
         log_path=log_path,
+        secure_url=f"https://127.0.0.1:{secure_port}" if secure else None,
     )
 
 

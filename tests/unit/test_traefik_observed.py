@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trafficshift.models import Colour, ColourRoute, Routing
-from trafficshift.traefik.api import ObservedRoute, ObservedRouting
+from trafficshift.models import Colour, ColourRoute, Pin, Routing
+from trafficshift.traefik.api import ObservedRoute, ObservedRouter, ObservedRouting
 
 BLUE, GREEN = Colour.BLUE, Colour.GREEN
 A, B = "http://127.0.0.1:1", "http://127.0.0.1:2"
@@ -17,8 +17,15 @@ def child(colour: Colour | None, weight: int, *servers: str, status: str | None 
     return ObservedRoute(service=name, colour=colour, weight=weight, servers=servers, status=status)
 
 
-def seen(*routes: ObservedRoute, status: str = "enabled") -> ObservedRouting:
-    return ObservedRouting(app="web", present=True, status=status, routes=routes)
+MAIN = ObservedRouter(name="web", service="web", rule="Host(`web`)", status="enabled")
+
+
+def seen(
+    *routes: ObservedRoute, status: str = "enabled", routers: tuple[ObservedRouter, ...] = (MAIN,)
+) -> ObservedRouting:
+    return ObservedRouting(
+        app="web", present=True, status=status, routes=routes, routers={r.name: r for r in routers}
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,3 +56,50 @@ def test_empty_routing_means_the_service_is_gone() -> None:
 def test_routing_leaves_out_strangers() -> None:
     observed = seen(child(BLUE, 100, A), child(None, 0, B))
     assert observed.routing() == Routing(app="web", routes=(ColourRoute(BLUE, 100, (A,)),))
+
+
+PIN = Pin(name="canary-always", colour=GREEN, rule="R", rank=2)
+PINNED = Routing(app="web", routes=EXPECTED.routes, pins=(PIN,))
+PIN_ROUTER = ObservedRouter(name="web-pin-canary-always", service="web-green", rule="R", status="enabled")
+SPLIT = (child(BLUE, 90, A, B), child(GREEN, 10, B))
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected", "applied"),
+    [
+        (seen(*SPLIT, routers=()), EXPECTED, False),  # the app's router not loaded yet
+        (seen(*SPLIT, routers=(ObservedRouter(**{**MAIN.__dict__, "status": "disabled"}),)), EXPECTED, False),
+        (seen(*SPLIT, routers=(MAIN, PIN_ROUTER)), PINNED, True),
+        (seen(*SPLIT), PINNED, False),  # the pin not loaded yet
+        (seen(*SPLIT, routers=(MAIN, PIN_ROUTER)), EXPECTED, False),  # a pin still there after its removal
+        (
+            seen(*SPLIT, routers=(MAIN, ObservedRouter(**{**PIN_ROUTER.__dict__, "service": "web-blue"}))),
+            PINNED,
+            False,
+        ),
+        (
+            seen(*SPLIT, routers=(MAIN, ObservedRouter(**{**PIN_ROUTER.__dict__, "status": "disabled"}))),
+            PINNED,
+            False,
+        ),
+        (
+            ObservedRouting(app="web", present=False, routers={"web-pin-x": PIN_ROUTER}),
+            Routing("web", ()),
+            False,
+        ),
+    ],
+    ids=[
+        "no router",
+        "router in error",
+        "pin shown",
+        "pin missing",
+        "pin left",
+        "pin elsewhere",
+        "pin in error",
+        "gone but a pin",
+    ],
+)
+def test_routers_must_be_the_expected_ones_and_serving(
+    observed: ObservedRouting, expected: Routing, applied: bool
+) -> None:
+    assert observed.matches(expected) is applied

@@ -171,7 +171,11 @@ class Provider:
                 servers = tuple(s for s in route.servers if s not in dead)
                 if servers:
                     routes.append(replace(route, servers=servers))
-            routing = Routing(app=app, routes=tuple(routes))
+            # Pins are the rollout's to add and remove: keep those whose colour still has servers.
+            kept = {r.colour for r in routes}
+            routing = Routing(
+                app=app, routes=tuple(routes), pins=tuple(p for p in before.pins if p.colour in kept)
+            )
             if not await self._servable(app, routing, await self.containers.list(app=app)):
                 return True
             took = await self._publish(app, routing)
@@ -245,8 +249,10 @@ class Provider:
             weights = await self._weights(app, containers)
             if weights is None:
                 return True
-            routing = plan.routing_for(app=app, weights=weights, containers=usable)
             before = self._file_routing(app)
+            # Pins are the rollout's to add and remove (an interrupted one keeps its canary): kept.
+            pins = before.pins if before is not None else ()
+            routing = plan.routing_for(app=app, weights=weights, containers=usable, pins=pins)
             unchanged = before is not None and before.canonical() == routing.canonical()
             if unchanged or not await self._servable(app, routing, containers):
                 return True

@@ -30,13 +30,32 @@ class ObservedRoute:
 
 
 @dataclass(frozen=True)
+class ObservedRouter:
+    """One of the app's routers as Traefik runs it (its own, or a pin's)."""
+
+    name: str  # without the provider suffix, e.g. `web-pin-canary-always`
+    service: str  # without the provider suffix
+    rule: str
+    status: str | None  # "enabled", "disabled" (in error), "warning"
+    errors: tuple[str, ...] = ()
+
+    @property
+    def serving(self) -> bool:
+        return self.status in ("enabled", "warning")
+
+
+@dataclass(frozen=True)
 class ObservedRouting:
-    """What the Traefik API shows for one app; `present` is False when `<app>@file` does not exist."""
+    """What the Traefik API shows for one app; `present` is False when `<app>@file` does not exist.
+
+    `routers` holds the app's router and its pins' routers (by name, without the provider suffix).
+    """
 
     app: str
     present: bool
     status: str | None = None
     routes: tuple[ObservedRoute, ...] = ()
+    routers: Mapping[str, ObservedRouter] = field(default_factory=dict)
 
     def routing(self) -> Routing:
         """Return the observation as a Routing (children that are not `<app>-<colour>` left out)."""
@@ -50,14 +69,36 @@ class ObservedRouting:
         )
 
     def matches(self, expected: Routing) -> bool:
-        """Whether Traefik runs exactly `expected`: same colours, weights and servers (in any order)."""
+        """Whether Traefik runs exactly `expected`: same colours, weights and servers (in any order), the
+        app's router serving, and exactly the expected pins' routers, each serving and to its colour."""
         if not expected.routes:
-            return not self.present
+            return not self.present and not self.routers
         if not self.present or self.status == "disabled":
             return False
         if any(r.colour is None or r.status is None or r.status == "disabled" for r in self.routes):
             return False
-        return self.routing().canonical() == expected.canonical()
+        routes = Routing(app=self.app, routes=self.routing().routes)
+        if routes.canonical() != Routing(app=expected.app, routes=expected.routes).canonical():
+            return False
+        return self.routers_match(expected)
+
+    def routers_match(self, expected: Routing) -> bool:
+        """Whether the routers are the app's (serving) and exactly the expected pins' (serving, each to
+        its colour with its rule): a pin left out of the file counts only once Traefik has dropped it."""
+        app = self.app
+        main = self.routers.get(names.router(app))
+        if main is None or not main.serving or main.service != names.weighted_service(app):
+            return False
+        wanted = {
+            names.pin_router(app, pin.name): (names.colour_service(app, pin.colour), pin.rule)
+            for pin in expected.pins
+        }
+        shown = {
+            name: (router.service, router.rule)
+            for name, router in self.routers.items()
+            if name != names.router(app) and router.serving
+        }
+        return shown == wanted and len(self.routers) == len(wanted) + 1
 
 
 @dataclass(frozen=True)
@@ -121,9 +162,11 @@ class TraefikApi:
     async def read_routing(self, app: str) -> ObservedRouting:
         """Return the app's weighted service and its children as Traefik runs them."""
         weighted = names.qualified(names.weighted_service(app), self.provider)
-        weighted_doc = await self._get(f"/api/http/services/{weighted}")
+        weighted_doc, routers = await asyncio.gather(
+            self._get(f"/api/http/services/{weighted}"), self.read_routers(app)
+        )
         if weighted_doc is None:
-            return ObservedRouting(app=app, present=False)
+            return ObservedRouting(app=app, present=False, routers=routers)
         try:
             children = [(str(c["name"]), int(c["weight"])) for c in weighted_doc["weighted"]["services"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -132,7 +175,72 @@ class TraefikApi:
             ) from exc
         # gather, not a TaskGroup: a failed read must surface as itself, not as an ExceptionGroup.
         routes = await asyncio.gather(*(self._read_child(app, name, weight) for name, weight in children))
-        return ObservedRouting(app=app, present=True, status=weighted_doc.get("status"), routes=tuple(routes))
+        return ObservedRouting(
+            app=app, present=True, status=weighted_doc.get("status"), routes=tuple(routes), routers=routers
+        )
+
+    async def read_routers(self, app: str) -> dict[str, ObservedRouter]:
+        """The app's router and its pins' routers, as Traefik's file provider shows them now."""
+        main = names.qualified(names.router(app), self.provider)
+        # `search` narrows by name; the prefix test below keeps out another app whose name starts alike.
+        pin_prefix = names.pin_router(app, "")
+        main_doc, listed = await asyncio.gather(
+            self._get(f"/api/http/routers/{main}"),
+            self._get(f"/api/http/routers?search={pin_prefix}&per_page=1000"),
+        )
+        docs = [main_doc] if main_doc is not None else []
+        docs += [
+            d for d in listed or [] if isinstance(d, dict) and str(d.get("name", "")).startswith(pin_prefix)
+        ]
+        routers = {}
+        for doc in docs:
+            router = self._router(doc)
+            if router is not None:
+                routers[router.name] = router
+        return routers
+
+    async def read_router(self, name: str) -> ObservedRouter | None:
+        """One router of the file provider by name (no suffix); None while Traefik does not show it."""
+        doc = await self._get(f"/api/http/routers/{names.qualified(name, self.provider)}")
+        return None if doc is None else self._router(doc)
+
+    def _router(self, doc: Any) -> ObservedRouter | None:
+        try:
+            name = str(doc["name"])
+            if not name.endswith("@" + self.provider):
+                return None
+            return ObservedRouter(
+                name=name.removesuffix("@" + self.provider),
+                service=str(doc.get("service", "")).removesuffix("@" + self.provider),
+                rule=str(doc.get("rule", "")),
+                status=doc.get("status"),
+                errors=tuple(str(e) for e in doc.get("error", ())),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise TraefikApiError(f"{self.api_url}: unexpected answer for a router: {doc!r:.200}") from exc
+
+    async def wait_router_verdict(
+        self,
+        name: str,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        poll: float = 0.05,
+    ) -> ObservedRouter:
+        """Poll until Traefik shows router `name`; return it, in error or not. StepNotApplied on timeout."""
+        observed: ObservedRouter | str | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        observed = await self.read_router(name)
+                    except (UnreachableError, TraefikApiError) as exc:  # restarting, or mid-reload
+                        observed = str(exc)
+                    else:
+                        if observed is not None and observed.status is not None:
+                            return observed
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise StepNotApplied(names.qualified(name, self.provider), "the router", observed) from None
 
     async def _read_child(self, app: str, name: str, weight: int) -> ObservedRoute:
         # Children come back without `@file`; a child from another provider would carry its own suffix.

@@ -6,9 +6,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from trafficshift.models import Routing
-from trafficshift.traefik.render import parse_dynamic
+from trafficshift.traefik.render import parse_dynamic, router_options
 
 STAGING_DIR_NAME = ".trafficshift-staging"
 # Should a temp file have to live inside the watched folder, its name must not look like config to Traefik.
@@ -29,6 +32,15 @@ def read_routing(*, dynamic_dir: Path, app: str) -> Routing | None:
     except FileNotFoundError:
         return Routing(app=app, routes=())
     except (OSError, ValueError):
+        return None
+
+
+def read_options(*, dynamic_dir: Path, app: str) -> Any:
+    """The router options the app's file has now (render.router_options); None without a readable file."""
+    path = dynamic_path(dynamic_dir=dynamic_dir, app=app)
+    try:
+        return router_options(yaml.safe_load(path.read_text(encoding="utf-8")), app)
+    except (OSError, ValueError, yaml.YAMLError):
         return None
 
 

@@ -7,11 +7,19 @@ import time
 
 import aiohttp
 
+from trafficshift.errors import RoutingRejected
 from trafficshift.models import AppSpec, Config, MirrorRoute, Routing
 from trafficshift.traefik import names
 from trafficshift.traefik.api import TraefikApi
-from trafficshift.traefik.files import read_routing, write_dynamic
-from trafficshift.traefik.render import mirror_document, render_dynamic, render_mirror
+from trafficshift.traefik.files import read_options, read_routing, write_dynamic
+from trafficshift.traefik.render import (
+    mirror_document,
+    options_digest,
+    options_of,
+    render_dynamic,
+    render_mirror,
+    render_trial,
+)
 
 # How long Traefik may take to show a written file through its API before the step counts as failed.
 CONFIRM_TIMEOUT = 30.0
@@ -76,6 +84,8 @@ class TraefikPublisher:
         self.config = config
         api_url = config.traefik.api_url
         self.api = TraefikApi(api_url=api_url, session=session) if api_url else None
+        # App -> digest of the router options Traefik accepted in a trial this process ran.
+        self._accepted: dict[str, str] = {}
 
     async def ping(self) -> None:
         if self.api is not None:
@@ -84,7 +94,33 @@ class TraefikPublisher:
     def read(self, app: str) -> Routing | None:
         return read_routing(dynamic_dir=self.config.traefik.dynamic_dir, app=app)
 
+    async def check(self, *, spec: AppSpec) -> None:
+        """Invariant 16 (docs/ARCHITECTURE.md): new router options are tried on a router no request matches,
+        in a file of their own, and read back through the API before the app's file carries them."""
+        entrypoints = self.config.traefik.entrypoints
+        wanted = options_of(app=spec, entrypoints=entrypoints)
+        digest = options_digest(wanted)
+        if self.api is None or self._accepted.get(spec.name) == digest:
+            return  # without an API nothing can be read back: Traefik's log tells
+        dynamic_dir = self.config.traefik.dynamic_dir
+        if await asyncio.to_thread(read_options, dynamic_dir=dynamic_dir, app=spec.name) == wanted:
+            self._accepted[spec.name] = digest
+            return
+        router = names.trial_router(spec.name, digest)
+        text = render_trial(app=spec, entrypoints=entrypoints, router=router)
+        trial = names.trial_file(spec.name)
+        await asyncio.to_thread(write_dynamic, dynamic_dir=dynamic_dir, app=trial, text=text)
+        try:
+            verdict = await self.api.wait_router_verdict(router, timeout=CONFIRM_TIMEOUT)
+        finally:
+            await asyncio.to_thread(write_dynamic, dynamic_dir=dynamic_dir, app=trial, text=None)
+        if not verdict.serving:
+            raise RoutingRejected(spec.name, names.qualified(router), verdict.errors)
+        self._accepted[spec.name] = digest
+
     async def publish(self, *, spec: AppSpec, routing: Routing) -> float:
+        if routing.routes:
+            await self.check(spec=spec)
         return await publish_routing(config=self.config, traefik=self.api, spec=spec, routing=routing)
 
     async def publish_mirror(self, *, spec: AppSpec, mirror: MirrorRoute | None) -> float:
