@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import trafficshift.engine as engine_module
 from tests.support.factories import make_rollout
+from tests.support.fakes import APP, CONFIG_TEXT, Killed, World, fresh_world
 from trafficshift import plan, smoke
 from trafficshift.config import parse_config_text
 from trafficshift.errors import ConfigError
-from trafficshift.models import AppSpec, Colour, ColourRoute, Routing, SmokeCheck
+from trafficshift.models import AppSpec, Colour, ColourRoute, Outcome, Routing, SmokeCheck
 from trafficshift.smoke import Answer, host_of, judge, parse_status, status_text
 from trafficshift.traefik.render import parse_dynamic, render_dynamic
 
@@ -155,3 +159,92 @@ def test_the_smoke_router_reaches_the_new_colour_at_weight_zero_only_by_its_head
     text = render_dynamic(app=spec, routing=routing, entrypoints=("web",))
     assert "web-pin-smoke" in text
     assert parse_dynamic(text) == routing.canonical()
+
+
+# ---------------------------------------------------------------- the engine (in-memory fakes)
+
+SMOKE_CONFIG = CONFIG_TEXT.replace("  metrics_url:", "  entrypoint_url: http://127.0.0.1:9/\n  metrics_url:")
+
+
+class Sender:
+    """Stands in for smoke_requests.run_checks: records what the file routed when the checks went out."""
+
+    def __init__(self, world: World, reason: str | None) -> None:
+        self.world, self.reason = world, reason
+        self.seen: list[Routing | None] = []
+
+    async def __call__(
+        self, checks: Any, *, url: str, host: str, headers: dict[str, str]
+    ) -> tuple[int, str | None]:
+        assert url == "http://127.0.0.1:9"
+        assert host == "web.localhost"
+        assert set(headers) == {smoke.SMOKE_HEADER}
+        self.seen.append(self.world.publisher.file())
+        return 1, self.reason
+
+
+@pytest.fixture(autouse=True)
+def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "POLL", 0.005)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with fresh_world(extra="    smoke: [{path: /}]\n", config_text=SMOKE_CONFIG) as w:
+        yield w
+
+
+def _pins(world: World, start: int) -> list[tuple[dict[Colour, int], set[str]]]:
+    return [(a.routing.weights(), {p.name for p in a.routing.pins}) for a in world.publisher.asked[start:]]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_checks_see_the_new_colour_at_zero_before_any_weight(
+    world: World, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    sender = Sender(world, "smoke check GET /: answered 500, body 'boom' (expected 2xx)" if fails else None)
+    monkeypatch.setattr(engine_module.smoke_requests, "run_checks", sender)
+    await world.engine().promote(app=APP)  # a first deploy: no checks
+    assert sender.seen == []
+    before = len(world.publisher.asked)
+    ended = await world.engine().promote(app=APP, image="web:2", pause=0)
+    (seen,) = sender.seen
+    assert seen is not None
+    assert seen.weights() == {Colour.BLUE: 100, Colour.GREEN: 0}
+    assert {p.name: p.colour for p in seen.pins} == {plan.SMOKE_PIN: Colour.GREEN}
+    written = _pins(world, before)
+    assert written[0] == ({Colour.BLUE: 100, Colour.GREEN: 0}, {plan.SMOKE_PIN})
+    assert written[1] == ({Colour.BLUE: 100, Colour.GREEN: 0}, set())  # removed, before any weight
+    assert all(not pins for _, pins in written[1:])
+    if fails:
+        assert ended.outcome is Outcome.FAILED
+        assert "answered 500" in (ended.reason or "")
+        assert all(weights.get(Colour.GREEN, 0) == 0 for weights, _ in written)
+    else:
+        assert ended.outcome is Outcome.DONE
+
+
+@pytest.mark.parametrize("action", ["promote", "abort"])
+async def test_a_kill_during_the_checks_resumes_them_or_goes_back_without_the_router(
+    world: World, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    await world.engine().promote(app=APP)
+
+    async def killed(*_: Any, **__: Any) -> tuple[int, str | None]:
+        raise Killed
+
+    monkeypatch.setattr(engine_module.smoke_requests, "run_checks", killed)
+    with pytest.raises(Killed):
+        await world.engine().promote(app=APP, image="web:2", pause=0)
+    routed = world.publisher.file()
+    assert routed is not None
+    assert {p.name for p in routed.pins} == {plan.SMOKE_PIN}  # left behind by the kill
+    sender = Sender(world, None)
+    monkeypatch.setattr(engine_module.smoke_requests, "run_checks", sender)
+    engine = world.engine()
+    ended = await (engine.promote(app=APP) if action == "promote" else engine.abort(app=APP))
+    assert ended.outcome is (Outcome.DONE if action == "promote" else Outcome.ABORTED)
+    assert len(sender.seen) == (1 if action == "promote" else 0)
+    final = world.publisher.file()
+    assert final is not None
+    assert final.pins == ()
