@@ -22,7 +22,7 @@ from trafficshift.models import Config, Rollout
 if TYPE_CHECKING:
     from trafficshift.client import Client
 # Commands that never start a container: they work without reading compose files (even broken ones).
-_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile", "doctor", "pause")
+_NO_COMPOSE = ("status", "render", "history", "schedule", "reconcile", "doctor", "pause", "smoke")
 # Manual stepping of a rollout in progress (hold_commands.py).
 _HOLD_COMMANDS = ("pause", "resume", "set-weight")
 
@@ -123,6 +123,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("app", nargs="?")
     p.add_argument("--all", action="store_true", help="every app of the config")
+
+    p = add(
+        "smoke",
+        "send an app's smoke checks through Traefik to its live colour; exit 1 when one fails",
+    )
+    p.add_argument("app")
+    p.add_argument(
+        "--colour",
+        choices=("live", "new"),
+        default="live",
+        help="live (default): through the app's own router; new: refused, a promote checks its new colour",
+    )
 
     p = add("render", "print the dynamic config that matches the current state; write nothing")
     p.add_argument("app", nargs="?")
@@ -282,6 +294,28 @@ async def _reconcile(config: Config, args: argparse.Namespace) -> int:
     return code
 
 
+async def _smoke(config: Config, args: argparse.Namespace) -> int:
+    """The app's smoke checks through its own router (what its users reach now); SmokeFailed is exit 1."""
+    from trafficshift import smoke
+    from trafficshift.errors import SmokeFailed
+    from trafficshift.smoke_requests import run_checks
+
+    spec = require_app(config, args.app)
+    if args.colour == "new":
+        raise UsageError(
+            "smoke --colour new: a new colour exists only during a promote, which sends it these checks"
+            " through Traefik before any weight; use --colour live"
+        )
+    url, host = config.traefik.entrypoint_url, smoke.host_of(spec.rule)
+    if not spec.smoke or url is None or host is None:
+        raise UsageError(f"smoke: {spec.name} has no smoke checks (apps.{spec.name}.smoke)")
+    sent, reason = await run_checks(spec.smoke, url=url, host=host)
+    if reason is not None:
+        raise SmokeFailed(f"{spec.name}: {reason}")
+    print(f"{spec.name}: {sent} smoke request(s) passed")
+    return EXIT_OK
+
+
 async def _render(config: Config, args: argparse.Namespace) -> int:
     from trafficshift.runtime import open_engine
     from trafficshift.traefik.render import render_dynamic, render_mirror
@@ -352,6 +386,8 @@ def _dispatch(config: Config, args: argparse.Namespace) -> int:
         return asyncio.run(_render(config, args))
     if command == "reconcile":
         return asyncio.run(_reconcile(config, args))
+    if command == "smoke":
+        return asyncio.run(_smoke(config, args))
     if command == "history":
         return _history(config, args)
     if command == "doctor":

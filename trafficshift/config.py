@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from trafficshift import stepping
+from trafficshift import smoke, stepping
 from trafficshift.compose.resolve import resolve_compose
 from trafficshift.compose.spec import ComposeRef
 from trafficshift.errors import ConfigError, UnknownApp
@@ -39,6 +39,7 @@ from trafficshift.models import (
     RetrySpec,
     RolloutPolicy,
     ServiceSpec,
+    SmokeCheck,
     StickySpec,
     TlsDomain,
     TlsSpec,
@@ -192,6 +193,7 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
     traefik = _traefik(top["traefik"], path) if "traefik" in top else None
     # When the traefik section itself is broken, do not pile "needs metrics_url" errors on top.
     has_metrics = traefik is None or "metrics_url" in traefik[0] or "metrics_urls" in traefik[0]
+    has_entrypoint = traefik is None or "entrypoint_url" in traefik[0]
     fields: dict[str, _Convert] = {
         "listen": _listen,
         "token_file": path,
@@ -212,7 +214,14 @@ def _config(root: Node, base_dir: Path, name: str) -> Config | None:
     for app_name, node in entries.items():
         if why := validate_app_name(app_name):
             root.errors.add(node.key_line, node.path, why)
-        elif app := _app(app_name, node, has_metrics=has_metrics, base_dir=base_dir, hosts=host_names):
+        elif app := _app(
+            app_name,
+            node,
+            has_metrics=has_metrics,
+            has_entrypoint=has_entrypoint,
+            base_dir=base_dir,
+            hosts=host_names,
+        ):
             apps[app_name] = app
         # App `web` owns the Traefik services `web-blue`/`web-green`: an app by such a name would define
         # the same service in another file, and Traefik drops both.
@@ -262,6 +271,7 @@ def _traefik(
         "provider": _provider,
         "redis": _redis,
         "confirm_timeout": _confirm_timeout,
+        "entrypoint_url": lambda n: url.rstrip("/") if (url := _url(n)) else None,
     }
     got = _section(node, fields)
     if got is None:
@@ -387,7 +397,13 @@ def _listen(node: Node) -> str | None:
 
 
 def _app(
-    name: str, node: Node, *, has_metrics: bool, base_dir: Path, hosts: tuple[str, ...] | None
+    name: str,
+    node: Node,
+    *,
+    has_metrics: bool,
+    has_entrypoint: bool,
+    base_dir: Path,
+    hosts: tuple[str, ...] | None,
 ) -> AppSpec | None:
     fields: dict[str, _Convert] = {
         "image": _image,
@@ -413,6 +429,7 @@ def _app(
         "priority": lambda n: n.integer(1, 1_000_000_000),
         "retry": _retry,
         "canary": _canary,
+        "smoke": _smoke,
     }
     got = _section(node, fields, ("port", "rule"))
     if got is None:
@@ -441,6 +458,10 @@ def _app(
         values["hosts"] = hosts  # every host, in the config's order
     if "analysis" in entries and not has_metrics:
         entries["analysis"].fail("needs traefik.metrics_url, where analysis reads Traefik's metrics")
+    if "smoke" in entries and not has_entrypoint:
+        entries["smoke"].fail("needs traefik.entrypoint_url, where smoke checks reach Traefik's entrypoint")
+    if "smoke" in entries and "rule" in values and smoke.host_of(values["rule"]) is None:
+        entries["smoke"].fail("needs a Host(`...`) in the app's rule: the Host header of the checks")
     return AppSpec(name=name, **values) if all(key in values for key in required) else None
 
 
@@ -495,6 +516,41 @@ def _host_name(node: Node) -> str | None:
     value = node.string()
     if value is not None and not _HOST_NAME.fullmatch(value):
         node.fail(f"host names must match ^[a-z][a-z0-9-]{{0,39}}$, got {value!r}")
+        return None
+    return value
+
+
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _smoke(node: Node) -> tuple[SmokeCheck, ...] | None:
+    """`smoke:`, a list of checks; every item is checked, so each bad one is reported."""
+    checks: list[SmokeCheck | None] = [_smoke_check(item) for item in node.items() or []]
+    if node.tag == "seq" and not checks:
+        node.fail("must list at least one check; leave smoke out for none")
+    return tuple(c for c in checks if c is not None) if checks and all(checks) else None
+
+
+def _smoke_check(node: Node) -> SmokeCheck | None:
+    fields: dict[str, _Convert] = {
+        "path": _smoke_path,
+        "method": _smoke_method,
+        "status": _smoke_status,
+        "body": Node.string,
+        "headers": _smoke_headers,
+        "timeout": lambda n: n.duration(positive=True),
+        "count": lambda n: n.integer(1, 100),
+    }
+    got = _section(node, fields, required=("path",))
+    if got is None or len(got[1]) != len(got[0]) or "path" not in got[1]:
+        return None
+    return SmokeCheck(**got[1])
+
+
+def _smoke_path(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and (not value.startswith("/") or any(c.isspace() for c in value)):
+        node.fail(f"expected a path like /healthz (starting with /, no spaces), got {value!r}")
         return None
     return value
 
@@ -583,6 +639,43 @@ def _app_hosts(node: Node, hosts: tuple[str, ...] | None) -> tuple[str, ...] | N
             return None
         names.append(name)
     return tuple(names)
+
+
+def _smoke_method(node: Node) -> str | None:
+    value = node.string()
+    if value is not None and value.upper() not in _HTTP_METHODS:
+        node.fail(f"expected an HTTP method, one of {', '.join(_HTTP_METHODS)}; got {value!r}")
+        return None
+    return None if value is None else value.upper()
+
+
+def _smoke_status(node: Node) -> tuple[int, int] | None:
+    if node.tag == "int":
+        code = node.integer(100, 599)
+        return None if code is None else (code, code)
+    text = node.string()
+    status = None if text is None else smoke.parse_status(text)
+    if text is not None and status is None:
+        node.fail(f"expected a status like 200, a class like 2xx or a range like 200-299, got {text!r}")
+    return status
+
+
+def _smoke_headers(node: Node) -> tuple[tuple[str, str], ...] | None:
+    entries = node.mapping(None)
+    if entries is None:
+        return None
+    headers: list[tuple[str, str]] = []
+    for name, value_node in entries.items():
+        if not _HTTP_TOKEN.fullmatch(name) or name.lower() == "host":
+            value_node.errors.add(
+                value_node.key_line, value_node.path, f"expected a header name (not Host), got {name!r}"
+            )
+            return None
+        value = value_node.string()
+        if value is None:
+            return None
+        headers.append((name, value))
+    return tuple(headers)
 
 
 def _check_compose_alone(entries: Mapping[str, Node]) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from trafficshift import changes, hooks, judge, plan, report, stepping
+from trafficshift import changes, hooks, judge, plan, report, smoke, smoke_requests, stepping
 from trafficshift.config import require_app
 from trafficshift.errors import (
     AbortRequested,
@@ -21,6 +21,7 @@ from trafficshift.errors import (
     NothingToDo,
     NotReady,
     RolloutStuck,
+    SmokeFailed,
     StoreUnavailable,
     TrafficShiftError,
     UsageError,
@@ -38,6 +39,7 @@ from trafficshift.models import (
     MirrorRoute,
     Outcome,
     Phase,
+    Pin,
     Requests,
     Rollout,
     Routing,
@@ -369,6 +371,10 @@ class Engine:
 
         if r.phase is Phase.READY:
             r, _ = await self._stop_if_held(spec, r)  # paused (or set to a weight) before its first step
+
+        if r.phase is Phase.READY and spec.smoke and r.from_colour is not None:
+            r = await self._smoke(spec, r)
+
         if plan.opens_canary(spec, r):
             # The canary's pins reach the new colour before any public weight: it joins the file at 0%.
             if new not in r.weights:
@@ -513,6 +519,40 @@ class Engine:
         await self.containers.remove_one_offs(app=spec.name)
         return r
 
+    # ------------------------------------------------------------------ smoke checks
+
+    async def _smoke(self, spec: AppSpec, r: Rollout) -> Rollout:
+        """Before any public weight: the app's smoke checks, through Traefik, to the new colour alone.
+
+        Invariant 21 (docs/ARCHITECTURE.md): the new colour joins the file at weight 0 with a pinned router
+        that only requests carrying the rollout's id in `X-Trafficshift-Smoke` match; the router is in the
+        file only while the rollout is `ready` and this method runs. Recorded first, so a kill here resumes
+        at `ready` (the checks run again) or goes back (its first write leaves the router out, confirmed).
+        """
+        new = r.to_colour
+        assert r.from_colour is not None
+        url = self.config.traefik.entrypoint_url
+        host = smoke.host_of(spec.rule)
+        if url is None or host is None:  # the config refuses both: a defect if it comes here
+            raise SmokeFailed(f"{spec.name}: smoke checks need traefik.entrypoint_url and a Host in the rule")
+        total = sum(check.count for check in spec.smoke)
+        r = await self._advance(
+            r,
+            weights=plan.shift_weights(old=r.from_colour, new=new, percent=0),
+            message=f"smoke checks: {total} request(s) to {new} through Traefik, at 0%",
+        )
+        pin = plan.smoke_pin(spec, r)
+        await self._guarded(r, self._apply(spec, r, extra_pins=(pin,)))
+        sent, reason = await self._guarded(
+            r,
+            smoke_requests.run_checks(spec.smoke, url=url, host=host, headers={smoke.SMOKE_HEADER: r.id}),
+        )
+        if reason is not None:
+            # Going back removes the smoke router with its first write (confirmed): nothing else to undo.
+            raise SmokeFailed(f"{new}: {reason}")
+        await self._guarded(r, self._apply(spec, r))  # the smoke router gone, confirmed
+        return await self._advance(r, message=f"smoke checks passed: {sent} request(s) to {new}")
+
     # ------------------------------------------------------------------ the mirror phase
 
     async def _mirror(self, spec: AppSpec, r: Rollout) -> Rollout:
@@ -553,24 +593,26 @@ class Engine:
 
     # ------------------------------------------------------------------ steps
 
-    async def _apply(self, spec: AppSpec, r: Rollout, *, back: bool = False) -> float:
+    async def _apply(
+        self, spec: AppSpec, r: Rollout, *, back: bool = False, extra_pins: tuple[Pin, ...] = ()
+    ) -> float:
         """Write the file for the rollout's weights, wait until Traefik shows it; return the seconds taken.
 
-        `back`: the rollout is going back (ports.RoutingPublisher.publish).
-        """
-        routing = await self._routing(spec, r)
+        `back`: the rollout is going back (ports.RoutingPublisher.publish). `extra_pins` go into this write
+        only (the smoke router); the next write leaves them out."""
+        routing = await self._routing(spec, r, extra_pins=extra_pins)
         if r.from_colour is not None and r.from_colour in plan.unserved(r.weights, routing):
             # Docker restarted the old colour (on new published ports) while nobody watched: probe it there,
             # as `reconcile` would. Not the new colour: a restart of it is a verdict on the new version.
             await self._readmit(spec, r.from_colour)
-            routing = await self._routing(spec, r)
+            routing = await self._routing(spec, r, extra_pins=extra_pins)
         if unserved := plan.unserved(r.weights, routing):
             # Writing it anyway would send that share nowhere (or delete the file): refuse instead, as
             # invariant 7 (docs/ARCHITECTURE.md) says.
             raise NotReady(f"no ready {' or '.join(unserved)} container to take its share of {spec.name}")
         return await self.write_routing(spec, routing, back=back)
 
-    async def _routing(self, spec: AppSpec, r: Rollout) -> Routing:
+    async def _routing(self, spec: AppSpec, r: Rollout, *, extra_pins: tuple[Pin, ...] = ()) -> Routing:
         """The routing of the rollout's weights over the app's containers that were seen ready."""
         containers = await self.containers.list(app=spec.name)
         listed = self.routing.read(spec.name)
@@ -579,7 +621,7 @@ class Engine:
             # already, or probed by this run. A replica Docker restarted meanwhile (new published port)
             # stays out.
             containers = plan.trusted_servers(containers, trusted=self._seen_ready | listed.servers())
-        pins = plan.pins_for(spec, r)
+        pins = plan.pins_for(spec, r) + extra_pins
         return plan.routing_for(app=spec.name, weights=r.weights, containers=containers, pins=pins)
 
     async def write_routing(self, spec: AppSpec, routing: Routing, *, back: bool = False) -> float:

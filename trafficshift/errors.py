@@ -203,6 +203,13 @@ class HookFailed(TrafficShiftError):
     """
 
 
+class SmokeFailed(TrafficShiftError):
+    """A smoke check of the new colour (or of the live one, `trafficshift smoke`) got a wrong answer: exit 1.
+
+    The message names the failing request and what came back (status, the first bytes of the body).
+    """
+
+
 class AbortRequested(TrafficShiftError):
     """Someone asked the running rollout to go back to the old colour."""
 

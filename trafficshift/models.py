@@ -75,6 +75,20 @@ class RolloutPolicy:
 
 
 @dataclass(frozen=True)
+class SmokeCheck:
+    """One HTTP check of `smoke:`: `count` requests `method path` through Traefik, each answered with a status
+    in `status` (inclusive range) and, when `body` is set, a body containing it (smoke.py judges them)."""
+
+    path: str
+    method: str = "GET"
+    status: tuple[int, int] = (200, 299)
+    body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 5.0
+    count: int = 1
+
+
+@dataclass(frozen=True)
 class CanarySpec:
     """Requests that carry `<header>: always` (or the cookie `<cookie>=always`) go to the new colour once it
     is ready, before any public weight; `never` keeps them on the old colour. At least one of the two."""
@@ -203,6 +217,8 @@ class AppSpec:
     priority: int | None = None
     retry: RetrySpec = field(default_factory=RetrySpec)
     canary: CanarySpec | None = None
+    # HTTP checks sent to the new colour through Traefik before any public weight (smoke.py).
+    smoke: tuple[SmokeCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,6 +243,8 @@ class TraefikSpec:
     # How long every instance may take to show a step (`traefik.confirm_timeout`); at most the default,
     # which the provider's lock waits are sized on (engine.PROVIDER_WAIT).
     confirm_timeout: float = 30.0
+    # Where trafficshift itself reaches the apps' entrypoint (smoke checks), e.g. http://127.0.0.1:80.
+    entrypoint_url: str | None = None
 
     @property
     def apis(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
+from trafficshift import smoke
 from trafficshift.models import (
     AppSpec,
     AppState,
@@ -129,7 +130,7 @@ def routing_for(
 # Phases in which the header/cookie canary routes: from the new colour's readiness until the public weights
 # are done moving. Draining sends everyone to the new colour (`never` cannot be kept any more), and going
 # back removes the pins with the first write: invariant 17 (docs/ARCHITECTURE.md).
-CANARY_PHASES = frozenset({Phase.READY, Phase.SHIFTING})
+CANARY_PHASES = frozenset({Phase.READY, Phase.MIRRORING, Phase.SHIFTING})
 
 
 def pins_for(spec: AppSpec, rollout: Rollout | None) -> tuple[Pin, ...]:
@@ -149,6 +150,17 @@ def pins_for(spec: AppSpec, rollout: Rollout | None) -> tuple[Pin, ...]:
         pin(names.CANARY_ALWAYS, rollout.to_colour, "always", 2),
         pin(names.CANARY_NEVER, rollout.from_colour, "never", 1),
     )
+
+
+# The smoke router's pin name (`<app>-pin-smoke`): it outranks the canary's (ranks 2 and 1).
+SMOKE_PIN = "smoke"
+
+
+def smoke_pin(spec: AppSpec, rollout: Rollout) -> Pin:
+    """The temporary router of a rollout's smoke checks: requests carrying `X-Trafficshift-Smoke: <id>` go
+    to the new colour (at weight 0), with the app's rule, entrypoints and middlewares."""
+    rule = rules.matching(app_rule=spec.rule, header=smoke.SMOKE_HEADER, cookie=None, value=rollout.id)
+    return Pin(name=SMOKE_PIN, colour=rollout.to_colour, rule=rule, rank=3)
 
 
 def opens_canary(spec: AppSpec, rollout: Rollout) -> bool:

@@ -130,6 +130,7 @@ def write_config(
     }
     if traefik is not None:
         section["api_url"] = traefik.api_url
+        section["entrypoint_url"] = traefik.web_url
         if metrics:
             section["metrics_url"] = traefik.metrics_url
     doc = {
