@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from benchmarks import report, tuning
-from benchmarks.harness import Workspace, cancel_on_signals, new_prefix, open_workspace
+from benchmarks.harness import Workspace, new_prefix, open_workspace, run_main
 from benchmarks.scenarios import (
     RECREATE,
     ROLLOUT,
@@ -146,21 +146,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    task = asyncio.current_task()
-    assert task is not None
-    cancel_on_signals(task)
-    return await bench(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        asyncio.run(_main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; everything this run created is removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(lambda: bench(args), interrupted="interrupted; everything this run created is removed")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cutover import shipped_throttle
-from benchmarks.harness import cancel_on_signals, new_prefix, open_workspace, wait_serving
+from benchmarks.harness import new_prefix, open_workspace, run_main, wait_serving
 from benchmarks.scenarios import promote
 from tests.support import cli
 from tests.support.images import build_app_image
@@ -205,20 +205,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _main(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    cancel_on_signals(task)
-    return await demo(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return asyncio.run(_main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: the demo's containers, Traefik and temp files are removed", file=sys.stderr)
-        return 130
+    return run_main(
+        lambda: demo(args),
+        interrupted="interrupted: the demo's containers, Traefik and temp files are removed",
+    )
 
 
 if __name__ == "__main__":

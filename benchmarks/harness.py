@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,24 @@ def cancel_on_signals(task: asyncio.Task[Any], *, out: Any = sys.stderr) -> None
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+
+
+def run_main(work: Callable[[], Awaitable[object]], *, interrupted: str) -> int:
+    """Run `work` on a fresh event loop, SIGINT/SIGTERM cancelling it so that its cleanup runs: its int
+    result (0 for anything else) is the exit code, 130 when it was interrupted."""
+
+    async def guarded() -> object:
+        task = asyncio.current_task()
+        assert task is not None
+        cancel_on_signals(task)
+        return await work()
+
+    try:
+        result = asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(interrupted, file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 # ---------------------------------------------------------------------- containers

@@ -35,7 +35,7 @@ import aiohttp
 
 from benchmarks import report
 from benchmarks.cutover import RESULTS, shipped_throttle
-from benchmarks.harness import Workspace, cancel_on_signals, new_prefix, open_workspace, run_container
+from benchmarks.harness import Workspace, new_prefix, open_workspace, run_container, run_main
 from tests.support import cli
 from tests.support.docker_fixtures import remove_prefixed
 from tests.support.images import build_app_image
@@ -600,21 +600,9 @@ async def _remove_apps(ws: Workspace) -> None:
         path.unlink()
 
 
-async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    task = asyncio.current_task()
-    assert task is not None
-    cancel_on_signals(task)
-    return await bench(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        asyncio.run(_main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; everything this run created is removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(lambda: bench(args), interrupted="interrupted; everything this run created is removed")
 
 
 if __name__ == "__main__":
