@@ -161,7 +161,8 @@ SCHEMAS: JSON = {
             "traefik": {
                 "type": "object",
                 "description": "what each Traefik instance's API routes for the app, by API URL"
-                " (`traefik.api_url`/`api_urls`): each colour's weight, or why it could not be read",
+                " (`traefik.api_url`/`api_urls`): each colour's weight, or why it could not be read;"
+                " empty in `GET /apps`, which reads no Traefik",
                 "additionalProperties": {"oneOf": [_WEIGHTS, {"type": "string"}]},
             },
         },
